@@ -1,0 +1,43 @@
+// The one exception type of the library and the precise codes it carries.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace safetensors {
+
+/// What went wrong. The first eleven follow FORMAT.md's validation rules in order.
+enum class ErrorCode {
+  header_too_small = 1,     // rule 1: file shorter than 8 bytes
+  header_too_large,         // rule 2: N > 100,000,000
+  invalid_header_length,    // rule 3: 8 + N beyond the end of the file
+  invalid_header_encoding,  // rule 4: header is not UTF-8
+  invalid_header,           // rule 5: not JSON, wrong shape, unknown dtype
+  duplicate_key,            // rule 6: a key appears twice
+  invalid_offsets,          // rule 7: hole, overlap, leading gap or end < begin
+  overflow,                 // rule 8: shape product or bit count overflows 64 bits
+  misaligned,               // rule 9: sub-byte tensor whose bits are not whole bytes
+  size_mismatch,            // rule 10: data_offsets span differs from the tensor size
+  buffer_size_mismatch,     // rule 11: trailing or missing bytes after the last tensor
+  tensor_not_found,         // lookup of a name the file does not have
+  invalid_slice,            // slice argument out of range, zero step, too many dims
+  invalid_argument,         // caller error outside the format (writer input, options)
+  io,                       // the operating system refused a read, write, map or rename
+};
+
+/// A short stable name for the code, e.g. "invalid_offsets".
+std::string_view error_code_name(ErrorCode code) noexcept;
+
+/// Thrown by every library function. `what()` is a complete sentence naming the file,
+/// the tensor or key and the values involved.
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ErrorCode code() const noexcept { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+}  // namespace safetensors

@@ -1,0 +1,85 @@
+// A safetensors file opened for reading: the validated header plus access to tensor bytes.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "safetensors/header.hpp"
+#include "safetensors/slice.hpp"
+#include "safetensors/source.hpp"
+
+namespace safetensors {
+
+/// How `File::open` reads the file.
+enum class Backend : std::uint8_t {
+  mmap,   // map the file; tensor views are zero-copy
+  pread,  // positional reads into caller memory; no mapping
+};
+
+/// A tensor's validated description and its bytes inside the mapping.
+struct TensorView {
+  const TensorInfo* info = nullptr;
+  std::span<const std::byte> data;
+
+  const std::string& name() const noexcept { return info->name; }
+  Dtype dtype() const noexcept { return info->dtype; }
+  const std::vector<std::uint64_t>& shape() const noexcept { return info->shape; }
+};
+
+/// An open, validated safetensors file. Opening reads only the 8-byte prefix and the
+/// header. Copies share the same underlying source; every const member may be called from
+/// many threads at once.
+class File {
+ public:
+  /// Opens and validates `path`. Throws `Error` naming the file and the rule broken.
+  static File open(const std::filesystem::path& path, Backend backend = Backend::mmap);
+
+  /// Validates a file held by any source (memory buffer, custom reader).
+  static File from_source(std::shared_ptr<const Source> source);
+
+  /// The path or source name used in messages.
+  const std::string& name() const noexcept;
+  const Header& header() const noexcept;
+  const std::optional<Metadata>& metadata() const noexcept;
+  const Source& source() const noexcept;
+
+  /// Number of tensors.
+  std::size_t size() const noexcept;
+  /// Tensors in data (offset) order.
+  std::span<const TensorInfo> tensors() const noexcept;
+  /// Tensors in name order (bytewise ascending).
+  std::vector<const TensorInfo*> tensors_by_name() const;
+
+  /// nullptr when the file has no tensor called `name`.
+  const TensorInfo* find(std::string_view name) const noexcept;
+  /// Throws `Error` (tensor_not_found) naming the file and the tensor.
+  const TensorInfo& info(std::string_view name) const;
+
+  /// True when tensor bytes are mapped, so `view` is available.
+  bool zero_copy() const noexcept;
+  /// Zero-copy view; throws `Error` (invalid_argument) on a source that is not mapped.
+  TensorView view(std::string_view name) const;
+  TensorView view(const TensorInfo& info) const;
+
+  /// Copies a tensor's bytes into `out`, which must be exactly its byte count.
+  void read(const TensorInfo& info, std::span<std::byte> out) const;
+  void read(std::string_view name, std::span<std::byte> out) const;
+  /// Returns an owned copy of a tensor's bytes.
+  std::vector<std::byte> read(std::string_view name) const;
+
+  /// Slices a tensor; zero-copy when the selection is contiguous and the file is mapped.
+  SlicedTensor slice(std::string_view name, std::span<const SliceArg> args) const;
+
+ private:
+  struct State;
+  explicit File(std::shared_ptr<const State> state) : state_(std::move(state)) {}
+  std::shared_ptr<const State> state_;
+};
+
+}  // namespace safetensors

@@ -1,0 +1,36 @@
+// Crash-safe output files: the target path changes only when the new content is complete.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <span>
+
+namespace safetensors {
+
+/// A new file written beside its target and renamed over it on `commit`. Until then the
+/// target is untouched; destroying an uncommitted AtomicFile deletes the temporary file.
+/// Permissions follow the umask, as for any newly created file.
+class AtomicFile {
+ public:
+  /// Creates the temporary file in the target's directory. Throws `Error` (io).
+  explicit AtomicFile(std::filesystem::path target);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  /// Appends bytes. Throws `Error` (io) naming the target on a short or failed write.
+  void write(std::span<const std::byte> bytes);
+  /// Flushes data to disk, renames over the target and flushes the directory entry.
+  void commit();
+
+  const std::filesystem::path& target() const noexcept { return target_; }
+  const std::filesystem::path& temp_path() const noexcept { return temp_; }
+
+ private:
+  std::filesystem::path target_;
+  std::filesystem::path temp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+}  // namespace safetensors

@@ -1,0 +1,13 @@
+// Umbrella include: the whole public C++ API of libsafetensors.
+#pragma once
+
+#include "safetensors/dtype.hpp"
+#include "safetensors/error.hpp"
+#include "safetensors/file.hpp"
+#include "safetensors/header.hpp"
+#include "safetensors/output.hpp"
+#include "safetensors/slice.hpp"
+#include "safetensors/source.hpp"
+#include "safetensors/values.hpp"
+#include "safetensors/version.hpp"
+#include "safetensors/writer.hpp"

@@ -1,0 +1,43 @@
+// Random-access byte sources: the only place the library touches the operating system
+// for reading. Format code sees `Source` and nothing else.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace safetensors {
+
+/// Read-only random access to a sequence of bytes. Implementations are safe to use from
+/// many threads at once.
+class Source {
+ public:
+  virtual ~Source() = default;
+
+  /// Total length in bytes, fixed for the life of the source.
+  virtual std::uint64_t size() const noexcept = 0;
+
+  /// Fills `out` with the bytes at [offset, offset + out.size()). Throws `Error` (io) when
+  /// the range is outside the source or the read fails.
+  virtual void read_at(std::uint64_t offset, std::span<std::byte> out) const = 0;
+
+  /// The whole source as memory when it is mapped or in memory; empty otherwise.
+  virtual std::span<const std::byte> mapped() const noexcept { return {}; }
+
+  /// A name for error messages (usually the path).
+  virtual const std::string& name() const noexcept = 0;
+};
+
+/// Maps a file read-only (MAP_PRIVATE): zero-copy views, pages loaded on first touch.
+std::unique_ptr<Source> open_mmap_source(const std::filesystem::path& path);
+
+/// Reads a file with pread(2); no mapping, so nothing is zero-copy.
+std::unique_ptr<Source> open_pread_source(const std::filesystem::path& path);
+
+/// Borrows memory the caller keeps alive for the life of the source.
+std::unique_ptr<Source> make_memory_source(std::span<const std::byte> bytes, std::string name);
+
+}  // namespace safetensors
