@@ -52,13 +52,19 @@ constexpr std::array<Dtype, dtype_count> enumerators = [] {
   return all;
 }();
 
-const DtypeFacts& facts_of(Dtype dtype) noexcept { return facts[static_cast<std::size_t>(dtype)]; }
+const DtypeFacts& facts_of(Dtype dtype) noexcept {
+  return facts[static_cast<std::size_t>(dtype)];
+}
 
 }  // namespace
 
-std::span<const Dtype> all_dtypes() noexcept { return enumerators; }
+std::span<const Dtype> all_dtypes() noexcept {
+  return enumerators;
+}
 
-std::string_view dtype_name(Dtype dtype) noexcept { return facts_of(dtype).name; }
+std::string_view dtype_name(Dtype dtype) noexcept {
+  return facts_of(dtype).name;
+}
 
 std::optional<Dtype> dtype_from_name(std::string_view name) noexcept {
   for (const auto& f : facts) {
@@ -67,9 +73,13 @@ std::optional<Dtype> dtype_from_name(std::string_view name) noexcept {
   return std::nullopt;
 }
 
-unsigned dtype_bits(Dtype dtype) noexcept { return facts_of(dtype).bits; }
+unsigned dtype_bits(Dtype dtype) noexcept {
+  return facts_of(dtype).bits;
+}
 
-unsigned dtype_write_rank(Dtype dtype) noexcept { return facts_of(dtype).write_rank; }
+unsigned dtype_write_rank(Dtype dtype) noexcept {
+  return facts_of(dtype).write_rank;
+}
 
 std::optional<std::uint64_t> element_count(std::span<const std::uint64_t> shape) noexcept {
   std::uint64_t count = 1;

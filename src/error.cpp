@@ -4,21 +4,36 @@ namespace safetensors {
 
 std::string_view error_code_name(ErrorCode code) noexcept {
   switch (code) {
-    case ErrorCode::header_too_small: return "header_too_small";
-    case ErrorCode::header_too_large: return "header_too_large";
-    case ErrorCode::invalid_header_length: return "invalid_header_length";
-    case ErrorCode::invalid_header_encoding: return "invalid_header_encoding";
-    case ErrorCode::invalid_header: return "invalid_header";
-    case ErrorCode::duplicate_key: return "duplicate_key";
-    case ErrorCode::invalid_offsets: return "invalid_offsets";
-    case ErrorCode::overflow: return "overflow";
-    case ErrorCode::misaligned: return "misaligned";
-    case ErrorCode::size_mismatch: return "size_mismatch";
-    case ErrorCode::buffer_size_mismatch: return "buffer_size_mismatch";
-    case ErrorCode::tensor_not_found: return "tensor_not_found";
-    case ErrorCode::invalid_slice: return "invalid_slice";
-    case ErrorCode::invalid_argument: return "invalid_argument";
-    case ErrorCode::io: return "io";
+    case ErrorCode::header_too_small:
+      return "header_too_small";
+    case ErrorCode::header_too_large:
+      return "header_too_large";
+    case ErrorCode::invalid_header_length:
+      return "invalid_header_length";
+    case ErrorCode::invalid_header_encoding:
+      return "invalid_header_encoding";
+    case ErrorCode::invalid_header:
+      return "invalid_header";
+    case ErrorCode::duplicate_key:
+      return "duplicate_key";
+    case ErrorCode::invalid_offsets:
+      return "invalid_offsets";
+    case ErrorCode::overflow:
+      return "overflow";
+    case ErrorCode::misaligned:
+      return "misaligned";
+    case ErrorCode::size_mismatch:
+      return "size_mismatch";
+    case ErrorCode::buffer_size_mismatch:
+      return "buffer_size_mismatch";
+    case ErrorCode::tensor_not_found:
+      return "tensor_not_found";
+    case ErrorCode::invalid_slice:
+      return "invalid_slice";
+    case ErrorCode::invalid_argument:
+      return "invalid_argument";
+    case ErrorCode::io:
+      return "io";
   }
   return "unknown";
 }

@@ -18,10 +18,10 @@ namespace safetensors {
 struct SliceArg {
   enum class Kind : std::uint8_t { index, range };
   Kind kind = Kind::range;
-  std::int64_t index = 0;              // Kind::index
-  std::optional<std::int64_t> start;   // Kind::range, nullopt = from the beginning
-  std::optional<std::int64_t> stop;    // Kind::range, nullopt = to the end
-  std::int64_t step = 1;               // Kind::range, must be > 0
+  std::int64_t index = 0;             // Kind::index
+  std::optional<std::int64_t> start;  // Kind::range, nullopt = from the beginning
+  std::optional<std::int64_t> stop;   // Kind::range, nullopt = to the end
+  std::int64_t step = 1;              // Kind::range, must be > 0
 
   /// Selects one position and drops the dimension.
   static SliceArg at(std::int64_t i) { return {Kind::index, i, {}, {}, 1}; }
@@ -53,8 +53,8 @@ struct SlicePlan {
 /// the dimension and the values when an index is out of range, a step is not positive or
 /// there are more arguments than dimensions. For sub-byte dtypes every selected run must
 /// start and end on a byte boundary.
-SlicePlan plan_slice(std::string_view tensor_name, Dtype dtype, std::span<const std::uint64_t> shape,
-                     std::span<const SliceArg> args);
+SlicePlan plan_slice(std::string_view tensor_name, Dtype dtype,
+                     std::span<const std::uint64_t> shape, std::span<const SliceArg> args);
 
 /// Copies the elements `plan` selects from `source` (the whole tensor, C order) into `out`,
 /// which must hold exactly the slice's bytes.

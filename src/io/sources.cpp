@@ -1,0 +1,149 @@
+// The three Source implementations: a read-only mapping, pread(2) on a descriptor, and
+// borrowed memory. Each is immutable after construction, which is what makes them safe to
+// share between threads.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <system_error>
+
+#include "safetensors/error.hpp"
+#include "safetensors/source.hpp"
+
+namespace safetensors {
+namespace {
+
+[[noreturn]] void throw_os_error(const std::string& name, const std::string& what, int err) {
+  // std::system_category().message is thread-safe, unlike strerror.
+  throw Error(ErrorCode::io, name + ": " + what + ": " + std::system_category().message(err));
+}
+
+void check_range(const std::string& name, std::uint64_t size, std::uint64_t offset,
+                 std::uint64_t length) {
+  if (offset > size || length > size - offset) {
+    throw Error(ErrorCode::io, name + ": cannot read " + std::to_string(length) +
+                                   " bytes at offset " + std::to_string(offset) +
+                                   ": the source is only " + std::to_string(size) + " bytes long");
+  }
+}
+
+// Owns a descriptor so that every early exit of the constructors closes it.
+class Descriptor {
+ public:
+  explicit Descriptor(const std::string& name) {
+    do {
+      fd_ = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
+    } while (fd_ < 0 && errno == EINTR);
+    if (fd_ < 0) throw_os_error(name, "cannot open", errno);
+  }
+  Descriptor(const Descriptor&) = delete;
+  Descriptor& operator=(const Descriptor&) = delete;
+  ~Descriptor() { ::close(fd_); }
+
+  int get() const noexcept { return fd_; }
+
+  std::uint64_t size(const std::string& name) const {
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) throw_os_error(name, "cannot stat", errno);
+    if (S_ISDIR(st.st_mode)) throw_os_error(name, "cannot read", EISDIR);
+    return static_cast<std::uint64_t>(st.st_size);
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Any source whose bytes are already in memory: borrowed memory, or a mapping.
+class SpanSource : public Source {
+ public:
+  SpanSource(std::span<const std::byte> bytes, std::string name)
+      : bytes_(bytes), name_(std::move(name)) {}
+
+  std::uint64_t size() const noexcept override { return bytes_.size(); }
+  void read_at(std::uint64_t offset, std::span<std::byte> out) const override {
+    check_range(name_, bytes_.size(), offset, out.size());
+    if (!out.empty()) std::memcpy(out.data(), bytes_.data() + offset, out.size());
+  }
+  std::span<const std::byte> mapped() const noexcept override { return bytes_; }
+  const std::string& name() const noexcept override { return name_; }
+
+ private:
+  std::span<const std::byte> bytes_;
+  std::string name_;
+};
+
+std::span<const std::byte> map_file(const std::string& name) {
+  Descriptor fd(name);
+  const std::uint64_t size = fd.size(name);
+  // mmap refuses a zero length; an empty file simply maps to an empty span.
+  if (size == 0) return {};
+  void* base = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  if (base == MAP_FAILED) throw_os_error(name, "cannot map", errno);
+  return {static_cast<const std::byte*>(base), size};
+}
+
+// The mapping outlives the descriptor: the kernel keeps the file referenced.
+class MmapSource final : public SpanSource {
+ public:
+  explicit MmapSource(const std::filesystem::path& path)
+      : SpanSource(map_file(path.string()), path.string()) {}
+  MmapSource(const MmapSource&) = delete;
+  MmapSource& operator=(const MmapSource&) = delete;
+  ~MmapSource() override {
+    const std::span<const std::byte> bytes = mapped();
+    if (!bytes.empty()) ::munmap(const_cast<std::byte*>(bytes.data()), bytes.size());
+  }
+};
+
+class PreadSource final : public Source {
+ public:
+  explicit PreadSource(const std::filesystem::path& path)
+      : name_(path.string()), fd_(name_), size_(fd_.size(name_)) {}
+
+  std::uint64_t size() const noexcept override { return size_; }
+  void read_at(std::uint64_t offset, std::span<std::byte> out) const override {
+    check_range(name_, size_, offset, out.size());
+    std::size_t done = 0;
+    while (done < out.size()) {
+      const ssize_t n = ::pread(fd_.get(), out.data() + done, out.size() - done,
+                                static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw_os_error(name_, "cannot read at offset " + std::to_string(offset + done), errno);
+      }
+      if (n == 0) {
+        // The file shrank after it was opened.
+        throw Error(ErrorCode::io, name_ + ": unexpected end of file at offset " +
+                                       std::to_string(offset + done) + " (expected " +
+                                       std::to_string(size_) + " bytes)");
+      }
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  const std::string& name() const noexcept override { return name_; }
+
+ private:
+  std::string name_;
+  Descriptor fd_;
+  std::uint64_t size_;
+};
+
+}  // namespace
+
+std::unique_ptr<Source> open_mmap_source(const std::filesystem::path& path) {
+  return std::make_unique<MmapSource>(path);
+}
+
+std::unique_ptr<Source> open_pread_source(const std::filesystem::path& path) {
+  return std::make_unique<PreadSource>(path);
+}
+
+std::unique_ptr<Source> make_memory_source(std::span<const std::byte> bytes, std::string name) {
+  return std::make_unique<SpanSource>(bytes, std::move(name));
+}
+
+}  // namespace safetensors

@@ -1,0 +1,385 @@
+#!/usr/bin/python3
+"""End-to-end checks of the `safetensors` command.
+
+Usage: cli_test.py SAFETENSORS_BIN SCRATCH_DIR
+
+Input files are written here by hand with struct + json, and the expected output of
+`merge` is computed here from the writer rules of FORMAT.md, independently of the library.
+"""
+
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+BIN = sys.argv[1]
+SCRATCH_ROOT = sys.argv[2]
+
+# FORMAT.md "Writing": the order tensors are laid out in, by dtype.
+WRITE_ORDER = ["U64", "I64", "F64", "C64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16",
+               "F8_E5M2FNUZ", "F8_E4M3FNUZ", "F8_E8M0", "F8_E4M3", "F8_E5M2", "I8", "U8",
+               "F6_E3M2", "F6_E2M3", "F4", "BOOL"]
+
+passed = 0
+failed = 0
+
+
+def check(name, condition, detail=""):
+    global passed, failed
+    if condition:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {name}" + (f"\n  {detail}" if detail else ""))
+
+
+def run(*args):
+    return subprocess.run([BIN, *args], capture_output=True, text=True)
+
+
+# ---------------------------------------------------------------- file construction
+
+def raw_file(path, header_text, data, pad_to=8):
+    """Writes an arbitrary header text (possibly invalid) followed by `data`."""
+    header = header_text.encode("utf-8")
+    header += b" " * ((-(8 + len(header))) % pad_to)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header + data)
+
+
+def entry_json(dtype, shape, begin, end):
+    return (f'{{"dtype":"{dtype}","shape":[{",".join(map(str, shape))}],'
+            f'"data_offsets":[{begin},{end}]}}')
+
+
+def escape(text):
+    """FORMAT.md string escaping, written out rule by rule."""
+    short = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+             "\r": "\\r"}
+    out = []
+    for ch in text:
+        if ch in short:
+            out.append(short[ch])
+        elif ord(ch) < 0x20:
+            out.append("\\u%04x" % ord(ch))
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def plain_file(path, tensors, metadata=None, reverse=False, pad_to=8):
+    """A valid file whose data is laid out in name order (reversed on request), which is
+    not the canonical order, so `merge` has real work to do. tensors: name -> (dtype,
+    shape, bytes)."""
+    names = sorted(tensors, reverse=reverse)
+    parts, data = [], b""
+    if metadata is not None:
+        parts.append('"__metadata__":{' + ",".join(
+            f"{escape(k)}:{escape(v)}" for k, v in metadata.items()) + "}")
+    for name in names:
+        dtype, shape, blob = tensors[name]
+        parts.append(f"{escape(name)}:" + entry_json(dtype, shape, len(data), len(data) + len(blob)))
+        data += blob
+    raw_file(path, "{" + ",".join(parts) + "}", data, pad_to)
+
+
+def canonical_bytes(tensors, metadata=None, alignment=8):
+    """The exact bytes FORMAT.md's writer rules prescribe."""
+    names = sorted(tensors, key=lambda n: (WRITE_ORDER.index(tensors[n][0]), n.encode("utf-8")))
+    parts, data = [], b""
+    if metadata is not None:
+        parts.append('"__metadata__":{' + ",".join(
+            f"{escape(k)}:{escape(metadata[k])}"
+            for k in sorted(metadata, key=lambda k: k.encode("utf-8"))) + "}")
+    for name in names:
+        dtype, shape, blob = tensors[name]
+        parts.append(f"{escape(name)}:" + entry_json(dtype, shape, len(data), len(data) + len(blob)))
+        data += blob
+    header = ("{" + ",".join(parts) + "}").encode("utf-8")
+    header += b" " * ((-(8 + len(header))) % alignment)
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def f32(*values):
+    return struct.pack(f"<{len(values)}f", *values)
+
+
+def u16(*values):
+    return struct.pack(f"<{len(values)}H", *values)
+
+
+# ---------------------------------------------------------------- checks
+
+def check_help_and_usage(_scratch):
+    r = run("--help")
+    check("--help exits 0", r.returncode == 0 and "inspect" in r.stdout and "merge" in r.stdout,
+          r.stdout + r.stderr)
+    r = run("--version")
+    check("--version exits 0", r.returncode == 0 and r.stdout.strip().startswith("safetensors"),
+          r.stdout + r.stderr)
+    helps_ok = True
+    for sub, word in [("inspect", "metadata"), ("validate", "format"), ("merge", "union"),
+                      ("get", "values")]:
+        r = run(sub, "--help")
+        if r.returncode != 0 or word not in r.stdout or sub not in r.stdout:
+            helps_ok = False
+            print(f"  {sub} --help: rc={r.returncode}\n{r.stdout}{r.stderr}")
+    check("every subcommand --help exits 0 with a description", helps_ok)
+
+    usage_cases = [
+        [],
+        ["frobnicate"],
+        ["inspect"],
+        ["inspect", "x.safetensors", "--sort", "size"],
+        ["get", "x.safetensors"],
+        ["get", "x.safetensors", "w", "-n", "many"],
+        ["get", "x.safetensors", "w", "-n", "-3"],
+        ["merge", "a.safetensors"],
+        ["merge", "a.safetensors", "-o", "out.safetensors", "--align", "100"],
+        ["validate", "--no-such-option", "x.safetensors"],
+    ]
+    bad = []
+    for args in usage_cases:
+        r = run(*args)
+        if r.returncode != 2 or not r.stderr.strip() or r.stdout.strip():
+            bad.append(f"{args}: rc={r.returncode} stderr={r.stderr!r}")
+    check("usage errors exit 2 with a message on stderr", not bad, "\n  ".join(bad))
+
+
+def model_tensors():
+    return {
+        "embed.weight": ("BF16", [4, 2], u16(*range(0x3F80, 0x3F88))),
+        "layer.0.bias": ("F32", [3], f32(1.0, 2.0, 3.0)),
+        "layer.0.weight": ("F32", [2, 3], f32(*range(6))),
+        "step": ("I64", [], struct.pack("<q", 7)),
+        "empty": ("F16", [0, 5], b""),
+    }
+
+
+def check_inspect(scratch):
+    path = os.path.join(scratch, "model.safetensors")
+    tensors = model_tensors()
+    plain_file(path, tensors, {"format": "pt", "note": 'say "hi"\n'})
+    r = run("inspect", path)
+    out = r.stdout
+    check("inspect exits 0", r.returncode == 0, r.stderr)
+    lines = out.splitlines()
+    # Data order is name order in this file: "embed.weight" first, at offset 0.
+    rows = [line.split() for line in lines if line.strip().split(" ")[0] in tensors]
+    row_names = [row[0] for row in rows]
+    check("inspect lists tensors in offset order", row_names == sorted(tensors), out)
+    embed = next((line for line in lines if line.strip().startswith("embed.weight")), "")
+    check("inspect row shows dtype, shape, bytes and offsets",
+          "BF16" in embed and "[4, 2]" in embed and "16 B" in embed and "[0, 16)" in embed, embed)
+    weight = next((line for line in lines if line.strip().startswith("layer.0.weight")), "")
+    check("inspect row of a later tensor has file offsets",
+          "[2, 3]" in weight and "[28, 52)" in weight, weight)
+    check("inspect totals", "tensors:     5" in out and "parameters:  18 " in out
+          and "header size:" in out and "BF16" in out, out)
+    check("inspect shows metadata", "format: pt" in out, out)
+
+    r = run("inspect", "--sort", "name", path)
+    names = [line.split()[0] for line in r.stdout.splitlines()
+             if line.strip().split(" ")[0] in tensors]
+    check("inspect --sort name", names == sorted(tensors, key=str.encode), r.stdout)
+
+    r = run("inspect", "--json", path)
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError as e:
+        check("inspect --json parses", False, f"{e}: {r.stdout!r}")
+        return
+    header_len = struct.unpack("<Q", read_bytes(path)[:8])[0]
+    by_name = {t["name"]: t for t in doc["tensors"]}
+    ok = (doc["file"] == path and doc["header_size"] == header_len
+          and doc["metadata"] == {"format": "pt", "note": 'say "hi"\n'}
+          and list(by_name) == sorted(tensors)
+          and by_name["layer.0.weight"] == {"name": "layer.0.weight", "dtype": "F32",
+                                            "shape": [2, 3], "data_offsets": [28, 52],
+                                            "bytes": 24}
+          and by_name["step"]["shape"] == []
+          and doc["totals"] == {"tensors": 5, "parameters": 18, "bytes": 60,
+                                "bytes_by_dtype": {"BF16": 16, "F32": 36, "I64": 8, "F16": 0}})
+    check("inspect --json has the right values", ok, json.dumps(doc, indent=1))
+
+    odd = os.path.join(scratch, "odd names.safetensors")
+    plain_file(odd, {'quote"back\\slash\ttab\x01ctl': ("U8", [1], b"\x05"),
+                     "unicodé ✓": ("U8", [1], b"\x06")})
+    r = run("inspect", "--json", odd)
+    try:
+        names = sorted(t["name"] for t in json.loads(r.stdout)["tensors"])
+        check("inspect --json escapes names", names ==
+              sorted(['quote"back\\slash\ttab\x01ctl', "unicodé ✓"]), r.stdout)
+    except ValueError as e:
+        check("inspect --json escapes names", False, f"{e}: {r.stdout!r}")
+    r = run("inspect", "--json", os.path.join(scratch, "none.safetensors"))
+    check("inspect of a missing file exits 1", r.returncode == 1
+          and r.stderr.startswith("safetensors: "), r.stderr)
+
+
+def check_validate(scratch):
+    good = os.path.join(scratch, "good.safetensors")
+    plain_file(good, model_tensors())
+    hole = os.path.join(scratch, "hole.safetensors")
+    raw_file(hole, '{"a":' + entry_json("F32", [1], 0, 4) + ',"gap_after":'
+             + entry_json("F32", [1], 8, 12) + "}", bytes(12))
+    mismatch = os.path.join(scratch, "mismatch.safetensors")
+    raw_file(mismatch, '{"short_one":' + entry_json("F32", [2], 0, 4) + "}", bytes(4))
+    dup = os.path.join(scratch, "dup.safetensors")
+    raw_file(dup, '{"twice":' + entry_json("U8", [1], 0, 1) + ',"twice":'
+             + entry_json("U8", [1], 1, 2) + "}", bytes(2))
+    missing = os.path.join(scratch, "missing.safetensors")
+
+    r = run("validate", good)
+    check("validate good file", r.returncode == 0
+          and r.stdout == f"{good}: OK (5 tensors)\n" and r.stderr == "", r.stdout + r.stderr)
+    r = run("validate", "-q", good)
+    check("validate -q is quiet", r.returncode == 0 and r.stdout == "", r.stdout)
+
+    for path, code, tensor in [(hole, "invalid_offsets", "gap_after"),
+                               (mismatch, "size_mismatch", "short_one"),
+                               (dup, "duplicate_key", "twice"),
+                               (missing, "io", None)]:
+        r = run("validate", path)
+        lines = r.stderr.splitlines()
+        ok = (r.returncode == 1 and r.stdout == "" and len(lines) == 1
+              and lines[0].startswith(f"{path}: {code}: ")
+              and (tensor is None or tensor in lines[0]))
+        check(f"validate reports {code}", ok, f"rc={r.returncode} {r.stderr!r}")
+
+    r = run("validate", good, hole, good)
+    check("validate several files", r.returncode == 1 and r.stdout.count(": OK (5 tensors)") == 2
+          and len(r.stderr.splitlines()) == 1, r.stdout + r.stderr)
+
+
+def check_merge(scratch):
+    a_tensors = {
+        "z.weight": ("F32", [2], f32(1.5, -2.0)),
+        "b.bias": ("U8", [3], b"\x01\x02\x03"),
+        "packed": ("F4", [4], b"\x21\xf7"),
+    }
+    b_tensors = {
+        "a.embed": ("BF16", [2], u16(0x3F80, 0xC040)),
+        "count": ("U64", [1], struct.pack("<Q", 2**64 - 1)),
+        "flag": ("BOOL", [2], b"\x00\x01"),
+        "m": ("F8_E4M3", [1, 1], b"\x7e"),
+    }
+    a = os.path.join(scratch, "a.safetensors")
+    b = os.path.join(scratch, "b.safetensors")
+    plain_file(a, a_tensors, {"format": "pt"}, reverse=True)
+    plain_file(b, b_tensors, {"author": "me", "format": "pt"}, pad_to=64)
+    out = os.path.join(scratch, "merged.safetensors")
+    union = {**a_tensors, **b_tensors}
+
+    r = run("merge", a, b, "-o", out)
+    check("merge exits 0", r.returncode == 0, r.stderr)
+    expected = canonical_bytes(union, {"author": "me", "format": "pt"})
+    actual = read_bytes(out)
+    check("merge writes the canonical bytes with the metadata union", actual == expected,
+          f"expected {expected[:300]!r}\n  actual   {actual[:300]!r}")
+
+    r = run("merge", a, b, "-o", out, "--align", "4096")
+    actual = read_bytes(out)
+    check("merge --align 4096 replaces the existing output", r.returncode == 0
+          and actual == canonical_bytes(union, {"author": "me", "format": "pt"}, 4096)
+          and (8 + struct.unpack("<Q", actual[:8])[0]) % 4096 == 0, r.stderr)
+
+    c = os.path.join(scratch, "c.safetensors")
+    d = os.path.join(scratch, "d.safetensors")
+    plain_file(c, {"x": ("I8", [2], b"\xff\x01")})
+    plain_file(d, {"y": ("I16", [1], b"\x01\x00")})
+    nometa = os.path.join(scratch, "nometa.safetensors")
+    r = run("merge", c, d, "-o", nometa)
+    check("merge without metadata writes none", r.returncode == 0 and read_bytes(nometa)
+          == canonical_bytes({"x": ("I8", [2], b"\xff\x01"), "y": ("I16", [1], b"\x01\x00")}),
+          r.stderr)
+
+    conflict = os.path.join(scratch, "conflict.safetensors")
+    plain_file(conflict, {"other": ("U8", [1], b"\x00")}, {"format": "tf"})
+    r = run("merge", a, conflict, "-o", os.path.join(scratch, "never1.safetensors"))
+    msg = r.stderr
+    check("merge names conflicting metadata", r.returncode == 1 and "format" in msg
+          and "pt" in msg and "tf" in msg and a in msg and conflict in msg
+          and not os.path.exists(os.path.join(scratch, "never1.safetensors")), msg)
+
+    clash = os.path.join(scratch, "clash.safetensors")
+    plain_file(clash, {"z.weight": ("F32", [1], f32(0.0))})
+    r = run("merge", a, clash, "-o", os.path.join(scratch, "never2.safetensors"))
+    msg = r.stderr
+    check("merge names a duplicate tensor and both files", r.returncode == 1
+          and "z.weight" in msg and a in msg and clash in msg, msg)
+
+    before = read_bytes(a)
+    r = run("merge", a, b, "-o", a)
+    check("merge refuses to overwrite an input", r.returncode == 1
+          and read_bytes(a) == before and "input" in r.stderr, r.stderr)
+
+
+def check_get(scratch):
+    path = os.path.join(scratch, "values.safetensors")
+    tensors = {
+        "f32": ("F32", [2, 2], f32(1.5, -2.25, 0.1, math.inf)),
+        "bf16": ("BF16", [3], u16(0x3F80, 0xC0A0, 0x3E80)),
+        "f16": ("F16", [3], struct.pack("<3e", 1.0, -0.5, 65504.0)),
+        "f8": ("F8_E4M3", [5], bytes([0x7E, 0x38, 0x01, 0xFF, 0xB0])),
+        "u64": ("U64", [3], struct.pack("<3Q", 2**64 - 1, 0, 12345678901234567890)),
+        "i8": ("I8", [20], bytes(range(236, 256))),
+    }
+    plain_file(path, tensors)
+    expected = {
+        "f32": ("F32", "[2, 2]", "1.5, -2.25, 0.1, inf"),
+        "bf16": ("BF16", "[3]", "1, -5, 0.25"),
+        "f16": ("F16", "[3]", "1, -0.5, 65504"),
+        "f8": ("F8_E4M3", "[5]", "448, 1, 0.001953125, nan, -0.5"),
+        "u64": ("U64", "[3]", "18446744073709551615, 0, 12345678901234567890"),
+    }
+    for name, (dtype, shape, values) in expected.items():
+        r = run("get", path, name)
+        out = r.stdout
+        nbytes = len(tensors[name][2])
+        ok = (r.returncode == 0 and f"dtype:  {dtype}\n" in out and f"shape:  {shape}\n" in out
+              and f"bytes:  {nbytes} " in out and f"values: [{values}]" in out)
+        check(f"get decodes {dtype}", ok, out + r.stderr)
+
+    r = run("get", path, "i8")
+    shown = r.stdout.split("values: [")[1].split("]")[0].split(", ") if "values: [" in r.stdout else []
+    check("get shows 16 values by default",
+          shown[:16] == [str(v) for v in range(-20, -4)] and shown[16:] == ["..."], r.stdout)
+    r = run("get", path, "i8", "-n", "3")
+    check("get -n 3", "values: [-20, -19, -18, ...]  (3 of 20)" in r.stdout, r.stdout)
+    r = run("get", path, "nope")
+    check("get of a missing tensor exits 1", r.returncode == 1 and "nope" in r.stderr
+          and r.stderr.startswith("safetensors: "), r.stderr)
+
+
+def main():
+    os.makedirs(SCRATCH_ROOT, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="cli-", dir=SCRATCH_ROOT)
+    try:
+        for group in (check_help_and_usage, check_inspect, check_validate, check_merge,
+                      check_get):
+            try:
+                group(scratch)
+            except Exception as e:  # a crash in one group must not hide the others
+                check(f"{group.__name__} ran to the end", False, repr(e))
+    finally:
+        if failed == 0:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(f"cli: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+// Helpers shared by the subcommands of the `safetensors` command.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace safetensors::cli {
+
+/// A registered subcommand: its parser and the action to run once it parsed. `run` returns
+/// the process exit status and may throw; main turns exceptions into messages.
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+Command add_inspect(CLI::App& parent);
+Command add_validate(CLI::App& parent);
+Command add_merge(CLI::App& parent);
+Command add_get(CLI::App& parent);
+
+/// "512 B", "1.5 KiB", "250.0 MiB": binary units, one decimal above bytes.
+std::string human_size(std::uint64_t bytes);
+
+/// "6.74 B" style count with decimal suffixes (K, M, B, T) for parameter totals.
+std::string human_count(std::uint64_t count);
+
+/// "[32000, 4096]"; "[]" for a scalar.
+std::string shape_text(const std::vector<std::uint64_t>& shape);
+
+/// A JSON string literal, quotes included. Invalid UTF-8 bytes become U+FFFD so the output
+/// always parses; file names are not guaranteed to be UTF-8.
+std::string json_string(std::string_view text);
+
+/// Text safe to print on a terminal: control bytes shown as \xNN so a crafted tensor name
+/// cannot move the cursor or inject escape sequences.
+std::string printable(std::string_view text);
+
+/// Prints "safetensors: <message>" on stderr.
+void print_error(std::string_view message);
+
+}  // namespace safetensors::cli

@@ -1,0 +1,54 @@
+// `safetensors validate`: opens each file (which validates it) and reports per file.
+#include <fmt/core.h>
+
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli_common.hpp"
+#include "safetensors/safetensors.hpp"
+
+namespace safetensors::cli {
+namespace {
+
+struct ValidateOptions {
+  std::vector<std::string> paths;
+  bool quiet = false;
+};
+
+// True when `path` is a valid file; otherwise prints "FILE: <code>: <message>" on stderr.
+bool validate_one(const std::string& path, bool quiet) {
+  try {
+    const File file = File::open(path);
+    if (!quiet) fmt::print("{}: OK ({} tensors)\n", printable(path), file.size());
+    return true;
+  } catch (const Error& e) {
+    fmt::print(stderr, "{}: {}: {}\n", printable(path), error_code_name(e.code()), e.what());
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: error: {}\n", printable(path), e.what());
+  }
+  return false;
+}
+
+}  // namespace
+
+Command add_validate(CLI::App& parent) {
+  auto options = std::make_shared<ValidateOptions>();
+  CLI::App* app = parent.add_subcommand(
+      "validate",
+      "Check that each file follows the safetensors format exactly (header, offsets, sizes, no "
+      "trailing bytes). Prints 'FILE: OK (N tensors)' for a good file and 'FILE: <error>: "
+      "<message>' on stderr for a bad one. Exit status 0 when every file is valid, 1 otherwise.");
+  app->add_option("FILE", options->paths, "Files to check")->required();
+  app->add_flag("-q,--quiet", options->quiet, "Print nothing for valid files");
+  return {app, [options] {
+            bool all_valid = true;
+            for (const std::string& path : options->paths) {
+              all_valid = validate_one(path, options->quiet) && all_valid;
+            }
+            return all_valid ? 0 : 1;
+          }};
+}
+
+}  // namespace safetensors::cli
