@@ -23,6 +23,21 @@ def file_bytes(header, data=b"", pad=True):
     return struct.pack("<Q", len(text)) + text + data
 
 
+def layers(count):
+    """`count` BF16 tensors of varying length, laid out back to back, and their total size."""
+    header, offset = {}, 0
+    for i in range(count):
+        length = i % 3 + 1
+        header[f"layer.{i}.w"] = entry("BF16", [length], offset, offset + 2 * length)
+        offset += 2 * length
+    return header, offset
+
+
+def header_mode(header, data_size):
+    """The fuzzer's second reading: the prefix is the data size and the rest is the JSON."""
+    return struct.pack("<Q", data_size) + json.dumps(header, separators=(",", ":")).encode()
+
+
 SEEDS = {
     "valid_two_tensors": file_bytes(
         {"__metadata__": {"format": "pt"},
@@ -56,6 +71,12 @@ SEEDS = {
     "invalid_nul_padding": struct.pack("<Q", 8) + b"{}\0\0\0\0\0\0",
     "invalid_too_small": b"\x02\x00\x00",
     "invalid_length": struct.pack("<Q", 1000) + b"{}",
+    "header_mode_two_tensors": header_mode(
+        {"__metadata__": {"k": "v"}, "a": entry("F16", [2, 3], 0, 12), "b": entry("U32", [], 12, 16)},
+        16),
+    "header_mode_empty_tensors": header_mode(
+        {"a": entry("F32", [0], 0, 0), "b": entry("F4", [4], 0, 2), "c": entry("I8", [1, 0], 2, 2)}, 2),
+    "header_mode_many": header_mode(*layers(12)),
 }
 
 

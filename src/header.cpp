@@ -94,7 +94,7 @@ void check_tensor(const TensorInfo& tensor, const TensorInfo* previous, std::str
       problem = "does not start at 0 (leading gap)";
     } else if (tensor.data_begin > expected_begin) {
       problem = "start " + std::to_string(tensor.data_begin - expected_begin) +
-                " bytes after the previous tensor ends (hole)";
+                " bytes after the previous tensor " + quote(previous->name) + " ends (hole)";
     } else {
       problem = "overlaps the previous tensor " + quote(previous->name) + " which ends at " +
                 std::to_string(expected_begin);

@@ -128,6 +128,16 @@ TEST(HeaderLength, BeyondEndOfFile) {
   EXPECT_EQ(parse_header_length(prefix_of(99), 107, origin), 99u);
 }
 
+TEST(HeaderLength, PrefixMustHoldEightBytes) {
+  std::vector<std::byte> short_prefix(4, std::byte{0});
+  try {
+    parse_header_length(short_prefix, 100, origin);
+    FAIL() << "accepted";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.code(), ErrorCode::invalid_argument);
+  }
+}
+
 TEST(HeaderLength, TooLargeIsCheckedBeforeBeyondFile) {
   std::vector<std::byte> file = prefix_of(100'000'001);
   EXPECT_TRUE(fails_with(file, ErrorCode::header_too_large));
@@ -180,6 +190,10 @@ TEST(HeaderJson, AcceptsSpacePaddingAndLeadingWhitespace) {
   EXPECT_EQ(parse(body + "      ", 2).tensors.size(), 1u);
   EXPECT_EQ(parse(" \n\t\r" + body, 2).tensors.size(), 1u);
   EXPECT_EQ(parse(" {}  ", 0).tensors.size(), 0u);
+}
+
+TEST(HeaderJson, RejectsByteOrderMark) {
+  EXPECT_TRUE(json_fails("\xEF\xBB\xBF{}", 0, ErrorCode::invalid_header));
 }
 
 TEST(HeaderJson, RejectsNulPadding) {
@@ -438,7 +452,7 @@ TEST(HeaderOffsets, Hole) {
   std::string json = "{" + entry("a", "U8", "[4]", 0, 4) + "," +
                      entry("h.3.attn.weight", "U8", "[4]", 20, 24) + "}";
   EXPECT_TRUE(json_fails(json, 24, ErrorCode::invalid_offsets,
-                         {"tensor `h.3.attn.weight`", "[20, 24)", "16 bytes", "hole"}));
+                         {"tensor `h.3.attn.weight`", "[20, 24)", "16 bytes", "`a`", "hole"}));
 }
 
 TEST(HeaderOffsets, Overlap) {
