@@ -82,3 +82,9 @@ print()
 print(f"{ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz, medians of 5 "
       f"repetitions, MB and GB are 10^6 and 10^9 bytes; raw results in {sys.argv[1]}")
 PY
+
+# The conversion benchmark makes a 500 MB checkpoint and runs torch, so it is opt-in:
+# SAFETENSORS_CONVERT_BENCH=1 bench/run.sh BUILD_DIR (needs /usr/bin/python3 with torch).
+if [[ "${SAFETENSORS_CONVERT_BENCH:-0}" == 1 ]]; then
+  /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/convert_bench.py" "$build_dir"
+fi

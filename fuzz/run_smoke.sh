@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs fuzz_header from the seed corpus for a fixed time. Exits non-zero on any crash, leak,
+# Runs each fuzzer from its seed corpus for a fixed time. Exits non-zero on any crash, leak,
 # timeout or out-of-memory; the offending input is kept in BUILD_DIR/fuzz-artifacts/.
-# Usage: fuzz/run_smoke.sh BUILD_DIR SECONDS
+# Usage: fuzz/run_smoke.sh BUILD_DIR SECONDS   (SECONDS per fuzzer)
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
@@ -11,18 +11,27 @@ fi
 build_dir=$(cd "$1" && pwd)
 seconds=$2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-fuzzer="$build_dir/fuzz/fuzz_header"
-if [[ ! -x "$fuzzer" ]]; then
-  echo "$fuzzer not found: configure with -DSAFETENSORS_BUILD_FUZZ=ON and build fuzz_header" >&2
-  exit 2
-fi
-
-# The fuzzer adds inputs to its corpus; the committed seeds stay as they are.
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/fuzz_header.XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
-cp "$here"/corpus/header/* "$scratch"/
 artifacts="$build_dir/fuzz-artifacts"
 mkdir -p "$artifacts"
 
-"$fuzzer" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
-  -dict="$here/header.dict" -artifact_prefix="$artifacts/" -print_final_stats=1 "$scratch"
+# run NAME [libFuzzer options...]: fuzz_NAME over a copy of corpus/NAME (the fuzzer adds
+# inputs to its corpus; the committed seeds stay as they are).
+run() {
+  local name=$1
+  shift
+  local fuzzer="$build_dir/fuzz/fuzz_$name"
+  if [[ ! -x "$fuzzer" ]]; then
+    echo "$fuzzer not found: configure with -DSAFETENSORS_BUILD_FUZZ=ON and build fuzz_$name" >&2
+    exit 2
+  fi
+  local scratch
+  scratch=$(mktemp -d "${TMPDIR:-/tmp}/fuzz_$name.XXXXXX")
+  cp "$here"/corpus/"$name"/* "$scratch"/
+  "$fuzzer" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
+    -artifact_prefix="$artifacts/" -print_final_stats=1 "$@" "$scratch" ||
+    { rm -rf "$scratch"; exit 1; }
+  rm -rf "$scratch"
+}
+
+run header -max_len=65536 -dict="$here/header.dict"
+run pickle -max_len=65536 -dict="$here/pickle.dict"

@@ -34,6 +34,16 @@ std::string_view error_code_name(ErrorCode code) noexcept {
       return "invalid_argument";
     case ErrorCode::io:
       return "io";
+    case ErrorCode::invalid_archive:
+      return "invalid_archive";
+    case ErrorCode::invalid_pickle:
+      return "invalid_pickle";
+    case ErrorCode::forbidden_pickle:
+      return "forbidden_pickle";
+    case ErrorCode::unsupported_checkpoint:
+      return "unsupported_checkpoint";
+    case ErrorCode::invalid_checkpoint:
+      return "invalid_checkpoint";
   }
   return "unknown";
 }

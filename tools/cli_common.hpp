@@ -22,6 +22,9 @@ Command add_inspect(CLI::App& parent);
 Command add_validate(CLI::App& parent);
 Command add_merge(CLI::App& parent);
 Command add_get(CLI::App& parent);
+Command add_shard(CLI::App& parent);
+Command add_scan(CLI::App& parent);
+Command add_convert(CLI::App& parent);
 
 /// "512 B", "1.5 KiB", "250.0 MiB": binary units, one decimal above bytes.
 std::string human_size(std::uint64_t bytes);

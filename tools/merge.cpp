@@ -1,22 +1,17 @@
-// `safetensors merge`: the union of several files' tensors and metadata, written canonically.
+// `safetensors merge`: the union of several files' or checkpoints' tensors and metadata,
+// written canonically to one file.
 #include <fmt/core.h>
 
-#include <deque>
-#include <filesystem>
-#include <map>
 #include <memory>
-#include <optional>
-#include <span>
 #include <string>
 #include <vector>
 
+#include "checkpoint_input.hpp"
 #include "cli_common.hpp"
 #include "safetensors/safetensors.hpp"
 
 namespace safetensors::cli {
 namespace {
-
-namespace fs = std::filesystem;
 
 struct MergeOptions {
   std::vector<std::string> inputs;
@@ -24,81 +19,17 @@ struct MergeOptions {
   std::uint64_t alignment = 8;
 };
 
-bool same_file(const fs::path& a, const fs::path& b) {
-  std::error_code ec;
-  if (fs::equivalent(a, b, ec)) return true;
-  // equivalent() needs both to exist; compare spellings for a not-yet-existing output.
-  std::error_code ec_a, ec_b;
-  const fs::path canonical_a = fs::weakly_canonical(a, ec_a);
-  const fs::path canonical_b = fs::weakly_canonical(b, ec_b);
-  return !ec_a && !ec_b && canonical_a == canonical_b;
-}
-
-void check_output_path(const MergeOptions& options) {
-  for (const std::string& input : options.inputs) {
-    if (same_file(input, options.output)) {
-      throw Error(ErrorCode::invalid_argument,
-                  fmt::format("refusing to write {}: it is also an input", options.output));
-    }
-  }
-}
-
-// Gathers the union of tensors and metadata, refusing any name or key that two inputs
-// disagree on. Tensor bytes stay in the inputs' mappings (or `copies` where a file is not
-// mapped), so memory use does not grow with the data.
-struct Union {
-  std::vector<TensorData> tensors;
-  std::optional<Metadata> metadata;
-  std::deque<std::vector<std::byte>> copies;
-};
-
-void add_file(Union& merged, const File& file, std::map<std::string, std::string>& tensor_origin,
-              std::map<std::string, std::string>& key_origin) {
-  if (const auto& metadata = file.metadata()) {
-    if (!merged.metadata) merged.metadata.emplace();
-    for (const auto& [key, value] : *metadata) {
-      auto [it, inserted] = merged.metadata->emplace(key, value);
-      if (!inserted && it->second != value) {
-        throw Error(
-            ErrorCode::duplicate_key,
-            fmt::format("metadata key {} is {} in {} but {} in {}", json_string(key),
-                        json_string(it->second), key_origin[key], json_string(value), file.name()));
-      }
-      key_origin.emplace(key, file.name());
-    }
-  }
-  for (const TensorInfo& info : file.tensors()) {
-    auto [it, inserted] = tensor_origin.emplace(info.name, file.name());
-    if (!inserted) {
-      throw Error(ErrorCode::duplicate_key,
-                  fmt::format("tensor {} is in both {} and {}", json_string(info.name), it->second,
-                              file.name()));
-    }
-    std::span<const std::byte> bytes;
-    if (file.zero_copy()) {
-      bytes = file.view(info).data;
-    } else {
-      bytes = merged.copies.emplace_back(file.read(info.name));
-    }
-    merged.tensors.push_back(TensorData::from_bytes(info.name, info.dtype, info.shape, bytes));
-  }
-}
-
 int run_merge(const MergeOptions& options) {
-  check_output_path(options);
-  std::vector<File> files;
-  files.reserve(options.inputs.size());
-  for (const std::string& input : options.inputs) files.push_back(File::open(input));
+  std::vector<Checkpoint> inputs;
+  inputs.reserve(options.inputs.size());
+  for (const std::string& input : options.inputs) inputs.push_back(Checkpoint::open(input));
+  refuse_overwriting_inputs(inputs, options.output, false);
 
-  Union merged;
-  std::map<std::string, std::string> tensor_origin, key_origin;
-  for (const File& file : files) add_file(merged, file, tensor_origin, key_origin);
-
-  write_file(options.output, merged.tensors, WriteOptions{merged.metadata, options.alignment});
-  std::uint64_t bytes = 0;
-  for (const TensorData& t : merged.tensors) bytes += t.bytes.size();
+  TensorUnion merged;
+  for (const Checkpoint& input : inputs) merged.add(input);
+  write_file(options.output, merged.tensors(), WriteOptions{merged.metadata(), options.alignment});
   fmt::print("{}: {} tensors from {} files, {} of data\n", printable(options.output),
-             merged.tensors.size(), files.size(), human_size(bytes));
+             merged.tensors().size(), merged.files(), human_size(merged.bytes()));
   return 0;
 }
 
@@ -109,9 +40,11 @@ Command add_merge(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand(
       "merge",
       "Write the union of the inputs' tensors and metadata to one file, in the canonical "
-      "layout (dtype order, then name). A tensor name in two inputs, or a metadata key with "
-      "two different values, is an error. The output is written atomically.");
-  app->add_option("IN", options->inputs, "Input files")->required();
+      "layout (dtype order, then name). An input is a file, a sharded checkpoint's directory "
+      "or its index (*.json). A tensor name in two inputs, or a metadata key with two "
+      "different values, is an error. The output is written atomically.");
+  app->add_option("IN", options->inputs, "Input files, checkpoint directories or indexes")
+      ->required();
   app->add_option("-o,--output", options->output, "Output file")->required();
   app->add_option("--align", options->alignment,
                   "Pad the header so tensor data starts at a multiple of N bytes (a power of "

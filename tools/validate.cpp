@@ -1,4 +1,5 @@
-// `safetensors validate`: opens each file (which validates it) and reports per file.
+// `safetensors validate`: opens each file or checkpoint (which validates it) and reports per
+// input.
 #include <fmt/core.h>
 
 #include <exception>
@@ -6,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint_input.hpp"
 #include "cli_common.hpp"
 #include "safetensors/safetensors.hpp"
 
@@ -17,9 +19,21 @@ struct ValidateOptions {
   bool quiet = false;
 };
 
-// True when `path` is a valid file; otherwise prints "FILE: <code>: <message>" on stderr.
+// True when `path` is a valid file or checkpoint; otherwise prints "FILE: <code>: <message>" on
+// stderr.
 bool validate_one(const std::string& path, bool quiet) {
   try {
+    if (is_checkpoint_path(path)) {
+      const Checkpoint checkpoint = Checkpoint::open(path);
+      const std::size_t shards = checkpoint.files().size();
+      if (!quiet && checkpoint.index_path().empty()) {
+        fmt::print("{}: OK ({} tensors)\n", printable(path), checkpoint.tensors().size());
+      } else if (!quiet) {
+        fmt::print("{}: OK ({} tensors in {} shard{})\n", printable(path),
+                   checkpoint.tensors().size(), shards, shards == 1 ? "" : "s");
+      }
+      return true;
+    }
     const File file = File::open(path);
     if (!quiet) fmt::print("{}: OK ({} tensors)\n", printable(path), file.size());
     return true;
@@ -38,9 +52,12 @@ Command add_validate(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand(
       "validate",
       "Check that each file follows the safetensors format exactly (header, offsets, sizes, no "
-      "trailing bytes). Prints 'FILE: OK (N tensors)' for a good file and 'FILE: <error>: "
+      "trailing bytes). A directory or an index (*.json) is checked as a sharded checkpoint: "
+      "every shard, and that the index and the shards name the same tensors, each once, with "
+      "the right total size. Prints 'FILE: OK (N tensors)' for a good file and 'FILE: <error>: "
       "<message>' on stderr for a bad one. Exit status 0 when every file is valid, 1 otherwise.");
-  app->add_option("FILE", options->paths, "Files to check")->required();
+  app->add_option("FILE", options->paths, "Files, checkpoint directories or indexes to check")
+      ->required();
   app->add_flag("-q,--quiet", options->quiet, "Print nothing for valid files");
   return {app, [options] {
             bool all_valid = true;

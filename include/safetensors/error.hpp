@@ -24,6 +24,12 @@ enum class ErrorCode {
   invalid_slice,            // slice argument out of range, zero step, too many dims
   invalid_argument,         // caller error outside the format (writer input, options)
   io,                       // the operating system refused a read, write, map or rename
+  invalid_archive,          // a zip archive breaks our strict rules (duplicates, CRC, bombs...)
+  invalid_pickle,           // a pickle is malformed (truncated, bad memo, stack underflow...)
+  forbidden_pickle,         // a pickle imports a global or uses an opcode outside the allowlist
+  unsupported_checkpoint,   // a valid checkpoint of a kind we refuse (quantized, sparse,
+                            // TorchScript)
+  invalid_checkpoint,       // a checkpoint whose storages and views disagree (geometry, sizes)
 };
 
 /// A short stable name for the code, e.g. "invalid_offsets".

@@ -76,12 +76,13 @@ class SpanSource : public Source {
   std::string name_;
 };
 
-std::span<const std::byte> map_file(const std::string& name) {
+std::span<const std::byte> map_file(const std::string& name, bool writable_private) {
   Descriptor fd(name);
   const std::uint64_t size = fd.size(name);
   // mmap refuses a zero length; an empty file simply maps to an empty span.
   if (size == 0) return {};
-  void* base = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  const int protection = writable_private ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* base = ::mmap(nullptr, size, protection, MAP_PRIVATE, fd.get(), 0);
   if (base == MAP_FAILED) throw_os_error(name, "cannot map", errno);
   return {static_cast<const std::byte*>(base), size};
 }
@@ -89,8 +90,8 @@ std::span<const std::byte> map_file(const std::string& name) {
 // The mapping outlives the descriptor: the kernel keeps the file referenced.
 class MmapSource final : public SpanSource {
  public:
-  explicit MmapSource(const std::filesystem::path& path)
-      : SpanSource(map_file(path.string()), path.string()) {}
+  MmapSource(const std::filesystem::path& path, bool writable_private)
+      : SpanSource(map_file(path.string(), writable_private), path.string()) {}
   MmapSource(const MmapSource&) = delete;
   MmapSource& operator=(const MmapSource&) = delete;
   ~MmapSource() override {
@@ -135,7 +136,11 @@ class PreadSource final : public Source {
 }  // namespace
 
 std::unique_ptr<Source> open_mmap_source(const std::filesystem::path& path) {
-  return std::make_unique<MmapSource>(path);
+  return std::make_unique<MmapSource>(path, false);
+}
+
+std::unique_ptr<Source> open_writable_mmap_source(const std::filesystem::path& path) {
+  return std::make_unique<MmapSource>(path, true);
 }
 
 std::unique_ptr<Source> open_pread_source(const std::filesystem::path& path) {

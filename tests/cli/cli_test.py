@@ -364,12 +364,148 @@ def check_get(scratch):
           and r.stderr.startswith("safetensors: "), r.stderr)
 
 
+# ---------------------------------------------------------------- sharded checkpoints
+
+def expected_shards(tensors, limit):
+    """transformers' rule over the canonical order: close a shard before a tensor that would
+    make it exceed `limit` bytes of tensor data."""
+    names = sorted(tensors, key=lambda n: (WRITE_ORDER.index(tensors[n][0]), n.encode("utf-8")))
+    shards, size = [[]], 0
+    for name in names:
+        nbytes = len(tensors[name][2])
+        if shards[-1] and size + nbytes > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
+
+
+def check_shard(scratch):
+    r = run("shard", "--help")
+    check("shard --help exits 0", r.returncode == 0 and "index" in r.stdout, r.stdout + r.stderr)
+    a_tensors = model_tensors()
+    b_tensors = {"z.big": ("F32", [8], f32(*range(8))), "y.small": ("U8", [2], b"\x01\x02")}
+    a = os.path.join(scratch, "shard-a.safetensors")
+    b = os.path.join(scratch, "shard-b.safetensors")
+    plain_file(a, a_tensors, {"format": "pt"}, reverse=True)
+    plain_file(b, b_tensors, {"format": "pt", "source": "b"})
+    union = {**a_tensors, **b_tensors}
+    metadata = {"format": "pt", "source": "b"}
+    out = os.path.join(scratch, "sharded")
+
+    r = run("shard", a, b, "-o", out, "--max-shard-size", "32")
+    check("shard exits 0", r.returncode == 0, r.stderr)
+    layout = expected_shards(union, 32)
+    count = len(layout)
+    names = [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+    check("shard writes the expected files", count > 2 and sorted(os.listdir(out))
+          == sorted(names + ["model.safetensors.index.json"]), repr(os.listdir(out)))
+    shard_ok = all(read_bytes(os.path.join(out, name))
+                   == canonical_bytes({t: union[t] for t in part}, metadata)
+                   for name, part in zip(names, layout))
+    check("each shard holds the canonical bytes of its tensors", shard_ok)
+    index = {"metadata": {**metadata, "total_size": sum(len(v[2]) for v in union.values())},
+             "weight_map": {t: name for name, part in zip(names, layout) for t in part}}
+    index_path = os.path.join(out, "model.safetensors.index.json")
+    expected_index = json.dumps(index, indent=2, sort_keys=True) + "\n"
+    check("shard writes transformers' index", read_bytes(index_path).decode() == expected_index,
+          read_bytes(index_path).decode())
+
+    r = run("validate", out, index_path)
+    check("validate a checkpoint directory and its index", r.returncode == 0
+          and r.stdout == f"{out}: OK (7 tensors in {count} shards)\n"
+          f"{index_path}: OK (7 tensors in {count} shards)\n", r.stdout + r.stderr)
+
+    r = run("inspect", out)
+    rows = {line.split()[0]: line for line in r.stdout.splitlines()
+            if line.strip() and line.split()[0] in union}
+    by_tensor = index["weight_map"]
+    check("inspect a checkpoint shows each tensor's shard", r.returncode == 0
+          and len(rows) == 7 and all(by_tensor[t] in rows[t] for t in union)
+          and f"shards:      {count}" in r.stdout and "format: pt" in r.stdout,
+          r.stdout + r.stderr)
+    r = run("inspect", "--json", out)
+    try:
+        doc = json.loads(r.stdout)
+        ok = ([s["file"] for s in doc["shards"]] == names
+              and [s["tensors"] for s in doc["shards"]] == [len(p) for p in layout]
+              and {t["name"]: t["shard"] for t in doc["tensors"]} == by_tensor
+              and doc["metadata"] == metadata and doc["totals"]["tensors"] == 7)
+        check("inspect --json lists the shards", ok, json.dumps(doc, indent=1))
+    except (ValueError, KeyError) as e:
+        check("inspect --json lists the shards", False, f"{e!r}: {r.stdout!r}")
+
+    merged = os.path.join(scratch, "from-shards.safetensors")
+    r = run("merge", out, "-o", merged)
+    check("merge a checkpoint directory back into the canonical file", r.returncode == 0
+          and read_bytes(merged) == canonical_bytes(union, metadata), r.stderr)
+    merged_index = os.path.join(scratch, "from-index.safetensors")
+    r = run("merge", index_path, "-o", merged_index)
+    check("merge an index", r.returncode == 0 and read_bytes(merged_index) == read_bytes(merged),
+          r.stderr)
+    r = run("merge", out, a, "-o", os.path.join(scratch, "never-shard.safetensors"))
+    check("merge names a tensor in a checkpoint and a file", r.returncode == 1
+          and "embed.weight" in r.stderr and a in r.stderr, r.stderr)
+
+    single = os.path.join(scratch, "single")
+    r = run("shard", out, "-o", single, "--max-shard-size", "1GiB")
+    check("shard into one file writes model.safetensors and no index", r.returncode == 0
+          and os.listdir(single) == ["model.safetensors"]
+          and read_bytes(os.path.join(single, "model.safetensors"))
+          == canonical_bytes(union, metadata), r.stderr + repr(os.listdir(single)))
+
+    r = run("shard", a, b, "-o", out, "--max-shard-size", "64")
+    check("shard refuses to leave stale shards", r.returncode == 1
+          and names[-1] in r.stderr and read_bytes(index_path).decode() == expected_index,
+          r.stderr)
+    r = run("shard", a, "-o", os.path.join(scratch, "never"), "--max-shard-size", "5XB")
+    check("shard refuses a bad size", r.returncode == 2 and "5XB" in r.stderr, r.stderr)
+
+    def broken(label, edit, *expected):
+        target = os.path.join(scratch, "broken-" + label.replace(" ", "-"))
+        shutil.copytree(out, target)
+        doc = json.loads(json.dumps(index))
+        edit(doc, target)
+        with open(os.path.join(target, "model.safetensors.index.json"), "w") as f:
+            json.dump(doc, f, indent=2)
+        r = run("validate", target)
+        lines = r.stderr.splitlines()
+        check(f"validate refuses a broken index: {label}", r.returncode == 1 and r.stdout == ""
+              and len(lines) == 1 and lines[0].startswith(f"{target}: invalid_checkpoint: ")
+              and all(part in lines[0] for part in expected), r.stderr)
+
+    def add_ghost(doc, _):
+        doc["weight_map"]["ghost"] = names[0]
+
+    def add_twin(doc, target):
+        plain_file(os.path.join(target, "twin.safetensors"), {"step": a_tensors["step"]})
+        doc["weight_map"]["other"] = "twin.safetensors"
+
+    def escape_dir(doc, _):
+        doc["weight_map"]["step"] = "../" + by_tensor["step"]
+
+    def wrong_total(doc, _):
+        doc["metadata"]["total_size"] += 1
+
+    def drop_entry(doc, _):
+        del doc["weight_map"]["step"]
+
+    total = index["metadata"]["total_size"]
+    broken("missing tensor", add_ghost, "`ghost`", names[0], "no shard has it")
+    broken("tensor in two shards", add_twin, "`step`", "twin.safetensors", by_tensor["step"],
+           "in both")
+    broken("parent shard name", escape_dir, "../" + by_tensor["step"], "leaves the directory")
+    broken("wrong total size", wrong_total, f"total_size is {total + 1}", f"hold {total} bytes")
+    broken("unmapped tensor", drop_entry, "`step`", "does not map")
+
+
 def main():
     os.makedirs(SCRATCH_ROOT, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="cli-", dir=SCRATCH_ROOT)
     try:
         for group in (check_help_and_usage, check_inspect, check_validate, check_merge,
-                      check_get):
+                      check_get, check_shard):
             try:
                 group(scratch)
             except Exception as e:  # a crash in one group must not hide the others

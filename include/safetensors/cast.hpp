@@ -1,0 +1,21 @@
+// Converting tensor elements between floating-point dtypes while copying.
+#pragma once
+
+#include <cstddef>
+#include <span>
+
+#include "safetensors/dtype.hpp"
+
+namespace safetensors {
+
+/// True for the conversions `cast` supports: identity for every dtype; F32, F16 and BF16 to
+/// each other; F8_E4M3 and F8_E5M2 to F16, BF16 and F32.
+bool can_cast(Dtype from, Dtype to) noexcept;
+
+/// Converts `in` (elements of `from`) into `out` (the same number of elements of `to`).
+/// Results are bit-identical to torch's `tensor.to(dtype)`: round to nearest even, NaN and
+/// infinity preserved. Throws `Error` (invalid_argument) for an unsupported pair or when
+/// the sizes do not describe the same element count.
+void cast(Dtype from, std::span<const std::byte> in, Dtype to, std::span<std::byte> out);
+
+}  // namespace safetensors

@@ -1,0 +1,83 @@
+// Loading whole checkpoints (or subsets) into memory fast: parallel reads, optional dtype
+// conversion while copying.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "safetensors/checkpoint.hpp"
+
+namespace safetensors {
+
+/// How tensor bytes travel from the file into memory.
+enum class LoadMethod : std::uint8_t {
+  automatic,  // whichever measured faster on this machine class (documented in loader.cpp)
+  pread,      // large aligned positional reads in parallel
+  mmap,       // a mapping touched (copied from) in parallel
+  direct,     // O_DIRECT reads that bypass the page cache (falls back to pread if refused)
+};
+
+struct LoadOptions {
+  /// Worker threads; 0 = hardware concurrency.
+  unsigned threads = 0;
+  /// Convert floating-point tensors to this dtype while copying (see cast.hpp); tensors of
+  /// other dtypes are loaded unchanged.
+  std::optional<Dtype> dtype;
+  /// Load only these names (all when both `names` and `pattern` are empty).
+  std::vector<std::string> names;
+  /// Load only names matching this glob (`*`, `?`), e.g. "model.layers.0.*".
+  std::string pattern;
+  LoadMethod method = LoadMethod::automatic;
+  /// Called from worker threads with (bytes done, bytes total); must be thread-safe.
+  std::function<void(std::uint64_t, std::uint64_t)> progress;
+};
+
+/// One loaded tensor: dtype and shape after conversion, bytes inside the load buffer.
+struct LoadedTensor {
+  std::string name;
+  Dtype dtype = Dtype::U8;
+  std::vector<std::uint64_t> shape;
+  std::uint64_t offset = 0;  // in the buffer
+  std::uint64_t byte_count = 0;
+};
+
+/// Where every selected tensor goes in one contiguous buffer (each tensor 64-byte aligned).
+struct LoadPlan {
+  std::vector<LoadedTensor> tensors;  // name order
+  std::uint64_t buffer_size = 0;
+};
+
+/// Selects and lays out tensors. Throws tensor_not_found for a requested name that is absent.
+LoadPlan plan_load(const Checkpoint& checkpoint, const LoadOptions& options = {});
+
+/// Loads into caller memory of at least `plan.buffer_size` bytes.
+void load_into(const Checkpoint& checkpoint, const LoadPlan& plan, std::span<std::byte> buffer,
+               const LoadOptions& options = {});
+
+/// Tensors loaded into memory the library owns: one allocation of exactly the plan's size.
+class LoadedCheckpoint {
+ public:
+  const std::vector<LoadedTensor>& tensors() const noexcept { return plan_.tensors; }
+  std::span<std::byte> bytes(const LoadedTensor& tensor) const noexcept {
+    return {buffer_.get() + tensor.offset, static_cast<std::size_t>(tensor.byte_count)};
+  }
+  const LoadedTensor* find(std::string_view name) const noexcept;
+  std::uint64_t buffer_size() const noexcept { return plan_.buffer_size; }
+
+ private:
+  friend LoadedCheckpoint load(const Checkpoint&, const LoadOptions&);
+  LoadPlan plan_;
+  std::shared_ptr<std::byte[]> buffer_;
+};
+
+/// Plans, allocates and loads.
+LoadedCheckpoint load(const Checkpoint& checkpoint, const LoadOptions& options = {});
+
+}  // namespace safetensors

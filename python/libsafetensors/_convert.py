@@ -1,0 +1,193 @@
+"""Turning tensor bytes from `_core` into framework objects, without copying on the CPU.
+
+A converter receives a `_core._Bytes` (a buffer that keeps the file mapping alive), the
+safetensors dtype name and the shape. numpy arrays keep the buffer as their base and
+torch.frombuffer holds a reference to it, so the mapping lives as long as any result does.
+"""
+
+from libsafetensors._core import SafetensorError
+
+# Bits per element of every safetensors dtype.
+DTYPE_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+    "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64,
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}  # fmt: skip
+
+# Attribute names in torch; getattr decides whether the installed torch has them.
+TORCH_DTYPES = {
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
+    "F16": "float16", "BF16": "bfloat16", "I32": "int32", "U32": "uint32", "F32": "float32",
+    "I64": "int64", "U64": "uint64", "F64": "float64", "C64": "complex64",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F4": "float4_e2m1fn_x2",
+}  # fmt: skip
+
+NUMPY_DTYPES = {
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
+    "F16": "float16", "I32": "int32", "U32": "uint32", "F32": "float32", "I64": "int64",
+    "U64": "uint64", "F64": "float64", "C64": "complex64",
+}  # fmt: skip
+
+# Types numpy lacks but the optional package ml_dtypes adds, with the same byte layout.
+ML_DTYPES = {
+    "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+}  # fmt: skip
+
+_DEVICE_PREFIXES = ("cuda", "mps", "npu", "xpu", "xla", "mlu", "musa", "hpu", "meta")
+
+
+def numpy_dtype(name):
+    import numpy as np
+
+    if name in NUMPY_DTYPES:
+        return np.dtype(NUMPY_DTYPES[name])
+    if name in ML_DTYPES:
+        try:
+            import ml_dtypes
+
+            return np.dtype(getattr(ml_dtypes, ML_DTYPES[name]))
+        except (ImportError, AttributeError):
+            why = f"numpy has no {ML_DTYPES[name]} type; install ml_dtypes for it"
+    else:
+        why = "numpy has no type with this layout"
+    raise SafetensorError(f"dtype {name} cannot be loaded as a numpy array: {why}, or open the "
+                          "file with framework='pt'")
+
+
+def torch_dtype(torch, name):
+    attr = TORCH_DTYPES.get(name)
+    dtype = getattr(torch, attr, None) if attr else None
+    if dtype is None:
+        why = (f"torch.{attr} does not exist in torch {torch.__version__}" if attr
+               else "torch has no type with this layout")
+        raise SafetensorError(f"dtype {name} cannot be loaded as a torch tensor: {why}")
+    return dtype
+
+
+def to_numpy(data, dtype, shape):
+    import numpy as np
+
+    np_dtype = numpy_dtype(dtype)
+    if data.nbytes == 0:
+        return np.zeros(shape, dtype=np_dtype)
+    return np.frombuffer(data, dtype=np_dtype).reshape(shape)
+
+
+def to_torch(torch, data, dtype, shape):
+    t_dtype = torch_dtype(torch, dtype)
+    shape = list(shape)
+    if dtype == "F4" and shape:
+        # float4_e2m1fn_x2 packs two F4 values into each element.
+        shape[-1] //= 2
+    if data.nbytes == 0:
+        return torch.empty(shape, dtype=t_dtype)
+    tensor = torch.frombuffer(data, dtype=torch.uint8)
+    if data.address % max(DTYPE_BITS[dtype] // 8, 1):
+        # Headers of odd length leave tensors misaligned; torch kernels assume alignment.
+        tensor = tensor.clone()
+    return tensor.view(t_dtype).reshape(shape)
+
+
+class Converter:
+    """Builds one framework's tensors on one device (or a per-tensor device map)."""
+
+    def __init__(self, framework, device):
+        self.framework = framework
+        if framework == "pt":
+            import torch
+
+            self.torch = torch
+            self.device = self._torch_device(device)
+        else:
+            if not _is_cpu(device):
+                raise SafetensorError(f"Device {device} is not supported for framework "
+                                      f"{_DISPLAY[framework]}")
+            self.finish = _FINISHERS[framework]()
+
+    def _torch_device(self, device):
+        if isinstance(device, dict):
+            return {name: self._torch_device(value) for name, value in device.items()}
+        if device is None or _is_cpu(device):
+            return None
+        if isinstance(device, str):
+            base = device.split(":", 1)[0]
+            if base not in _DEVICE_PREFIXES:
+                raise SafetensorError(f"device {device} is invalid")
+        try:
+            return self.torch.device(device)
+        except (RuntimeError, TypeError, ValueError) as error:
+            raise SafetensorError(f"device {device} is invalid") from error
+
+    def _device_for(self, name):
+        device = self.device
+        if not isinstance(device, dict):
+            return device
+        # Exact name, then enclosing module prefixes, then the "" default; cpu otherwise.
+        parts = name.split(".")
+        while parts:
+            prefix = ".".join(parts)
+            if prefix in device:
+                return device[prefix]
+            parts.pop()
+        return device.get("")
+
+    def tensor(self, data, dtype, shape, name):
+        if self.framework == "pt":
+            tensor = to_torch(self.torch, data, dtype, shape)
+            device = self._device_for(name)
+            return tensor if device is None else tensor.to(device)
+        return self.finish(to_numpy(data, dtype, shape))
+
+    def concat(self, pieces, dim):
+        if self.framework == "pt":
+            return self.torch.cat(pieces, dim=dim)
+        import numpy as np
+
+        return self.finish(np.concatenate([np.asarray(p) for p in pieces], axis=dim))
+
+
+def _is_cpu(device):
+    return device is None or (isinstance(device, str) and device == "cpu") or str(device) == "cpu"
+
+
+def _numpy_finisher():
+    return lambda array: array
+
+
+def _tensorflow_finisher():
+    import tensorflow as tf
+
+    return tf.convert_to_tensor
+
+
+def _flax_finisher():
+    import jax.numpy as jnp
+
+    return jnp.array
+
+
+def _mlx_finisher():
+    import mlx.core as mx
+
+    return mx.array
+
+
+def _paddle_finisher():
+    import paddle
+
+    return paddle.to_tensor
+
+
+_FINISHERS = {
+    "np": _numpy_finisher,
+    "tf": _tensorflow_finisher,
+    "flax": _flax_finisher,
+    "mlx": _mlx_finisher,
+    "paddle": _paddle_finisher,
+}
+_DISPLAY = {"np": "numpy", "tf": "tensorflow", "flax": "flax", "mlx": "mlx", "paddle": "paddle"}

@@ -1,0 +1,236 @@
+"""`safe_open`: lazy access to the tensors of a file, as the reference's safe_open."""
+
+import operator
+import os
+
+from libsafetensors import _core
+from libsafetensors._convert import Converter
+from libsafetensors._core import SafetensorError
+
+_FRAMEWORKS = {
+    "pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np",
+    "tf": "tf", "tensorflow": "tf", "jax": "flax", "flax": "flax", "mlx": "mlx",
+    "paddle": "paddle",
+}  # fmt: skip
+# "read_file" is a later reference release's name for positional reads.
+_BACKENDS = {"mmap": "mmap", "pread": "pread", "read_file": "pread"}
+
+
+def _framework(name):
+    framework = _FRAMEWORKS.get(name) if isinstance(name, str) else None
+    if framework is None:
+        raise SafetensorError(f"framework {name} is invalid")
+    return framework
+
+
+def _backend(name, mmap):
+    backend = _BACKENDS.get(name) if isinstance(name, str) else None
+    if backend is None:
+        raise SafetensorError(f"backend {name} is invalid: expected one of mmap, pread")
+    return backend if mmap else "pread"
+
+
+class safe_open:  # noqa: N801 - the reference's name
+    """Opens a safetensors file lazily and returns tensors as asked.
+
+    Args:
+        filename (`str` or `os.PathLike`): the file to open.
+        framework (`str`): `pt` (also `torch`, `pytorch`) or `np` (`numpy`); `tf`, `flax`,
+            `mlx` and `paddle` convert from numpy when those packages are installed.
+        device (`str`, `int`, `torch.device` or `dict`, defaults to `"cpu"`): where tensors go
+            (torch only); a dict maps tensor names or module prefixes to devices, `""` being
+            the default.
+        backend (`str`, defaults to `"mmap"`): `mmap` returns zero-copy views of a private
+            copy-on-write mapping; `pread` reads each tensor into its own memory.
+        mmap (`bool`, defaults to `True`): `False` is the same as `backend="pread"`.
+
+    Use as a context manager; after the `with` block every call raises "File is closed", while
+    tensors already returned stay valid.
+    """
+
+    def __init__(self, filename, framework, device="cpu", *, backend="mmap", mmap=True):
+        self._framework = _framework(framework)
+        backend = _backend(backend, mmap)
+        self._convert = Converter(self._framework, device)
+        self._file = _core.File.open(os.fsdecode(filename), backend)
+
+    @classmethod
+    def _from_file(cls, file, framework, device):
+        self = cls.__new__(cls)
+        self._framework = _framework(framework)
+        self._convert = Converter(self._framework, device)
+        self._file = file
+        return self
+
+    def _open_file(self):
+        if self._file is None:
+            raise SafetensorError("File is closed")
+        return self._file
+
+    def metadata(self):
+        """The `__metadata__` dict of the header, or None."""
+        return self._open_file().metadata()
+
+    def keys(self):
+        """Tensor names, sorted."""
+        return self._open_file().keys()
+
+    def offset_keys(self):
+        """Tensor names in the order of their data in the file."""
+        return self._open_file().offset_keys()
+
+    def get_tensor(self, name):
+        """The whole tensor `name` in the framework of this handle."""
+        file = self._open_file()
+        dtype, shape = file.info(name)
+        return self._convert.tensor(file.tensor(name), dtype, shape, name)
+
+    def get_tensors(self):
+        """Every tensor, in file order."""
+        return {name: self.get_tensor(name) for name in self.offset_keys()}
+
+    def iter_tensors(self):
+        """Yields (name, tensor) in file order."""
+        for name in self.offset_keys():
+            yield name, self.get_tensor(name)
+
+    def get_slice(self, name):
+        """A lazy handle on `name`; index it (ints, slices with steps, `...`) to read a part."""
+        file = self._open_file()
+        dtype, shape = file.info(name)
+        return _SafeSlice(file, name, dtype, shape, self._convert)
+
+    def get_strided_slice(self, name, dim, intervals):
+        """The concatenation along `dim` of the [start, stop) `intervals` of tensor `name`."""
+        file = self._open_file()
+        _, shape = file.info(name)
+        rank = len(shape)
+        if not -rank <= dim < rank:
+            raise SafetensorError(f"dimension {dim} is out of range for tensor {name} of shape "
+                                  f"{shape}")
+        dim %= rank
+        intervals = list(intervals)
+        if not intervals:
+            raise SafetensorError(f"get_strided_slice of {name}: no intervals given")
+        pieces = []
+        for start, stop in intervals:
+            if not 0 <= start < stop <= shape[dim]:
+                raise SafetensorError(f"get_strided_slice of {name}: interval [{start}, {stop}) "
+                                      f"is empty or outside dimension {dim} of size {shape[dim]}")
+            key = (slice(None),) * dim + (slice(start, stop),)
+            pieces.append(self.get_slice(name)[key])
+        return pieces[0] if len(pieces) == 1 else self._convert.concat(pieces, dim)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self._file = None
+
+
+class _SafeSlice:
+    """What `safe_open.get_slice` returns: shape and dtype now, data when indexed."""
+
+    def __init__(self, file, name, dtype, shape, convert):
+        self._file = file
+        self._name = name
+        self._dtype = dtype
+        self._shape = shape
+        self._convert = convert
+
+    def get_shape(self):
+        """The shape of the whole tensor."""
+        return list(self._shape)
+
+    def get_dtype(self):
+        """The safetensors dtype name, e.g. "F32"."""
+        return self._dtype
+
+    @property
+    def shape(self):
+        return list(self._shape)
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def __getitem__(self, key):
+        args = slice_arguments(key, self._shape)
+        data, shape = self._file.slice(self._name, args)
+        return self._convert.tensor(data, self._dtype, shape, self._name)
+
+
+def slice_arguments(key, shape):
+    """Turns an index expression into `_core.File.slice` arguments, one per dimension.
+
+    Semantics are the reference's on every backend and framework: negative positions count
+    from the end, a stop beyond the dimension or an index outside it is an error, steps must be
+    positive, `...` stands for the dimensions not named, and an empty list selects nothing.
+    """
+    if isinstance(key, list):
+        if key:
+            raise SafetensorError("Non empty lists are not implemented")
+        items = [slice(0, 0)]
+    elif isinstance(key, tuple):
+        items = list(key)
+    else:
+        items = [key]
+
+    ellipses = [i for i, item in enumerate(items) if item is Ellipsis]
+    if len(ellipses) > 1:
+        raise SafetensorError("An index can only have a single ellipsis ('...')")
+    if ellipses:
+        at = ellipses[0]
+        fill = max(len(shape) - (len(items) - 1), 0)
+        items = items[:at] + [slice(None)] * fill + items[at + 1:]
+
+    parsed = [_parse_item(i, item, shape) for i, item in enumerate(items)]
+    shown = "[" + ", ".join(text for text, _ in parsed) + "]"
+    if len(items) > len(shape):
+        raise SafetensorError(f"Error during slicing {shown} with shape {list(shape)}:  "
+                              "TooManySlices")
+    args = []
+    # The reference checks the last dimension first; keep its choice of reported error.
+    for dim in reversed(range(len(parsed))):
+        arg = parsed[dim][1]
+        size = shape[dim]
+        asked = arg[0] if len(arg) == 1 else arg[1] - 1
+        if (arg[0] >= size) if len(arg) == 1 else (arg[1] > size):
+            raise SafetensorError(
+                f"Error during slicing {shown} with shape {list(shape)}:  SliceOutOfRange "
+                f"{{ dim_index: {dim}, asked: {asked}, dim_size: {size} }}")
+        args.append(arg)
+    args.reverse()
+    return args
+
+
+def _parse_item(dim, item, shape):
+    """(text for messages, (index,) or (start, stop, step)) for one dimension."""
+    size = shape[dim] if dim < len(shape) else 0
+    if isinstance(item, slice):
+        start, stop, step = (None if v is None else _integer(v) for v in
+                             (item.start, item.stop, item.step))
+        text = f"{'' if start is None else start}:{'' if stop is None else stop}"
+        if step is not None and step != 1:
+            text += f":{step}"
+        if step == 0:
+            raise ValueError("slice step cannot be zero")
+        if step is not None and step < 0:
+            raise SafetensorError(f"Negative slice steps are not supported (step {step} for "
+                                  f"dimension {dim})")
+        start = 0 if start is None else max(start + size, 0) if start < 0 else start
+        stop = size if stop is None else max(stop + size, 0) if stop < 0 else stop
+        return text, (start, stop, 1 if step is None else step)
+    index = _integer(item)
+    if index < 0:
+        if index + size < 0:
+            raise SafetensorError(f"Invalid index {index} for dimension {dim} of size {size}")
+        index += size
+    return str(index), (index,)
+
+
+def _integer(value):
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"Unsupported index {value!r}: use integers, slices, ... or []") from None

@@ -1,0 +1,290 @@
+"""torch helpers, as `safetensors.torch`: tensors and models to and from safetensors files.
+
+Tensors that share memory (tied weights) cannot be stored twice: `save_file` refuses them and
+`save_model`/`load_model` keep one name per shared storage, recording the others in the
+metadata as `{dropped name: kept name}`.
+"""
+
+import os
+from collections import defaultdict
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
+
+import torch
+
+from libsafetensors import _core
+from libsafetensors._core import serialize, serialize_file
+from libsafetensors._open import safe_open
+
+__all__ = ["save", "save_file", "load", "load_file", "save_model", "load_model"]
+
+# Bytes per element of every torch dtype we can store; dtypes this torch lacks are skipped.
+_SIZE = {
+    getattr(torch, name): size
+    for name, size in [
+        ("int64", 8), ("float32", 4), ("int32", 4), ("bfloat16", 2), ("float16", 2),
+        ("int16", 2), ("uint8", 1), ("int8", 1), ("bool", 1), ("float64", 8),
+        ("complex64", 8), ("uint64", 8), ("uint32", 4), ("uint16", 2),
+        ("float8_e4m3fn", 1), ("float8_e5m2", 1), ("float8_e8m0fnu", 1),
+        ("float8_e4m3fnuz", 1), ("float8_e5m2fnuz", 1), ("float4_e2m1fn_x2", 1),
+    ]
+    if hasattr(torch, name)
+}  # fmt: skip
+_FLOAT4 = getattr(torch, "float4_e2m1fn_x2", None)
+
+
+def storage_ptr(tensor: torch.Tensor) -> int:
+    """Address of the start of the storage behind `tensor` (0 when it has none, e.g. meta)."""
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except Exception:
+        try:
+            return tensor.storage().data_ptr()
+        except NotImplementedError:
+            return 0
+
+
+def storage_size(tensor: torch.Tensor) -> int:
+    """Bytes of the storage behind `tensor`; the tensor's own size for meta tensors."""
+    try:
+        return tensor.untyped_storage().nbytes()
+    except AttributeError:
+        try:
+            return tensor.storage().size() * _SIZE[tensor.dtype]
+        except NotImplementedError:
+            return tensor.nelement() * _SIZE[tensor.dtype]
+
+
+def _end_ptr(tensor: torch.Tensor) -> int:
+    """One past the address of the last element of `tensor` (its start when empty)."""
+    if tensor.nelement():
+        return tensor.view(-1)[-1].data_ptr() + _SIZE[tensor.dtype]
+    return tensor.data_ptr()
+
+
+def _filter_shared_not_shared(tensors: List[Set[str]], state_dict: Dict[str, torch.Tensor]):
+    """Splits groups on one storage into groups whose byte ranges actually overlap."""
+    result = []
+    for names in tensors:
+        if len(names) < 2:
+            result.append(names)
+            continue
+        areas = sorted((state_dict[n].data_ptr(), _end_ptr(state_dict[n]), n) for n in names)
+        group_end = None
+        for start, stop, name in areas:
+            if group_end is None or start >= group_end:
+                result.append({name})
+                group_end = stop
+            else:
+                result[-1].add(name)
+                group_end = max(group_end, stop)
+    return result
+
+
+def _find_shared_tensors(state_dict: Dict[str, torch.Tensor]) -> List[Set[str]]:
+    """Groups of names whose tensors overlap in memory; singletons for unshared tensors.
+
+    Meta tensors and tensors without storage share nothing.
+    """
+    groups = defaultdict(set)
+    for name, tensor in state_dict.items():
+        if tensor.device != torch.device("meta") and storage_ptr(tensor) and storage_size(tensor):
+            # The device is part of the key: equal addresses on two GPUs are different memory.
+            groups[(tensor.device, storage_ptr(tensor), storage_size(tensor))].add(name)
+    return _filter_shared_not_shared(sorted(groups.values()), state_dict)
+
+
+def _is_complete(tensor: torch.Tensor) -> bool:
+    """True when `tensor` covers its whole storage, so saving it saves nothing extra."""
+    return tensor.data_ptr() == storage_ptr(tensor) and (
+        tensor.nelement() * _SIZE[tensor.dtype] == storage_size(tensor))
+
+
+def _remove_duplicate_names(
+    state_dict: Dict[str, torch.Tensor],
+    *,
+    preferred_names: Optional[List[str]] = None,
+    discard_names: Optional[List[str]] = None,
+) -> Dict[str, List[str]]:
+    """For each group of shared tensors, the name kept mapped to the names to drop.
+
+    The kept name is the first in sorted order among the tensors that cover the whole storage,
+    preferring names not in `discard_names`, then names in `preferred_names` (e.g. the names
+    found in a file being loaded).
+    """
+    preferred_names = set(preferred_names or [])
+    discard_names = set(discard_names or [])
+    to_remove = defaultdict(list)
+    for shared in _find_shared_tensors(state_dict):
+        complete = {name for name in shared if _is_complete(state_dict[name])}
+        if not complete:
+            raise RuntimeError(
+                f"Cannot choose which of the shared tensors {sorted(shared)} to keep: none of "
+                "them covers its entire storage. Refusing to save/load the model since you "
+                "could be storing much more memory than needed. Save copies (`.clone()`) of "
+                "the parts you need instead; see "
+                "https://huggingface.co/docs/safetensors/torch_shared_tensors"
+            )
+        keep = min(complete)
+        if complete - discard_names:
+            keep = min(complete - discard_names)
+        if preferred_names & complete:
+            keep = min(preferred_names & complete)
+        for name in sorted(shared):
+            if name != keep:
+                to_remove[keep].append(name)
+    return to_remove
+
+
+def _tobytes(tensor: torch.Tensor, name: str):
+    """A zero-copy uint8 view of a dense tensor's bytes (moved to the CPU first if needed)."""
+    if tensor.layout != torch.strided:
+        raise ValueError(
+            f"You are trying to save a sparse tensor: `{name}` which this library does not "
+            "support. You can make it a dense tensor before saving with `.to_dense()` but be "
+            "aware this might make a much larger file than needed."
+        )
+    if not tensor.is_contiguous():
+        raise ValueError(
+            f"You are trying to save a non contiguous tensor: `{name}` which is not allowed. "
+            "Save the tensor it is a view of and re-slice it after loading, or call "
+            "`.contiguous()` on it to pack it before saving."
+        )
+    if tensor.device.type != "cpu":
+        tensor = tensor.to("cpu")
+    if tensor.nelement() == 0:
+        return b""
+    return tensor.detach().reshape(-1).view(torch.uint8).numpy()
+
+
+def _flatten(tensors: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, Any]]:
+    if not isinstance(tensors, dict):
+        raise ValueError(f"Expected a dict of [str, torch.Tensor] but received {type(tensors)}")
+    sparse = []
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(
+                f"Key `{name}` is invalid, expected torch.Tensor but received {type(tensor)}")
+        if tensor.layout != torch.strided:
+            sparse.append(name)
+    if sparse:
+        raise ValueError(
+            f"You are trying to save a sparse tensors: `{sparse}` which this library does not "
+            "support. You can make it a dense tensor before saving with `.to_dense()` but be "
+            "aware this might make a much larger file than needed."
+        )
+    shared = [names for names in _find_shared_tensors(tensors) if len(names) > 1]
+    if shared:
+        raise RuntimeError(
+            f"Some tensors share memory, this will lead to duplicate memory on disk and "
+            f"potential differences when loading them again: {shared}.\n"
+            "A potential way to correctly save your model is to use `save_model`.\n"
+            "More information at https://huggingface.co/docs/safetensors/torch_shared_tensors"
+        )
+    flattened = {}
+    for name, tensor in tensors.items():
+        shape = list(tensor.shape)
+        if _FLOAT4 is not None and tensor.dtype == _FLOAT4 and shape:
+            shape[-1] *= 2  # two F4 values per float4_e2m1fn_x2 element
+        flattened[name] = {
+            "dtype": str(tensor.dtype).split(".")[-1],
+            "shape": shape,
+            "data": _tobytes(tensor, name),
+        }
+    return flattened
+
+
+def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes:
+    """The bytes of a safetensors file holding `tensors` (dense, contiguous, not shared)."""
+    return serialize(_flatten(tensors), metadata=metadata)
+
+
+def save_file(
+    tensors: Dict[str, torch.Tensor],
+    filename: Union[str, os.PathLike],
+    metadata: Optional[Dict[str, str]] = None,
+) -> None:
+    """Writes `tensors` to `filename` atomically; the GIL is released while writing."""
+    serialize_file(_flatten(tensors), filename, metadata=metadata)
+
+
+def load_file(
+    filename: Union[str, os.PathLike],
+    device: Union[str, int, torch.device, Dict[str, Any]] = "cpu",
+    *,
+    backend: str = "mmap",
+    mmap: bool = True,
+) -> Dict[str, torch.Tensor]:
+    """Every tensor of a file, in file order; on the CPU, zero-copy views of a private
+    copy-on-write mapping (writing to them never changes the file)."""
+    with safe_open(filename, framework="pt", device=device, backend=backend, mmap=mmap) as f:
+        return f.get_tensors()
+
+
+def load(data: bytes) -> Dict[str, torch.Tensor]:
+    """The tensors of a safetensors file held in memory, in file order."""
+    handle = safe_open._from_file(_core.File.from_bytes(data), "pt", "cpu")
+    return handle.get_tensors()
+
+
+def save_model(
+    model: torch.nn.Module,
+    filename: Union[str, os.PathLike],
+    metadata: Optional[Dict[str, str]] = None,
+    force_contiguous: bool = False,
+) -> None:
+    """Saves `model.state_dict()`, keeping one name per group of shared (tied) tensors; the
+    dropped names are recorded in the metadata as {dropped: kept} unless already there."""
+    state_dict = model.state_dict()
+    for kept, dropped in _remove_duplicate_names(state_dict).items():
+        for name in dropped:
+            if metadata is None:
+                metadata = {}
+            metadata.setdefault(name, kept)
+            del state_dict[name]
+    if force_contiguous:
+        state_dict = {name: tensor.contiguous() for name, tensor in state_dict.items()}
+    try:
+        save_file(state_dict, filename, metadata=metadata)
+    except ValueError as error:
+        raise ValueError(
+            f"{error} Or use save_model(..., force_contiguous=True), read the docs for potential "
+            "caveats."
+        ) from error
+
+
+def load_model(
+    model: torch.nn.Module,
+    filename: Union[str, os.PathLike],
+    strict: bool = True,
+    device: Union[str, int, torch.device] = "cpu",
+    *,
+    backend: str = "mmap",
+    mmap: bool = True,
+) -> Tuple[List[str], List[str]]:
+    """Loads a file written by `save_model` (or `save_file`) into `model`.
+
+    Names the model shares with others count as loaded when the file holds the kept one.
+    Returns (missing, unexpected) names; with `strict`, raises RuntimeError when either is
+    non-empty.
+    """
+    state_dict = load_file(filename, device=device, backend=backend, mmap=mmap)
+    model_state_dict = model.state_dict()
+    to_removes = _remove_duplicate_names(model_state_dict, preferred_names=state_dict.keys())
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = set(missing)
+    for dropped in to_removes.values():
+        for name in dropped:
+            if name in missing:
+                missing.remove(name)
+            else:
+                unexpected.append(name)
+    if strict and (missing or unexpected):
+        error = f"Error(s) in loading state_dict for {model.__class__.__name__}:"
+        if missing:
+            keys = ", ".join(f'"{k}"' for k in sorted(missing))
+            error += f"\n    Missing key(s) in state_dict: {keys}"
+        if unexpected:
+            keys = ", ".join(f'"{k}"' for k in sorted(unexpected))
+            error += f"\n    Unexpected key(s) in state_dict: {keys}"
+        raise RuntimeError(error)
+    return missing, unexpected

@@ -1,0 +1,55 @@
+// Shared pieces of the `libsafetensors._core` extension: the Python exception type, error
+// raising helpers and the byte buffer handed to numpy and torch.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "safetensors/error.hpp"
+
+namespace safetensors::python {
+
+namespace py = pybind11;
+
+/// `libsafetensors.SafetensorError`, created once by the module.
+py::handle safetensor_error();
+
+/// Sets a Python exception of `type` and unwinds to pybind11.
+[[noreturn]] void raise(py::handle type, const std::string& message);
+
+/// Raises SafetensorError with `prefix` followed by the library's message.
+[[noreturn]] void raise_error(const Error& error, const std::string& prefix = {});
+
+/// Bytes exposed through the buffer protocol: either a window into a file mapping, kept alive
+/// by `owner`, or memory this object owns. numpy keeps the object as the array's base and
+/// torch.frombuffer holds a reference until the tensor dies, so the mapping lives exactly as
+/// long as some array or tensor still points into it.
+class Bytes {
+ public:
+  static Bytes view(std::shared_ptr<const void> owner, std::span<const std::byte> bytes,
+                    bool writable);
+  static Bytes owned(std::vector<std::byte> bytes);
+
+  std::byte* data() noexcept;
+  std::size_t size() const noexcept { return size_; }
+  bool writable() const noexcept { return writable_; }
+  /// True when the bytes are a view into a mapping rather than a copy.
+  bool is_view() const noexcept { return owner_ != nullptr; }
+
+ private:
+  std::shared_ptr<const void> owner_;
+  std::vector<std::byte> owned_;
+  std::byte* view_ = nullptr;
+  std::size_t size_ = 0;
+  bool writable_ = true;
+};
+
+void register_open(py::module_& module);
+void register_serialize(py::module_& module);
+
+}  // namespace safetensors::python

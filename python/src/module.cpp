@@ -1,0 +1,94 @@
+// Module setup of `libsafetensors._core`: the exception type, the translation of library errors
+// and the buffer type shared by the reading and writing halves.
+#include <cstdint>
+#include <exception>
+
+#include "bindings.hpp"
+#include "safetensors/version.hpp"
+
+namespace safetensors::python {
+
+namespace {
+
+PyObject* error_type = nullptr;
+
+// Storage for zero-length buffers: the buffer protocol wants a valid pointer even for 0 bytes.
+std::byte empty_buffer[1];
+
+}  // namespace
+
+py::handle safetensor_error() {
+  return error_type;
+}
+
+void raise(py::handle type, const std::string& message) {
+  PyErr_SetString(type.ptr(), message.c_str());
+  throw py::error_already_set();
+}
+
+void raise_error(const Error& error, const std::string& prefix) {
+  raise(safetensor_error(), prefix + error.what());
+}
+
+Bytes Bytes::view(std::shared_ptr<const void> owner, std::span<const std::byte> bytes,
+                  bool writable) {
+  Bytes out;
+  out.owner_ = std::move(owner);
+  // Writable only when the owner mapped the pages copy-on-write (see open.cpp).
+  out.view_ = const_cast<std::byte*>(bytes.data());
+  out.size_ = bytes.size();
+  out.writable_ = writable;
+  return out;
+}
+
+Bytes Bytes::owned(std::vector<std::byte> bytes) {
+  Bytes out;
+  out.owned_ = std::move(bytes);
+  out.size_ = out.owned_.size();
+  return out;
+}
+
+std::byte* Bytes::data() noexcept {
+  if (size_ == 0) return empty_buffer;
+  return owner_ ? view_ : owned_.data();
+}
+
+}  // namespace safetensors::python
+
+namespace st = safetensors::python;
+
+PYBIND11_MODULE(_core, module) {
+  module.doc() = "Native core of libsafetensors: reading, slicing and writing safetensors files.";
+  // Named as if defined in the package itself, so that pickling finds it there.
+  st::error_type = PyErr_NewExceptionWithDoc("libsafetensors.SafetensorError",
+                                             "Custom Python Exception for Safetensor errors.",
+                                             PyExc_Exception, nullptr);
+  if (st::error_type == nullptr) throw st::py::error_already_set();
+  module.add_object("SafetensorError", st::py::handle(st::error_type));
+  module.attr("__version__") = SAFETENSORS_VERSION_STRING;
+
+  // Any library error that no binding translated with more context.
+  st::py::register_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const safetensors::Error& e) {
+      PyErr_SetString(st::error_type, e.what());
+    }
+  });
+
+  st::py::class_<st::Bytes>(module, "_Bytes", st::py::buffer_protocol())
+      .def_buffer([](st::Bytes& bytes) {
+        return st::py::buffer_info(bytes.data(), 1, st::py::format_descriptor<uint8_t>::format(), 1,
+                                   {static_cast<st::py::ssize_t>(bytes.size())}, {1},
+                                   !bytes.writable());
+      })
+      .def_property_readonly("nbytes", &st::Bytes::size)
+      .def_property_readonly("is_view", &st::Bytes::is_view)
+      .def_property_readonly(
+          "address",
+          [](st::Bytes& bytes) { return reinterpret_cast<std::uintptr_t>(bytes.data()); })
+      .def("__len__", &st::Bytes::size);
+
+  st::register_open(module);
+  st::register_serialize(module);
+}

@@ -1,0 +1,214 @@
+// Reading: `_core.File`, an open safetensors file handing out tensor bytes (zero-copy on the
+// mmap backend) and slices. Framework conversion happens in Python (libsafetensors/_open.py).
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bindings.hpp"
+#include "safetensors/file.hpp"
+#include "safetensors/slice.hpp"
+#include "safetensors/source.hpp"
+
+namespace safetensors::python {
+
+namespace {
+
+// An in-memory copy of a whole file, for `deserialize`-style opening from Python bytes.
+class OwnedSource final : public Source {
+ public:
+  OwnedSource(std::vector<std::byte> bytes, std::string name)
+      : bytes_(std::move(bytes)), name_(std::move(name)) {}
+
+  std::uint64_t size() const noexcept override { return bytes_.size(); }
+  void read_at(std::uint64_t offset, std::span<std::byte> out) const override {
+    if (offset > bytes_.size() || out.size() > bytes_.size() - offset) {
+      throw Error(ErrorCode::io, name_ + ": cannot read " + std::to_string(out.size()) +
+                                     " bytes at offset " + std::to_string(offset) +
+                                     ": the buffer is only " + std::to_string(bytes_.size()) +
+                                     " bytes long");
+    }
+    if (!out.empty()) std::memcpy(out.data(), bytes_.data() + offset, out.size());
+  }
+  std::span<const std::byte> mapped() const noexcept override { return bytes_; }
+  const std::string& name() const noexcept override { return name_; }
+
+ private:
+  std::vector<std::byte> bytes_;
+  std::string name_;
+};
+
+// Rust's `{:?}` of a path, which the reference puts in its FileNotFoundError message.
+std::string debug_quoted(const std::string& text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out + "\"";
+}
+
+[[noreturn]] void raise_open_error(const std::string& path, const Error& error) {
+  std::error_code ignored;
+  if (error.code() == ErrorCode::io && !std::filesystem::exists(path, ignored)) {
+    raise(PyExc_FileNotFoundError, "No such file or directory: " + debug_quoted(path));
+  }
+  raise_error(error, error.code() == ErrorCode::io ? "" : "Error while deserializing header: ");
+}
+
+class PyFile {
+ public:
+  static PyFile open(const std::string& path, const std::string& backend) {
+    if (backend != "mmap" && backend != "pread") {
+      raise(safetensor_error(), "backend " + backend + " is invalid: expected mmap or pread");
+    }
+    std::optional<File> file;
+    try {
+      py::gil_scoped_release release;
+      // The mapping is copy-on-write so that tensors handed to Python can be written to, as
+      // with the reference; the file itself never changes.
+      file = backend == "pread" ? File::open(path, Backend::pread)
+                                : File::from_source(open_writable_mmap_source(path));
+    } catch (const Error& e) {
+      raise_open_error(path, e);
+    }
+    return PyFile(std::move(*file));
+  }
+
+  static PyFile from_bytes(py::buffer buffer, const std::string& name, const std::string& prefix) {
+    const py::buffer_info info = buffer.request();
+    const auto* begin = static_cast<const std::byte*>(info.ptr);
+    try {
+      // `info` pins the buffer, so the copy needs no GIL.
+      py::gil_scoped_release release;
+      std::vector<std::byte> copy(begin, begin + info.size * info.itemsize);
+      return PyFile(File::from_source(std::make_shared<OwnedSource>(std::move(copy), name)));
+    } catch (const Error& e) {
+      raise_error(e, prefix);
+    }
+  }
+
+  const std::string& name() const { return file().name(); }
+  bool zero_copy() const { return file().zero_copy(); }
+
+  py::list keys() const {
+    py::list out;
+    for (const TensorInfo* t : file().tensors_by_name()) out.append(t->name);
+    return out;
+  }
+
+  py::list offset_keys() const {
+    py::list out;
+    for (const TensorInfo& t : file().tensors()) out.append(t.name);
+    return out;
+  }
+
+  py::object metadata() const {
+    const std::optional<Metadata>& metadata = file().metadata();
+    if (!metadata) return py::none();
+    py::dict out;
+    for (const auto& [key, value] : *metadata) out[py::str(key)] = py::str(value);
+    return out;
+  }
+
+  py::tuple info(const std::string& name) const {
+    const TensorInfo& t = find(name);
+    return py::make_tuple(std::string(dtype_name(t.dtype)), shape_list(t.shape));
+  }
+
+  Bytes tensor(const std::string& name) const {
+    const TensorInfo& t = find(name);
+    if (file().zero_copy()) return Bytes::view(owner_, file().view(t).data, true);
+    std::vector<std::byte> out(t.byte_count());
+    {
+      py::gil_scoped_release release;
+      file().read(t, out);
+    }
+    return Bytes::owned(std::move(out));
+  }
+
+  /// `args`: per dimension `(index,)` or `(start, stop, step)`, already resolved against the
+  /// shape by the Python layer (libsafetensors/_open.py).
+  py::tuple slice(const std::string& name, const py::list& args) const {
+    const TensorInfo& t = find(name);
+    std::vector<SliceArg> parsed;
+    parsed.reserve(args.size());
+    for (const py::handle arg : args) {
+      const auto item = arg.cast<py::tuple>();
+      if (item.size() == 1) {
+        parsed.push_back(SliceArg::at(item[0].cast<std::int64_t>()));
+      } else {
+        parsed.push_back(SliceArg::range(item[0].cast<std::int64_t>(), item[1].cast<std::int64_t>(),
+                                         item[2].cast<std::int64_t>()));
+      }
+    }
+    std::optional<SlicedTensor> sliced;
+    {
+      py::gil_scoped_release release;
+      sliced.emplace(file().slice(t.name, parsed));
+    }
+    py::list shape = shape_list(sliced->shape());
+    if (sliced->is_view()) return py::make_tuple(Bytes::view(owner_, sliced->bytes(), true), shape);
+    return py::make_tuple(Bytes::owned(std::move(*sliced).release()), shape);
+  }
+
+ private:
+  explicit PyFile(File file) : owner_(std::make_shared<const File>(std::move(file))) {}
+
+  const File& file() const { return *static_cast<const File*>(owner_.get()); }
+
+  const TensorInfo& find(const std::string& name) const {
+    const TensorInfo* t = file().find(name);
+    if (t == nullptr) raise(safetensor_error(), "File does not contain tensor " + name);
+    return *t;
+  }
+
+  static py::list shape_list(const std::vector<std::uint64_t>& shape) {
+    py::list out;
+    for (const std::uint64_t d : shape) out.append(d);
+    return out;
+  }
+
+  // A shared File: every Bytes view holds a reference, which keeps the mapping alive.
+  std::shared_ptr<const void> owner_;
+};
+
+}  // namespace
+
+void register_open(py::module_& module) {
+  py::class_<PyFile>(module, "File")
+      .def_static("open", &PyFile::open, py::arg("path"), py::arg("backend") = "mmap",
+                  "Opens and validates a file; the GIL is released while the header is read.")
+      .def_static("from_bytes", &PyFile::from_bytes, py::arg("data"), py::arg("name") = "<bytes>",
+                  py::arg("prefix") = "Error while deserializing header: ",
+                  "Validates a whole file held in a bytes-like object (copied).")
+      .def_property_readonly("name", &PyFile::name)
+      .def_property_readonly("zero_copy", &PyFile::zero_copy)
+      .def("keys", &PyFile::keys, "Tensor names, sorted.")
+      .def("offset_keys", &PyFile::offset_keys, "Tensor names in file (data offset) order.")
+      .def("metadata", &PyFile::metadata)
+      .def("info", &PyFile::info, "(dtype name, shape) of a tensor.")
+      .def("tensor", &PyFile::tensor, "A tensor's bytes: a view of the mapping or a copy.")
+      .def("slice", &PyFile::slice, "(bytes, shape) of a slice of a tensor.");
+}
+
+}  // namespace safetensors::python

@@ -1,0 +1,227 @@
+// Writing and whole-buffer reading: `serialize`, `serialize_file` and `deserialize` with the
+// reference's tensor-dict shape {"name": {"dtype": ..., "shape": [...], "data": bytes-like}}.
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bindings.hpp"
+#include "safetensors/dtype.hpp"
+#include "safetensors/file.hpp"
+#include "safetensors/writer.hpp"
+
+namespace safetensors::python {
+
+namespace {
+
+// Framework dtype names (str(torch.dtype) without the prefix, numpy's dtype.name) as the
+// reference accepts them; the format's own names are accepted too.
+std::optional<Dtype> parse_dtype(std::string_view name) {
+  static const std::map<std::string_view, Dtype, std::less<>> names = {
+      {"bool", Dtype::BOOL},
+      {"uint8", Dtype::U8},
+      {"int8", Dtype::I8},
+      {"int16", Dtype::I16},
+      {"uint16", Dtype::U16},
+      {"int32", Dtype::I32},
+      {"uint32", Dtype::U32},
+      {"int64", Dtype::I64},
+      {"uint64", Dtype::U64},
+      {"float16", Dtype::F16},
+      {"bfloat16", Dtype::BF16},
+      {"float32", Dtype::F32},
+      {"float64", Dtype::F64},
+      {"complex64", Dtype::C64},
+      {"float8_e4m3fn", Dtype::F8_E4M3},
+      {"float8_e5m2", Dtype::F8_E5M2},
+      {"float8_e8m0fnu", Dtype::F8_E8M0},
+      {"float8_e4m3fnuz", Dtype::F8_E4M3FNUZ},
+      {"float8_e5m2fnuz", Dtype::F8_E5M2FNUZ},
+      {"float4_e2m1fn_x2", Dtype::F4},
+  };
+  if (const auto it = names.find(name); it != names.end()) return it->second;
+  return dtype_from_name(name);
+}
+
+struct BufferRelease {
+  void operator()(Py_buffer* view) const {
+    PyBuffer_Release(view);
+    delete view;
+  }
+};
+using BufferView = std::unique_ptr<Py_buffer, BufferRelease>;
+
+// Everything `write_*` needs, with the Python buffers pinned until the write is done.
+struct Prepared {
+  std::vector<TensorData> tensors;
+  std::vector<BufferView> pinned;
+  WriteOptions options;
+};
+
+py::object field(py::handle desc, const char* key) {
+  if (py::isinstance<py::dict>(desc)) {
+    const auto dict = py::reinterpret_borrow<py::dict>(desc);
+    if (dict.contains(key)) return dict[key];
+    return py::none();
+  }
+  // TensorSpec and other objects describing a tensor with attributes.
+  return py::getattr(desc, key, py::none());
+}
+
+py::object require(py::handle desc, const char* key) {
+  py::object value = field(desc, key);
+  if (value.is_none()) {
+    raise(safetensor_error(),
+          "Missing `" + std::string(key) + "` in " + py::repr(desc).cast<std::string>());
+  }
+  return value;
+}
+
+std::span<const std::byte> pin_bytes(py::handle data, std::vector<BufferView>& pinned) {
+  auto* view = new Py_buffer();
+  if (PyObject_GetBuffer(data.ptr(), view, PyBUF_SIMPLE) != 0) {
+    delete view;
+    throw py::error_already_set();
+  }
+  pinned.emplace_back(view);
+  return {static_cast<const std::byte*>(view->buf), static_cast<std::size_t>(view->len)};
+}
+
+TensorData prepare_tensor(const std::string& name, py::handle desc,
+                          std::vector<BufferView>& pinned) {
+  std::vector<std::uint64_t> shape;
+  for (const py::handle d : require(desc, "shape")) {
+    const auto value = d.cast<std::int64_t>();
+    if (value < 0) {
+      raise(PyExc_ValueError,
+            "tensor `" + name + "`: negative dimension " + std::to_string(value) + " in shape");
+    }
+    shape.push_back(static_cast<std::uint64_t>(value));
+  }
+
+  std::span<const std::byte> bytes;
+  py::object data = field(desc, "data");
+  if (!data.is_none()) {
+    bytes = pin_bytes(data, pinned);
+  } else if (py::object ptr = field(desc, "data_ptr"); !ptr.is_none()) {
+    // The caller keeps the memory alive for the duration of the call.
+    bytes = {reinterpret_cast<const std::byte*>(ptr.cast<std::uintptr_t>()),
+             require(desc, "data_len").cast<std::size_t>()};
+  } else {
+    raise(safetensor_error(), "Missing `data` in " + py::repr(desc).cast<std::string>());
+  }
+
+  const auto dtype_text = require(desc, "dtype").cast<std::string>();
+  const std::optional<Dtype> dtype = parse_dtype(dtype_text);
+  if (!dtype) raise(safetensor_error(), "dtype " + dtype_text + " is not covered");
+  return TensorData::from_bytes(name, *dtype, std::move(shape), bytes);
+}
+
+Prepared prepare(py::handle tensor_dict, py::handle metadata) {
+  if (!py::isinstance<py::dict>(tensor_dict)) {
+    raise(PyExc_TypeError, "tensor_dict must be a dict of str to tensor descriptions, not " +
+                               py::str(tensor_dict.get_type()).cast<std::string>());
+  }
+  Prepared out;
+  for (const auto& [key, desc] : py::reinterpret_borrow<py::dict>(tensor_dict)) {
+    if (!py::isinstance<py::str>(key)) {
+      raise(PyExc_TypeError,
+            "tensor names must be str, not " + py::str(key.get_type()).cast<std::string>());
+    }
+    out.tensors.push_back(prepare_tensor(key.cast<std::string>(), desc, out.pinned));
+  }
+  if (!metadata.is_none()) {
+    if (!py::isinstance<py::dict>(metadata)) {
+      raise(PyExc_TypeError, "metadata must be a dict of str to str, not " +
+                                 py::str(metadata.get_type()).cast<std::string>());
+    }
+    Metadata entries;
+    for (const auto& [key, value] : py::reinterpret_borrow<py::dict>(metadata)) {
+      if (!py::isinstance<py::str>(key) || !py::isinstance<py::str>(value)) {
+        raise(PyExc_TypeError, "metadata must map str to str; got " +
+                                   py::repr(key).cast<std::string>() + ": " +
+                                   py::repr(value).cast<std::string>());
+      }
+      entries.emplace(key.cast<std::string>(), value.cast<std::string>());
+    }
+    out.options.metadata = std::move(entries);
+  }
+  return out;
+}
+
+py::bytes serialize(py::handle tensor_dict, py::handle metadata) {
+  const Prepared prepared = prepare(tensor_dict, metadata);
+  try {
+    const WritePlan plan = plan_write(prepared.tensors, prepared.options);
+    // Written straight into the bytes object: one copy of the data, made without the GIL.
+    PyObject* raw = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(plan.file_size()));
+    if (raw == nullptr) throw py::error_already_set();
+    auto out = py::reinterpret_steal<py::bytes>(raw);
+    char* cursor = PyBytes_AS_STRING(raw);
+    {
+      py::gil_scoped_release release;
+      write_to_sink(prepared.tensors, prepared.options, [&](std::span<const std::byte> chunk) {
+        std::memcpy(cursor, chunk.data(), chunk.size());
+        cursor += chunk.size();
+      });
+    }
+    return out;
+  } catch (const Error& e) {
+    raise_error(e, "Error while serializing: ");
+  }
+}
+
+void serialize_file(py::handle tensor_dict, py::handle filename, py::handle metadata) {
+  const Prepared prepared = prepare(tensor_dict, metadata);
+  const auto path = py::module_::import("os").attr("fsdecode")(filename).cast<std::string>();
+  try {
+    py::gil_scoped_release release;
+    write_file(path, prepared.tensors, prepared.options);
+  } catch (const Error& e) {
+    raise_error(e, "Error while serializing: ");
+  }
+}
+
+py::list deserialize(py::buffer data) {
+  const py::buffer_info info = data.request();
+  const std::span<const std::byte> bytes(static_cast<const std::byte*>(info.ptr),
+                                         static_cast<std::size_t>(info.size * info.itemsize));
+  std::optional<File> file;
+  try {
+    py::gil_scoped_release release;
+    file = File::from_source(make_memory_source(bytes, "<bytes>"));
+  } catch (const Error& e) {
+    raise_error(e, "Error while deserializing: ");
+  }
+  py::list out;
+  for (const TensorInfo& t : file->tensors()) {
+    const std::span<const std::byte> view = file->view(t).data;
+    py::list shape;
+    for (const std::uint64_t d : t.shape) shape.append(d);
+    py::dict entry;
+    entry["shape"] = shape;
+    entry["dtype"] = std::string(dtype_name(t.dtype));
+    entry["data"] = py::reinterpret_steal<py::object>(PyByteArray_FromStringAndSize(
+        reinterpret_cast<const char*>(view.data()), static_cast<py::ssize_t>(view.size())));
+    out.append(py::make_tuple(t.name, entry));
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_serialize(py::module_& module) {
+  module.def("serialize", &serialize, py::arg("tensor_dict"), py::arg("metadata") = py::none(),
+             "Serializes {name: {dtype, shape, data}} into the bytes of a safetensors file.");
+  module.def("serialize_file", &serialize_file, py::arg("tensor_dict"), py::arg("filename"),
+             py::arg("metadata") = py::none(),
+             "Serializes into a file, atomically (a temporary file renamed over `filename`).");
+  module.def("deserialize", &deserialize, py::arg("bytes"),
+             "[(name, {shape, dtype, data}), ...] in file order from a whole file in memory.");
+}
+
+}  // namespace safetensors::python

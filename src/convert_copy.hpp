@@ -1,0 +1,59 @@
+// Copying strided views out of storages, and the small cache that lets the writer's
+// dtype-then-name order read each storage about once. Private to convert.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "convert_plan.hpp"
+
+namespace safetensors::detail {
+
+/// Fills `out` with the bytes [offset, offset + out.size()) of `item` laid out in C order,
+/// gathered from `storage` (checked by the planner to hold every element the view reaches).
+void gather(const ConvertItem& item, std::span<const std::byte> storage, std::uint64_t offset,
+            std::span<std::byte> out);
+
+/// The storage element index of the `index`-th element of `item` in C order: the
+/// verifier's own arithmetic, deliberately independent of `gather`'s incremental walk.
+std::uint64_t element_position(const ConvertItem& item, std::uint64_t index);
+
+/// Storages used in a known order (one use per tensor written). A storage stays cached while
+/// a later use remains and the cache holds at most `budget` bytes; when a new storage does
+/// not fit, the cached one needed furthest in the future goes first (Belady's rule). Peak
+/// memory is therefore max(budget, largest storage) plus the writer's chunk.
+class StorageCache {
+ public:
+  using Loader = std::function<std::vector<std::byte>(const std::string&)>;
+
+  StorageCache(Loader load, std::vector<std::string> uses,
+               const std::map<std::string, std::uint64_t>& sizes, std::uint64_t budget);
+
+  /// The storage of use number `position`, loaded if needed.
+  std::span<const std::byte> acquire(std::size_t position);
+  /// Use number `position` is finished: forget its storage if no later use needs it.
+  void release(std::size_t position);
+
+  std::uint64_t loads() const noexcept { return loads_; }
+
+ private:
+  Loader load_;
+  std::vector<std::string> uses_;
+  std::map<std::string, std::vector<std::size_t>> positions_;
+  std::map<std::string, std::uint64_t> sizes_;
+  std::map<std::string, std::vector<std::byte>> cached_;
+  std::uint64_t budget_ = 0;
+  std::uint64_t cached_bytes_ = 0;
+  std::uint64_t loads_ = 0;
+
+  // The next use of `key` after `position`; SIZE_MAX when none.
+  std::size_t next_use(const std::string& key, std::size_t position) const;
+};
+
+}  // namespace safetensors::detail

@@ -1,0 +1,143 @@
+"""libsafetensors.torch: round trips for every dtype the installed torch has, zero-copy loading,
+refusals of tensors that cannot be saved, files written by torch-side code."""
+
+import gc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import format_oracle
+from libsafetensors import SafetensorError, safe_open
+from libsafetensors.torch import load, load_file, save, save_file
+
+# safetensors dtype -> torch attribute; those this torch lacks are skipped, not failed.
+TORCH_DTYPES = {
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
+    "I32": "int32", "U32": "uint32", "I64": "int64", "U64": "uint64", "F16": "float16",
+    "BF16": "bfloat16", "F32": "float32", "F64": "float64", "C64": "complex64",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
+}  # fmt: skip
+AVAILABLE = {k: getattr(torch, v) for k, v in TORCH_DTYPES.items() if hasattr(torch, v)}
+
+
+def sample(dtype, shape=(3, 5)):
+    """Distinct, exactly representable values: random bytes would make NaNs (NaN != NaN)."""
+    count = int(np.prod(shape))
+    if dtype == torch.bool:
+        return (torch.arange(count) % 3 == 0).reshape(shape)
+    values = torch.arange(count, dtype=torch.float32).remainder(7) - 3
+    return values.to(dtype).reshape(shape)
+
+
+def same_bytes(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
+        a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+
+
+@pytest.mark.parametrize("name", sorted(AVAILABLE))
+def test_every_dtype_round_trips(name, path):
+    dtype = AVAILABLE[name]
+    tensors = {"matrix": sample(dtype), "scalar": sample(dtype, ()), "empty": sample(dtype, (0, 4))}
+    save_file(tensors, path)
+    with safe_open(path, framework="pt") as f:
+        assert f.get_slice("matrix").get_dtype() == name
+    for loaded in (load_file(path), load_file(path, backend="pread"), load(save(tensors))):
+        assert list(loaded) == ["empty", "matrix", "scalar"]  # same dtype: by name
+        for key, tensor in tensors.items():
+            assert same_bytes(loaded[key], tensor), key
+
+
+def test_header_is_byte_identical_to_reference_writer():
+    out = save({"test": torch.ones((2, 2), dtype=torch.bfloat16)})
+    assert out[:8] == b"@\x00\x00\x00\x00\x00\x00\x00"
+    assert out[8:72] == b'{"test":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,8]}}    '
+    assert out[72:] == b"\x80?" * 4
+
+
+def test_missing_torch_dtype_names_the_dtype(path):
+    if hasattr(torch, "uint16"):
+        pytest.skip("this torch has every integer dtype")
+    with open(path, "wb") as f:
+        f.write(format_oracle.encode({"u": ("U16", [2], b"\x01\x00\x02\x00")}))
+    with safe_open(path, framework="pt") as f:
+        with pytest.raises(SafetensorError, match=r"dtype U16 .*torch\.uint16 does not exist"):
+            f.get_tensor("u")
+    with safe_open(path, framework="np") as f:  # numpy has it
+        assert f.get_tensor("u").tolist() == [1, 2]
+
+
+def test_tensors_view_the_mapping_and_outlive_the_handle(path):
+    save_file({"a": torch.arange(1000, dtype=torch.float32)}, path)
+    with safe_open(path, framework="pt") as f:
+        first = f.get_tensor("a")
+        second = f.get_tensor("a")
+    # Both views point into the same mapping: no copy was made.
+    assert first.data_ptr() == second.data_ptr()
+    del f, second
+    gc.collect()
+    assert first.sum().item() == sum(range(1000))
+
+
+def test_writing_to_loaded_tensors_never_reaches_the_file(path):
+    save_file({"a": torch.zeros(8)}, path)
+    before = Path(path).read_bytes()
+    for backend in ("mmap", "pread"):
+        loaded = load_file(path, backend=backend)
+        loaded["a"] += 1  # copy-on-write pages: must not crash nor change the file
+        assert loaded["a"].tolist() == [1.0] * 8
+    assert Path(path).read_bytes() == before
+    assert load_file(path)["a"].tolist() == [0.0] * 8
+
+
+def test_torch_side_files_are_read(path):
+    # Written in the order given, not ours: a file from another exporter.
+    weight = torch.randn(4, 3)
+    bias = torch.arange(4, dtype=torch.int64)
+    blob = format_oracle.encode({
+        "weight": ("F32", [4, 3], weight.numpy().tobytes()),
+        "bias": ("I64", [4], bias.numpy().tobytes()),
+    }, metadata={"format": "pt"})
+    with open(path, "wb") as f:
+        f.write(blob)
+    with safe_open(path, framework="pt") as f:
+        assert f.keys() == ["bias", "weight"]
+        assert f.offset_keys() == ["weight", "bias"]
+        assert f.metadata() == {"format": "pt"}
+        assert torch.equal(f.get_tensor("weight"), weight)
+        assert torch.equal(f.get_tensor("bias"), bias)
+
+
+def test_misaligned_data_is_copied_to_an_aligned_tensor(path):
+    values = np.arange(6, dtype="<f8")
+    with open(path, "wb") as f:
+        f.write(format_oracle.encode({"x": ("F64", [6], values.tobytes())}, pad_to=1))
+    tensor = load_file(path)["x"]
+    assert tensor.data_ptr() % 8 == 0
+    assert tensor.tolist() == values.tolist()
+
+
+def test_refusals_use_the_reference_exception_types(path):
+    with pytest.raises(ValueError, match="sparse"):
+        save_file({"s": torch.sparse_coo_tensor(size=(2, 3))}, path)
+    with pytest.raises(ValueError, match="non contiguous"):
+        save_file({"t": torch.zeros(3, 4).t()}, path)
+    base = torch.zeros(4, 4)
+    with pytest.raises(RuntimeError, match="share memory"):
+        save_file({"a": base, "b": base[1:]}, path)
+    save_file({"a": base[:2], "b": base[2:]}, path)  # disjoint views of one storage are fine
+    with pytest.raises(RuntimeError, match="Cannot copy out of meta tensor"):
+        save_file({"m": torch.zeros(2, device="meta")}, path)
+    with pytest.raises(ValueError, match="Expected a dict"):
+        save_file([torch.zeros(1)], path)
+
+
+def test_devices_are_validated(path):
+    save_file({"a": torch.zeros(2)}, path)
+    with pytest.raises(SafetensorError, match="device nowhere:0 is invalid"):
+        safe_open(path, framework="pt", device="nowhere:0")
+    with pytest.raises(SafetensorError, match="not supported for framework numpy"):
+        safe_open(path, framework="np", device="cuda:0")
+    with safe_open(path, framework="pt", device={"": "cpu"}) as f:
+        assert f.get_tensor("a").device == torch.device("cpu")

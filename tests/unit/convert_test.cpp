@@ -1,0 +1,290 @@
+// convert_file / convert_directory on fixtures made by torch and numpy at test time; every
+// output is checked tensor by tensor against torch.load by check_conversion.py.
+#include "safetensors/convert.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../../src/convert_copy.hpp"
+#include "../fixtures/torch/fixtures.hpp"
+#include "safetensors/error.hpp"
+#include "safetensors/file.hpp"
+
+namespace safetensors {
+namespace {
+
+namespace fs = std::filesystem;
+using test::shell_quote;
+
+class Convert : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test::have_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch or numpy";
+  }
+  void TearDown() override {
+    std::error_code ignored;
+    for (const fs::path& p : cleanup_) fs::remove_all(p, ignored);
+  }
+
+  fs::path fixture(const std::string& name) { return test::torch_fixtures() / name; }
+  fs::path output(const std::string& stem) {
+    cleanup_.push_back(test::unique_path(stem));
+    return cleanup_.back();
+  }
+  fs::path private_dir(const std::string& name) {
+    cleanup_.push_back(test::copy_fixture_dir(name));
+    return cleanup_.back();
+  }
+
+  std::vector<fs::path> cleanup_;
+};
+
+TEST_F(Convert, TiedWeightsAreStoredOnce) {
+  const fs::path out = output("tied");
+  const ConvertReport report = convert_file(fixture("tied.pt"), out);
+  EXPECT_EQ(report.input_format, "torch-zip");
+  ASSERT_EQ(report.deduplicated.size(), 1u);
+  EXPECT_EQ(report.deduplicated[0],
+            (std::pair<std::string, std::string>{"head.weight", "embed.weight"}));
+  EXPECT_EQ(report.tensors,
+            (std::vector<std::string>{"embed.weight", "head.bias", "norm.bias", "norm.weight"}));
+  const File file = File::open(out);
+  ASSERT_TRUE(file.metadata());
+  EXPECT_EQ(file.metadata()->at("format"), "pt");
+  EXPECT_EQ(file.metadata()->at("head.weight"), "embed.weight");
+  EXPECT_EQ(report.bytes_written, fs::file_size(out));
+  EXPECT_EQ(test::check_conversion(shell_quote(fixture("tied.pt")) + " " + shell_quote(out)), 0);
+}
+
+TEST_F(Convert, ViewsBecomeContiguousCopies) {
+  const fs::path out = output("views");
+  const ConvertReport report = convert_file(fixture("views.pt"), out);
+  // Only a name with the whole storage and the same shape is a tie; other views are copies.
+  EXPECT_EQ(report.deduplicated,
+            (std::vector<std::pair<std::string, std::string>>{{"same_as_base", "base"}}));
+  EXPECT_EQ(File::open(out).info("transposed").shape, (std::vector<std::uint64_t>{8, 6}));
+  EXPECT_EQ(test::check_conversion(shell_quote(fixture("views.pt")) + " " + shell_quote(out)), 0);
+}
+
+// torch 1.13 cannot load these dtypes, so the expected bytes are spelled out here.
+TEST_F(Convert, Torch2DtypesAndStridedGather) {
+  const fs::path out = output("torch2");
+  convert_file(fixture("torch2_v3.pt"), out);
+  const File file = File::open(out);
+  const auto bytes = [&](const char* name) {
+    std::vector<int> values;
+    for (std::byte b : file.read(name)) values.push_back(std::to_integer<int>(b));
+    return values;
+  };
+  EXPECT_EQ(file.info("f8").dtype, Dtype::F8_E4M3);
+  EXPECT_EQ(bytes("f8"), (std::vector<int>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(file.info("f8_t").shape, (std::vector<std::uint64_t>{3, 2}));
+  EXPECT_EQ(bytes("f8_t"), (std::vector<int>{1, 4, 2, 5, 3, 6}));
+  EXPECT_EQ(file.info("u16").dtype, Dtype::U16);
+  EXPECT_EQ(bytes("u16"), (std::vector<int>{12, 13, 14, 15, 16, 17}));
+}
+
+class ConvertMatchesTorch : public Convert, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(ConvertMatchesTorch, EveryTensor) {
+  const fs::path out = output("match");
+  const ConvertReport report = convert_file(fixture(GetParam()), out);
+  EXPECT_FALSE(report.tensors.empty());
+  EXPECT_EQ(test::check_conversion(shell_quote(fixture(GetParam())) + " " + shell_quote(out)), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, ConvertMatchesTorch,
+                         ::testing::Values("dtypes.pt", "proto4.pt", "views_proto4.pt", "legacy.pt",
+                                           "lightning.ckpt", "legacy_lightning.ckpt", "nested.pth",
+                                           "plain.npy", "fortran.npy", "bigendian.npy",
+                                           "arrays.npz", "compressed.npz"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '.', '_');
+                           return name;
+                         });
+
+TEST_F(Convert, FormatComesFromTheBytes) {
+  const fs::path misnamed = output("misnamed.npy");
+  fs::copy_file(fixture("tied.pt"), misnamed);
+  EXPECT_EQ(convert_file(misnamed, output("from-misnamed")).input_format, "torch-zip");
+  EXPECT_EQ(convert_file(fixture("legacy.pt"), output("legacy")).input_format, "torch-legacy");
+  EXPECT_EQ(convert_file(fixture("arrays.npz"), output("npz")).input_format, "npz");
+  const fs::path npy = output("npy");
+  EXPECT_EQ(convert_file(fixture("plain.npy"), npy).input_format, "npy");
+  EXPECT_EQ(File::open(npy).metadata()->at("format"), "np");
+  EXPECT_NE(File::open(npy).find("plain"), nullptr);
+}
+
+TEST_F(Convert, TrainingCheckpointReportsDroppedValues) {
+  const ConvertReport report = convert_file(fixture("lightning.ckpt"), output("lightning"));
+  EXPECT_EQ(report.tensors.size(), 4u);  // 5 names, one tied
+  EXPECT_TRUE(std::any_of(report.dropped.begin(), report.dropped.end(), [](const auto& d) {
+    return d.find("global_step") == 0;
+  })) << testing::PrintToString(report.dropped);
+}
+
+TEST_F(Convert, KeyOptionAndMissingKey) {
+  ConvertOptions options;
+  options.state_dict_key = "model";
+  const fs::path out = output("nested");
+  EXPECT_EQ(convert_file(fixture("nested.pth"), out, options).tensors.size(), 4u);
+  EXPECT_EQ(test::check_conversion(shell_quote(fixture("nested.pth")) + " " + shell_quote(out) +
+                                   " --key model"),
+            0);
+  options.state_dict_key = "absent";
+  const fs::path none = output("absent");
+  EXPECT_THROW(convert_file(fixture("nested.pth"), none, options), Error);
+  EXPECT_FALSE(fs::exists(none));
+}
+
+TEST_F(Convert, ProgressReachesTheTotal) {
+  std::uint64_t last_done = 0, last_total = 0, calls = 0;
+  bool monotonic = true;
+  ConvertOptions options;
+  options.progress = [&](std::uint64_t done, std::uint64_t total) {
+    monotonic = monotonic && done >= last_done && done <= total;
+    last_done = done;
+    last_total = total;
+    ++calls;
+  };
+  convert_file(fixture("dtypes.pt"), output("progress"), options);
+  EXPECT_GT(calls, 0u);
+  EXPECT_TRUE(monotonic);
+  EXPECT_EQ(last_done, last_total);
+}
+
+TEST_F(Convert, OutputIsDeterministic) {
+  const fs::path a = output("det-a"), b = output("det-b");
+  convert_file(fixture("views.pt"), a);
+  convert_file(fixture("views.pt"), b);
+  std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+  const std::string sa((std::istreambuf_iterator<char>(fa)), {});
+  const std::string sb((std::istreambuf_iterator<char>(fb)), {});
+  EXPECT_EQ(sa, sb);
+}
+
+TEST_F(Convert, ModelDirectory) {
+  const fs::path dir = private_dir("model_dir");
+  const ConvertReport report = convert_directory(dir);
+  EXPECT_EQ(report.outputs, (std::vector<fs::path>{dir / "model.safetensors"}));
+  EXPECT_EQ(test::check_conversion("--dir " + shell_quote(dir)), 0);
+}
+
+TEST_F(Convert, ShardedDirectory) {
+  const fs::path dir = private_dir("sharded_dir");
+  const ConvertReport report = convert_directory(dir);
+  EXPECT_EQ(report.input_format, "torch-sharded");
+  EXPECT_EQ(report.outputs, (std::vector<fs::path>{dir / "model-00001-of-00002.safetensors",
+                                                   dir / "model-00002-of-00002.safetensors",
+                                                   dir / "model.safetensors.index.json"}));
+  EXPECT_EQ(test::check_conversion("--dir " + shell_quote(dir)), 0);
+}
+
+TEST_F(Convert, ShardedDirectoryWithAMissingShardLeavesNothing) {
+  const fs::path dir = private_dir("sharded_dir");
+  fs::remove(dir / "pytorch_model-00002-of-00002.bin");
+  EXPECT_THROW(convert_directory(dir), Error);
+  EXPECT_FALSE(fs::exists(dir / "model-00001-of-00002.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "model.safetensors.index.json"));
+}
+
+TEST_F(Convert, DirectoryWithoutCheckpoint) {
+  const fs::path dir = output("empty-dir");
+  fs::create_directories(dir);
+  try {
+    convert_directory(dir);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("pytorch_model.bin"), std::string::npos);
+  }
+}
+
+// No torch needed: the copy and cache helpers on hand-made storages.
+TEST(ConvertCopy, GatherMatchesElementPositionsForAnyChunking) {
+  detail::ConvertItem item;
+  item.dtype = Dtype::I16;
+  item.shape = {3, 4};
+  item.stride = {1, 5};  // a transposed view with a gap
+  item.offset = 2;
+  item.bytes = 24;
+  item.contiguous = false;
+  std::vector<std::byte> storage(64);
+  for (std::size_t i = 0; i < storage.size(); ++i) storage[i] = static_cast<std::byte>(i);
+  std::vector<std::byte> expected;
+  for (std::uint64_t e = 0; e < 12; ++e) {
+    const std::uint64_t at = detail::element_position(item, e) * 2;
+    expected.push_back(storage[at]);
+    expected.push_back(storage[at + 1]);
+  }
+  for (std::size_t chunk : {1u, 3u, 5u, 24u}) {
+    std::vector<std::byte> out(24);
+    for (std::size_t off = 0; off < out.size(); off += chunk) {
+      const std::size_t n = std::min(chunk, out.size() - off);
+      detail::gather(item, storage, off, std::span(out).subspan(off, n));
+    }
+    EXPECT_EQ(out, expected) << "chunk " << chunk;
+  }
+}
+
+TEST(ConvertCopy, CacheReadsEachStorageOnceWhenItFits) {
+  for (const auto& [budget, loads] : {std::pair<std::uint64_t, std::uint64_t>{10, 4}, {20, 2}}) {
+    std::uint64_t calls = 0;
+    detail::StorageCache cache(
+        [&](const std::string&) {
+          ++calls;
+          return std::vector<std::byte>(10);
+        },
+        {"a", "b", "a", "b"}, {{"a", 10}, {"b", 10}}, budget);
+    for (std::size_t use = 0; use < 4; ++use) {
+      EXPECT_EQ(cache.acquire(use).size(), 10u);
+      cache.release(use);
+    }
+    EXPECT_EQ(calls, loads) << "budget " << budget;
+    EXPECT_EQ(cache.loads(), loads);
+  }
+}
+
+class ConvertRefuses : public Convert, public ::testing::WithParamInterface<const char*> {};
+
+// Each hostile input is refused and leaves its (otherwise empty) output directory empty:
+// no output, no temporary file, and nothing the pickle asked to run has run.
+TEST_P(ConvertRefuses, AndLeavesNoFile) {
+  const fs::path dir = output("refused-dir");
+  fs::create_directories(dir);
+  const fs::path out = dir / "out.safetensors";
+  try {
+    convert_file(fixture(GetParam()), out);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(GetParam()), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(fs::is_empty(dir));
+  EXPECT_FALSE(fs::exists("/tmp/safetensors-pwned"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Hostile, ConvertRefuses,
+    ::testing::Values("bad_numel_larger_than_record.pt", "bad_view_beyond_storage.pt",
+                      "bad_view_beyond_storage_2d.pt", "bad_negative_stride.pt",
+                      "bad_negative_offset.pt", "bad_negative_size.pt", "bad_same_key_two_types.pt",
+                      "bad_same_key_two_sizes.pt", "bad_expansion_bomb.pt", "bad_size_overflow.pt",
+                      "bad_missing_record.pt", "bad_rank_mismatch.pt", "bad_complex128.pt",
+                      "bad_os_system.pt", "bad_os_system_list.pt", "bad_builtins_eval.pt",
+                      "bad_nested_pickle.pt", "bad_quantized.pt", "bad_torchscript.pt",
+                      "bad_legacy_count.pt", "bad_legacy_trailing.pt", "bad_legacy_truncated.pt",
+                      "bad_plain_pickle.pt", "bad_text.pt", "bad_object.npy"),
+    [](const ::testing::TestParamInfo<const char*>& info) {
+      std::string name = info.param;
+      std::replace(name.begin(), name.end(), '.', '_');
+      return name;
+    });
+
+}  // namespace
+}  // namespace safetensors

@@ -1,0 +1,55 @@
+// Inputs of the `safetensors` command that may be sharded checkpoints (a directory or an
+// index) as well as single files, and the union of several inputs' tensors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "safetensors/checkpoint.hpp"
+
+namespace safetensors::cli {
+
+/// True for a directory or a `*.json` index: paths `Checkpoint::open` reads as a checkpoint
+/// rather than as one safetensors file.
+bool is_checkpoint_path(const std::string& path);
+
+/// How a shard is shown: its path relative to the index's directory.
+std::string shard_label(const Checkpoint& checkpoint, const File& file);
+
+/// Throws invalid_argument when writing `output` (a file, or a directory for shards) would
+/// replace one of the inputs' files.
+void refuse_overwriting_inputs(std::span<const Checkpoint> inputs, const std::string& output,
+                               bool output_is_directory);
+
+/// The union of several checkpoints' tensors and metadata: a tensor name in two inputs, or a
+/// metadata key with two values, is an error naming both files. Tensor bytes stay in the
+/// inputs' mappings (or copies where a file is not mapped), so the checkpoints added must
+/// outlive the union and memory use does not grow with the data.
+class TensorUnion {
+ public:
+  /// An index's own metadata joins its shards' metadata.
+  void add(const Checkpoint& checkpoint);
+
+  const std::vector<TensorData>& tensors() const noexcept { return tensors_; }
+  const std::optional<Metadata>& metadata() const noexcept { return metadata_; }
+  std::uint64_t bytes() const noexcept { return bytes_; }
+  std::size_t files() const noexcept { return files_; }
+
+ private:
+  void add_metadata(const std::optional<Metadata>& metadata, const std::string& origin);
+
+  std::vector<TensorData> tensors_;
+  std::optional<Metadata> metadata_;
+  std::deque<std::vector<std::byte>> copies_;
+  std::map<std::string, std::string, std::less<>> tensor_origin_, key_origin_;
+  std::uint64_t bytes_ = 0;
+  std::size_t files_ = 0;
+};
+
+}  // namespace safetensors::cli
