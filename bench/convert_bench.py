@@ -10,7 +10,9 @@ peak resident memory taken from wait4(2):
       written tensor by tensor, which is kinder to the baseline's memory than the
       reference's save_file, which builds the whole file in memory).
 Both deduplicate the tied weight. The file is read once first so both start from a warm
-page cache. Targets: (a) at least 3x faster and at most a third of (b)'s peak memory.
+page cache, and os.sync() runs before each measured run so neither pays for writing back the
+other's output. Our time includes the fsync that makes the output crash-safe and the
+verification pass; the baseline does neither. Targets: (a) at least 3x faster and at most a third of (b)'s peak memory.
 
 Usage: bench/convert_bench.py BUILD_DIR [--workdir DIR] [--repeat N]
 Needs /usr/bin/python3 with torch (Debian's python3-torch).
@@ -131,7 +133,11 @@ def main():
     writer = run([python, "-c", BASELINE, source, base_out, os.path.abspath(args.build_dir)])
     ours, base = [], []
     for _ in range(args.repeat):
+        # Each run starts with no dirty pages: otherwise one contender pays for writing back
+        # the other's 500 MB (the kernel throttles writers above its dirty-page threshold).
+        os.sync()
         ours.append(run_measured([command, "convert", source, ours_out]))
+        os.sync()
         base.append(run_measured([python, "-c", BASELINE, source, base_out,
                                   os.path.abspath(args.build_dir)]))
     t_ours = statistics.median(t for t, _ in ours)

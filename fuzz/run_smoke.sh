@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each fuzzer from its seed corpus for a fixed time. Exits non-zero on any crash, leak,
 # timeout or out-of-memory; the offending input is kept in BUILD_DIR/fuzz-artifacts/.
-# Usage: fuzz/run_smoke.sh BUILD_DIR SECONDS   (SECONDS per fuzzer)
+# Usage: fuzz/run_smoke.sh BUILD_DIR SECONDS   (SECONDS in all, split evenly among the fuzzers)
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
@@ -10,6 +10,9 @@ if [[ $# -ne 2 ]]; then
 fi
 build_dir=$(cd "$1" && pwd)
 seconds=$2
+# One share per `run` line below, so a new fuzzer does not lengthen the whole run.
+fuzzers=$(grep -c '^run ' "${BASH_SOURCE[0]}")
+per_fuzzer=$(( seconds / fuzzers > 0 ? seconds / fuzzers : 1 ))
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 artifacts="$build_dir/fuzz-artifacts"
 mkdir -p "$artifacts"
@@ -27,7 +30,7 @@ run() {
   local scratch
   scratch=$(mktemp -d "${TMPDIR:-/tmp}/fuzz_$name.XXXXXX")
   cp "$here"/corpus/"$name"/* "$scratch"/
-  "$fuzzer" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
+  "$fuzzer" -max_total_time="$per_fuzzer" -rss_limit_mb=2048 -timeout=10 \
     -artifact_prefix="$artifacts/" -print_final_stats=1 "$@" "$scratch" ||
     { rm -rf "$scratch"; exit 1; }
   rm -rf "$scratch"
@@ -35,3 +38,5 @@ run() {
 
 run header -max_len=65536 -dict="$here/header.dict"
 run pickle -max_len=65536 -dict="$here/pickle.dict"
+run zip -max_len=262144
+run npy -max_len=65536

@@ -149,7 +149,7 @@ class Scanner {
     std::uint64_t offset = end;
     for (int i = 0; i < max_trailing_pickles && offset < bytes.size(); ++i) {
       const Bytes next = bytes.subspan(offset);
-      if (!looks_like_pickle(next)) break;
+      if (!looks_like_pickle(next) || zip::looks_like_zip(next)) break;
       const pickle::Pickle p = scan_pickle(
           next,
           location + (location.empty() ? "" : " ") + "pickle at " + std::to_string(base + offset),

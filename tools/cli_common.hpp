@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "safetensors/dtype.hpp"
+
 namespace safetensors::cli {
 
 /// A registered subcommand: its parser and the action to run once it parsed. `run` returns
@@ -25,6 +27,12 @@ Command add_get(CLI::App& parent);
 Command add_shard(CLI::App& parent);
 Command add_scan(CLI::App& parent);
 Command add_convert(CLI::App& parent);
+Command add_cast(CLI::App& parent);
+Command add_bench(CLI::App& parent);
+
+/// A `cast` target from the command line: f32, f16 or bf16 in any case (also float32,
+/// float16, half, bfloat16). Throws invalid_argument for anything else.
+Dtype parse_cast_dtype(std::string_view text);
 
 /// "512 B", "1.5 KiB", "250.0 MiB": binary units, one decimal above bytes.
 std::string human_size(std::uint64_t bytes);

@@ -52,7 +52,7 @@ class ProgressBar {
     last_ = now;
     const unsigned percent = total ? static_cast<unsigned>(done * 100 / total) : 100;
     const unsigned filled = percent * 30 / 100;
-    fmt::print(stderr, "\rconverting [{}{}] {:3}% {} / {}", std::string(filled, '#'),
+    fmt::print(stderr, "\rconverting and verifying [{}{}] {:3}% {} / {}", std::string(filled, '#'),
                std::string(30 - filled, ' '), percent, human_size(done), human_size(total));
     std::fflush(stderr);
     drawn_ = true;

@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
   const std::vector<cli::Command> commands = {cli::add_inspect(app), cli::add_validate(app),
                                               cli::add_merge(app), cli::add_get(app),
                                               cli::add_shard(app), cli::add_scan(app),
-                                              cli::add_convert(app)};
+                                              cli::add_convert(app), cli::add_cast(app),
+                                              cli::add_bench(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

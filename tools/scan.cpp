@@ -38,17 +38,17 @@ std::string where(const std::string& location, std::uint64_t offset) {
 void print_text(const ScanReport& report) {
   fmt::print("{}: {} ({})\n", printable(report.path.string()), verdict_name(report.verdict),
              report.format);
-  std::vector<std::string> places;
-  for (const ScanGlobal& g : report.globals) places.push_back(where(g.location, g.offset));
   std::size_t width = 0;
-  for (const std::string& p : places) width = std::max(width, p.size());
-  for (std::size_t i = 0; i < report.globals.size(); ++i) {
-    const ScanGlobal& g = report.globals[i];
-    fmt::print("  global   {:<{}}  {:<11}  {}.{}\n", places[i], width,
+  for (const ScanGlobal& g : report.globals)
+    width = std::max(width, where(g.location, g.offset).size());
+  for (const ScanFinding& f : report.findings)
+    width = std::max(width, where(f.location, f.offset).size());
+  for (const ScanGlobal& g : report.globals) {
+    fmt::print("  global   {:<{}}  {:<11}  {}.{}\n", where(g.location, g.offset), width,
                g.allowed ? "allowed" : "NOT ALLOWED", printable(g.module), printable(g.name));
   }
   for (const ScanFinding& f : report.findings) {
-    fmt::print("  finding  {}  {}: {}\n", where(f.location, f.offset),
+    fmt::print("  finding  {:<{}}  {:<11}  {}\n", where(f.location, f.offset), width,
                f.dangerous ? "DANGEROUS" : "note", printable(f.message));
   }
 }

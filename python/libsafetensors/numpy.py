@@ -2,14 +2,19 @@
 
 import os
 import sys
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from libsafetensors._core import deserialize, serialize, serialize_file  # noqa: F401
+from libsafetensors import _plan_load
+from libsafetensors._convert import numpy_dtype
+from libsafetensors._core import SafetensorError, deserialize, serialize, serialize_file  # noqa: F401
 from libsafetensors._open import safe_open
 
-__all__ = ["save", "save_file", "load", "load_file"]
+__all__ = ["save", "save_file", "load", "load_file", "load_checkpoint"]
+
+# The dtypes load_checkpoint converts floating-point arrays to, by numpy name.
+_CAST_TARGETS = {"float16": "F16", "float32": "F32", "bfloat16": "BF16"}
 
 
 def _little_endian_contiguous(array):
@@ -60,3 +65,48 @@ def load_file(filename, *, backend: str = "mmap", mmap: bool = True) -> Dict[str
     """Every array of a file, in file order; zero-copy views of the mapping by default."""
     with safe_open(filename, framework="np", backend=backend, mmap=mmap) as f:
         return f.get_tensors()
+
+
+def _cast_target(dtype):
+    """The safetensors name of a `load_checkpoint` dtype (np.float16, "bfloat16", ...)."""
+    try:
+        name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in _CAST_TARGETS:
+        raise ValueError(f"dtype {dtype} cannot be loaded into: expected float16, float32, "
+                         "bfloat16 (from ml_dtypes) or None")
+    if name == "bfloat16":
+        try:
+            import ml_dtypes  # noqa: F401
+        except ImportError:
+            raise SafetensorError("dtype bfloat16 needs the ml_dtypes package, which is not "
+                                  "installed: numpy has no bfloat16 type of its own") from None
+    return _CAST_TARGETS[name]
+
+
+def load_checkpoint(
+    path,
+    dtype=None,
+    threads: Optional[int] = None,
+    names: Union[None, str, List[str]] = None,
+) -> Dict[str, np.ndarray]:
+    """Reads a whole checkpoint (or part of it) into memory, in parallel, in name order.
+
+    `path` is a directory of shards with its index, an index file, a single safetensors file
+    or an open `libsafetensors.Checkpoint`; `dtype` np.float16, np.float32 or bfloat16 (needs
+    ml_dtypes) converts floating-point arrays while copying; `threads` None uses every core;
+    `names` is a list of names or a glob pattern such as "h.0.*". The arrays are views of one
+    uint8 array of exactly their bytes (plus 64-byte alignment).
+    """
+    target = None if dtype is None else _cast_target(dtype)
+    checkpoint, plan = _plan_load(path, target, names, threads)
+    if plan is None:
+        return {}
+    # Dtypes first, so that an array numpy cannot represent fails before any reading.
+    layout = [(name, numpy_dtype(stored), shape, offset, nbytes)
+              for name, stored, shape, offset, nbytes in plan.tensors]
+    buffer = np.empty(plan.buffer_size, dtype=np.uint8)
+    checkpoint.load_into(plan, buffer, threads or 0)
+    return {name: buffer[offset:offset + nbytes].view(np_dtype).reshape(shape)
+            for name, np_dtype, shape, offset, nbytes in layout}

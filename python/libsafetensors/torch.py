@@ -11,11 +11,14 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 
-from libsafetensors import _core
+from libsafetensors import _core, _plan_load
+from libsafetensors._convert import Converter, torch_dtype
 from libsafetensors._core import serialize, serialize_file
 from libsafetensors._open import safe_open
 
-__all__ = ["save", "save_file", "load", "load_file", "save_model", "load_model"]
+__all__ = [
+    "save", "save_file", "load", "load_file", "save_model", "load_model", "load_checkpoint",
+]  # fmt: skip
 
 # Bytes per element of every torch dtype we can store; dtypes this torch lacks are skipped.
 _SIZE = {
@@ -30,6 +33,8 @@ _SIZE = {
     if hasattr(torch, name)
 }  # fmt: skip
 _FLOAT4 = getattr(torch, "float4_e2m1fn_x2", None)
+# The dtypes load_checkpoint converts floating-point tensors to, by safetensors name.
+_CAST_TARGETS = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}
 
 
 def storage_ptr(tensor: torch.Tensor) -> int:
@@ -210,14 +215,66 @@ def save_file(
 def load_file(
     filename: Union[str, os.PathLike],
     device: Union[str, int, torch.device, Dict[str, Any]] = "cpu",
+    dtype: Optional[torch.dtype] = None,
     *,
     backend: str = "mmap",
     mmap: bool = True,
 ) -> Dict[str, torch.Tensor]:
     """Every tensor of a file, in file order; on the CPU, zero-copy views of a private
-    copy-on-write mapping (writing to them never changes the file)."""
+    copy-on-write mapping (writing to them never changes the file).
+
+    With `dtype`, floating-point tensors are converted to it while the file is read into new
+    memory, as `load_checkpoint` does (tensors then come in name order).
+    """
+    if dtype is not None:
+        return load_checkpoint(filename, dtype=dtype, device=device)
     with safe_open(filename, framework="pt", device=device, backend=backend, mmap=mmap) as f:
         return f.get_tensors()
+
+
+def load_checkpoint(
+    path: Union[str, os.PathLike, "libsafetensors.Checkpoint"],  # noqa: F821
+    dtype: Optional[torch.dtype] = None,
+    device: Union[str, int, torch.device, Dict[str, Any]] = "cpu",
+    threads: Optional[int] = None,
+    names: Union[None, str, List[str]] = None,
+) -> Dict[str, torch.Tensor]:
+    """Reads a whole checkpoint (or part of it) into memory, in parallel, in name order.
+
+    Args:
+        path: a directory of shards with its index, an index file, a single safetensors file,
+            or an open `libsafetensors.Checkpoint`.
+        dtype: torch.float16, torch.bfloat16 or torch.float32: floating-point tensors are
+            converted to it while copying, exactly as `.to(dtype)` would; others are unchanged.
+        device: where the tensors end up (they are loaded on the CPU first); a dict maps names
+            or module prefixes to devices, as for `load_file`.
+        threads: worker threads; None for the library's default (every core).
+        names: the tensors to load, as a list of names or a glob pattern (`*`, `?`) such as
+            "h.0.*"; None for all. An absent name raises SafetensorError.
+
+    The tensors are views of one uint8 tensor of exactly their bytes (plus 64-byte alignment),
+    so every page is in memory when this returns and nothing refers to the files any more.
+    """
+    if dtype is not None and dtype not in _CAST_TARGETS:
+        raise ValueError(f"dtype {dtype} cannot be loaded into: expected one of "
+                         f"{', '.join(map(str, _CAST_TARGETS))} or None")
+    convert = Converter("pt", device)
+    checkpoint, plan = _plan_load(path, _CAST_TARGETS.get(dtype), names, threads)
+    if plan is None:
+        return {}
+    # Dtypes first, so that a tensor this torch cannot represent fails before any reading.
+    layout = [(name, torch_dtype(torch, stored), shape, offset, nbytes)
+              for name, stored, shape, offset, nbytes in plan.tensors]
+    buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
+    checkpoint.load_into(plan, buffer.numpy(), threads or 0)
+    tensors = {}
+    for name, t_dtype, shape, offset, nbytes in layout:
+        if _FLOAT4 is not None and t_dtype == _FLOAT4 and shape:
+            shape[-1] //= 2  # two F4 values per float4_e2m1fn_x2 element
+        tensor = buffer[offset:offset + nbytes].view(t_dtype).reshape(shape)
+        device_for = convert._device_for(name)
+        tensors[name] = tensor if device_for is None else tensor.to(device_for)
+    return tensors
 
 
 def load(data: bytes) -> Dict[str, torch.Tensor]:

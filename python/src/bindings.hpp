@@ -51,5 +51,6 @@ class Bytes {
 
 void register_open(py::module_& module);
 void register_serialize(py::module_& module);
+void register_checkpoint(py::module_& module);
 
 }  // namespace safetensors::python

@@ -118,7 +118,6 @@ bool can_start_pickle(std::uint8_t opcode) noexcept {
     case LONG:
     case BININT2:
     case NONE:
-    case PERSID:
     case STRING:
     case BINSTRING:
     case SHORT_BINSTRING:

@@ -262,8 +262,12 @@ class LegacyPickles {
       }
       try {
         return parse_from(data, count);
-      } catch (const Error&) {
-        if (!mapped.empty() || want == source_.size()) throw;
+      } catch (const Error& e) {
+        // Only a pickle cut short by the prefix is worth a longer prefix; anything else
+        // (a forbidden global, say) would not change, and must not make us read more.
+        if (e.code() != ErrorCode::invalid_pickle || !mapped.empty() || want == source_.size()) {
+          throw;
+        }
         want = std::min(source_.size(), want * 2);
       }
     }

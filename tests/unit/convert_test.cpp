@@ -100,9 +100,10 @@ TEST_P(ConvertMatchesTorch, EveryTensor) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ConvertMatchesTorch,
                          ::testing::Values("dtypes.pt", "proto4.pt", "views_proto4.pt", "legacy.pt",
-                                           "lightning.ckpt", "legacy_lightning.ckpt", "nested.pth",
-                                           "plain.npy", "fortran.npy", "bigendian.npy",
-                                           "arrays.npz", "compressed.npz"),
+                                           "legacy_big_pickle.pt", "lightning.ckpt",
+                                           "legacy_lightning.ckpt", "nested.pth", "plain.npy",
+                                           "fortran.npy", "bigendian.npy", "arrays.npz",
+                                           "compressed.npz"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '.', '_');

@@ -59,7 +59,7 @@ void check_manifest(const test::Generated& generated, std::size_t at_least) {
   }
 }
 
-class HostilePickles : public ::testing::Test {
+class ScanHostile : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { generated_ = test::run_fixture_script("make_hostile_pickles.py"); }
   void SetUp() override {
@@ -70,13 +70,13 @@ class HostilePickles : public ::testing::Test {
   static test::Generated generated_;
 };
 
-test::Generated HostilePickles::generated_;
+test::Generated ScanHostile::generated_;
 
-TEST_F(HostilePickles, EachFileHasItsVerdict) {
+TEST_F(ScanHostile, EachFileHasItsVerdict) {
   check_manifest(generated_, 30);
 }
 
-TEST_F(HostilePickles, ForbiddenGlobalIsNamedWithItsOffset) {
+TEST_F(ScanHostile, ForbiddenGlobalIsNamedWithItsOffset) {
   const ScanReport r = scan("os_system.pkl");
   EXPECT_EQ(r.format, "pickle");
   ASSERT_EQ(r.globals.size(), 1u);
@@ -89,7 +89,7 @@ TEST_F(HostilePickles, ForbiddenGlobalIsNamedWithItsOffset) {
   EXPECT_NE(r.findings[0].message.find("`os.system`"), std::string::npos);
 }
 
-TEST_F(HostilePickles, SecondPickleIsScannedToo) {
+TEST_F(ScanHostile, SecondPickleIsScannedToo) {
   const ScanReport r = scan("second_pickle.pkl");
   ASSERT_FALSE(r.globals.empty());
   const ScanGlobal& g = r.globals.back();
@@ -98,7 +98,7 @@ TEST_F(HostilePickles, SecondPickleIsScannedToo) {
   EXPECT_NE(g.location.find("pickle at"), std::string::npos);
 }
 
-TEST_F(HostilePickles, AppendedZipIsNamed) {
+TEST_F(ScanHostile, AppendedZipIsNamed) {
   const ScanReport r = scan("pickle_then_zip.pkl");
   const bool named = std::any_of(r.findings.begin(), r.findings.end(), [](const ScanFinding& f) {
     return f.dangerous && f.message.find("zip") != std::string::npos;
@@ -106,14 +106,14 @@ TEST_F(HostilePickles, AppendedZipIsNamed) {
   EXPECT_TRUE(named) << summary(r);
 }
 
-TEST_F(HostilePickles, ZipEntriesAreLocated) {
+TEST_F(ScanHostile, ZipEntriesAreLocated) {
   const ScanReport r = scan("zip_evil.pt");
   EXPECT_EQ(r.format, "torch-zip");
   ASSERT_FALSE(r.globals.empty());
   EXPECT_EQ(r.globals[0].location, "archive/data.pkl");
 }
 
-TEST_F(HostilePickles, ScanGoesOnAfterAForbiddenGlobal) {
+TEST_F(ScanHostile, ScanGoesOnAfterAForbiddenGlobal) {
   const ScanReport r = scan("two_globals.pkl");
   ASSERT_EQ(r.globals.size(), 2u) << summary(r);
   EXPECT_EQ(r.globals[0].name, "system");
@@ -126,7 +126,7 @@ TEST(Scan, MissingFileIsUnreadable) {
   EXPECT_FALSE(r.findings.empty());
 }
 
-class Checkpoints : public ::testing::Test {
+class ScanCheckpoints : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { generated_ = test::run_fixture_script("make_checkpoints.py"); }
   void SetUp() override {
@@ -140,20 +140,20 @@ class Checkpoints : public ::testing::Test {
   static test::Generated generated_;
 };
 
-test::Generated Checkpoints::generated_;
+test::Generated ScanCheckpoints::generated_;
 
-TEST_F(Checkpoints, EachFileHasItsVerdict) {
+TEST_F(ScanCheckpoints, EachFileHasItsVerdict) {
   check_manifest(generated_, 11);
 }
 
-TEST_F(Checkpoints, FormatsAreRecognised) {
+TEST_F(ScanCheckpoints, FormatsAreRecognised) {
   EXPECT_EQ(scan("state_p2.pt").format, "torch-zip");
   EXPECT_EQ(scan("state_legacy.pt").format, "torch-legacy");
   EXPECT_EQ(scan("plain.npy").format, "npy");
   EXPECT_EQ(scan("plain.npz").format, "npz");
 }
 
-TEST_F(Checkpoints, TorchGlobalsAreListedAsAllowed) {
+TEST_F(ScanCheckpoints, TorchGlobalsAreListedAsAllowed) {
   const ScanReport r = scan("state_p4.pt");
   const bool rebuild = std::any_of(r.globals.begin(), r.globals.end(), [](const ScanGlobal& g) {
     return g.allowed && g.module == "torch._utils" && g.name == "_rebuild_tensor_v2";
@@ -161,7 +161,7 @@ TEST_F(Checkpoints, TorchGlobalsAreListedAsAllowed) {
   EXPECT_TRUE(rebuild) << summary(r);
 }
 
-TEST_F(Checkpoints, LegacyPicklesAreAllScanned) {
+TEST_F(ScanCheckpoints, LegacyPicklesAreAllScanned) {
   const ScanReport r = scan("state_legacy.pt");
   const bool main = std::any_of(r.globals.begin(), r.globals.end(),
                                 [](const ScanGlobal& g) { return g.location == "main"; });

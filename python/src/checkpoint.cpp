@@ -1,0 +1,148 @@
+// Sharded checkpoints and the parallel loader: `_core.Checkpoint` and `_core.LoadPlan`.
+// Python allocates the load buffer (a torch or numpy array) so that the tensors returned are
+// plain views of memory the framework owns; see libsafetensors/torch.py, load_checkpoint.
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bindings.hpp"
+#include "safetensors/checkpoint.hpp"
+#include "safetensors/loader.hpp"
+
+namespace safetensors::python {
+
+namespace {
+
+py::list shape_list(const std::vector<std::uint64_t>& shape) {
+  py::list out;
+  for (const std::uint64_t d : shape) out.append(d);
+  return out;
+}
+
+Dtype parse_dtype(const std::string& name) {
+  const std::optional<Dtype> dtype = dtype_from_name(name);
+  if (!dtype) raise(safetensor_error(), "dtype " + name + " is not a safetensors dtype");
+  return *dtype;
+}
+
+class PyCheckpoint {
+ public:
+  PyCheckpoint(const std::string& path, const std::string& backend) {
+    if (backend != "mmap" && backend != "pread") {
+      raise(safetensor_error(), "backend " + backend + " is invalid: expected mmap or pread");
+    }
+    py::gil_scoped_release release;
+    checkpoint_ = Checkpoint::open(path, backend == "pread" ? Backend::pread : Backend::mmap);
+  }
+
+  py::list keys() const {
+    py::list out;
+    for (const CheckpointTensor& t : checkpoint_.tensors()) out.append(t.info->name);
+    return out;
+  }
+
+  py::list files() const {
+    py::list out;
+    for (const File& file : checkpoint_.files()) out.append(file.name());
+    return out;
+  }
+
+  py::object metadata() const {
+    const std::optional<Metadata>& metadata = checkpoint_.metadata();
+    if (!metadata) return py::none();
+    py::dict out;
+    for (const auto& [key, value] : *metadata) out[py::str(key)] = py::str(value);
+    return out;
+  }
+
+  py::object index_path() const {
+    if (checkpoint_.index_path().empty()) return py::none();
+    return py::str(checkpoint_.index_path().native());
+  }
+
+  std::uint64_t total_size() const { return checkpoint_.total_bytes(); }
+  std::size_t size() const { return checkpoint_.tensors().size(); }
+  bool contains(const std::string& name) const { return checkpoint_.find(name) != nullptr; }
+
+  /// (shard path, dtype name, shape) of a tensor.
+  py::tuple info(const std::string& name) const {
+    const CheckpointTensor& t = find(name);
+    return py::make_tuple(t.file->name(), std::string(dtype_name(t.info->dtype)),
+                          shape_list(t.info->shape));
+  }
+
+  LoadPlan plan(const std::optional<std::string>& dtype, std::vector<std::string> names,
+                std::string pattern) const {
+    LoadOptions options;
+    if (dtype) options.dtype = parse_dtype(*dtype);
+    options.names = std::move(names);
+    options.pattern = std::move(pattern);
+    return plan_load(checkpoint_, options);
+  }
+
+  void load_into(const LoadPlan& plan, const py::buffer& buffer, unsigned threads) const {
+    const py::buffer_info info = buffer.request(true);
+    const std::span<std::byte> bytes(static_cast<std::byte*>(info.ptr),
+                                     static_cast<std::size_t>(info.size * info.itemsize));
+    LoadOptions options;
+    options.threads = threads;
+    // `info` pins the buffer and the plan is only read, so the workers need no GIL.
+    py::gil_scoped_release release;
+    safetensors::load_into(checkpoint_, plan, bytes, options);
+  }
+
+ private:
+  const CheckpointTensor& find(const std::string& name) const {
+    const CheckpointTensor* t = checkpoint_.find(name);
+    if (t == nullptr) raise(safetensor_error(), "Checkpoint does not contain tensor " + name);
+    return *t;
+  }
+
+  Checkpoint checkpoint_;
+};
+
+py::list plan_tensors(const LoadPlan& plan) {
+  py::list out;
+  for (const LoadedTensor& t : plan.tensors) {
+    out.append(py::make_tuple(t.name, std::string(dtype_name(t.dtype)), shape_list(t.shape),
+                              t.offset, t.byte_count));
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_checkpoint(py::module_& module) {
+  py::class_<LoadPlan>(module, "LoadPlan")
+      .def_readonly("buffer_size", &LoadPlan::buffer_size)
+      .def_property_readonly("tensors", &plan_tensors,
+                             "(name, dtype, shape, offset, nbytes) per tensor, in name order.");
+
+  py::class_<PyCheckpoint>(module, "Checkpoint")
+      .def(py::init<const std::string&, const std::string&>(), py::arg("path"),
+           py::arg("backend") = "mmap",
+           "Opens a directory, an index or a single file and checks that index and shards "
+           "agree; the GIL is released meanwhile.")
+      .def("keys", &PyCheckpoint::keys, "Tensor names, sorted.")
+      .def("files", &PyCheckpoint::files, "Shard paths, in index order.")
+      .def("metadata", &PyCheckpoint::metadata)
+      .def_property_readonly("index_path", &PyCheckpoint::index_path)
+      .def_property_readonly("total_size", &PyCheckpoint::total_size)
+      .def("__len__", &PyCheckpoint::size)
+      .def("__contains__", &PyCheckpoint::contains)
+      .def("info", &PyCheckpoint::info, "(shard path, dtype name, shape) of a tensor.")
+      .def("plan", &PyCheckpoint::plan, py::arg("dtype") = py::none(),
+           py::arg("names") = std::vector<std::string>{}, py::arg("pattern") = "",
+           "Lays out the selected tensors (converted to `dtype` where it applies) in one "
+           "buffer.")
+      .def("load_into", &PyCheckpoint::load_into, py::arg("plan"), py::arg("buffer"),
+           py::arg("threads") = 0,
+           "Fills a writable buffer of at least plan.buffer_size bytes; the GIL is released.");
+}
+
+}  // namespace safetensors::python

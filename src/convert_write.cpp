@@ -1,0 +1,213 @@
+#include "convert_write.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "convert_copy.hpp"
+#include "header_text.hpp"
+#include "safetensors/error.hpp"
+#include "safetensors/file.hpp"
+#include "safetensors/output.hpp"
+#include "safetensors/writer.hpp"
+
+namespace safetensors::detail {
+namespace {
+
+// Storages that a later tensor still needs are kept up to this many bytes (or the largest
+// storage, if bigger); see StorageCache for the resulting peak.
+constexpr std::uint64_t cache_budget = std::uint64_t{128} << 20;
+// A multiple of every element size, so strided checks see whole elements per chunk.
+constexpr std::uint64_t verify_chunk = std::uint64_t{8} << 20;
+
+// Reserves the output's blocks before writing: on ext4, writing into allocated (unwritten)
+// extents is several times faster than allocating while writing (measured here: 500 MB in
+// 0.1 s instead of 0.35-0.5 s). Best effort: the size stays 0 (FALLOC_FL_KEEP_SIZE), and a
+// file system without fallocate simply allocates as it writes.
+void reserve_space(const std::filesystem::path& temp, std::uint64_t bytes) {
+#ifdef FALLOC_FL_KEEP_SIZE
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(bytes));
+  ::close(fd);
+#else
+  (void)temp;
+  (void)bytes;
+#endif
+}
+
+// Reads back what was written, through a descriptor of our own: a Source's size is fixed
+// when it opens, and the file is still growing.
+class ReadBack {
+ public:
+  explicit ReadBack(const std::filesystem::path& path)
+      : path_(path), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
+    if (fd_ < 0) fail(ErrorCode::io, path_.string(), std::strerror(errno));
+  }
+  ~ReadBack() { ::close(fd_); }
+  ReadBack(const ReadBack&) = delete;
+  ReadBack& operator=(const ReadBack&) = delete;
+
+  void read(std::uint64_t offset, std::span<std::byte> out) const {
+    while (!out.empty()) {
+      const ssize_t n = ::pread(fd_, out.data(), out.size(), static_cast<off_t>(offset));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail(ErrorCode::io, path_.string(), "cannot read back what was written");
+      out = out.subspan(static_cast<std::size_t>(n));
+      offset += static_cast<std::uint64_t>(n);
+    }
+  }
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+};
+
+class VerifiedWrite {
+ public:
+  VerifiedWrite(const ConvertPlan& plan, const std::filesystem::path& output,
+                const ConvertOptions& options)
+      : plan_(plan), output_(output), options_(options) {}
+
+  std::uint64_t run() {
+    make_tensors();
+    AtomicFile file(output_);
+    reserve_space(file.temp_path(), layout_.file_size());
+    ReadBack back(file.temp_path());
+    back_ = &back;
+    write_to_sink(tensors_, write_options_, [&](std::span<const std::byte> chunk) {
+      file.write(chunk);
+      progress(chunk.size());
+    });
+    verify_until(by_use_.size());
+    check_header(file.temp_path());
+    file.commit();
+    return layout_.file_size();
+  }
+
+ private:
+  const ConvertPlan& plan_;
+  std::filesystem::path output_;
+  const ConvertOptions& options_;
+  std::vector<TensorData> tensors_;
+  WriteOptions write_options_;
+  WritePlan layout_;
+  std::vector<std::size_t> by_use_;  // item index of each use (tensors with bytes, in order)
+  std::vector<std::size_t> use_of_;  // use of each item
+  std::optional<StorageCache> cache_;
+  const ReadBack* back_ = nullptr;
+  std::size_t verified_ = 0;  // uses verified so far
+  std::vector<std::byte> chunk_;
+  std::uint64_t done_ = 0;
+  std::uint64_t total_ = 0;
+
+  void progress(std::uint64_t bytes) {
+    done_ += bytes;
+    if (options_.progress) options_.progress(done_, total_);
+  }
+
+  [[noreturn]] void mismatch(const std::string& what) const {
+    fail(ErrorCode::invalid_checkpoint, output_.string(),
+         "verification after writing failed: " + what);
+  }
+
+  void make_tensors() {
+    std::uint64_t largest = 0;
+    for (const ConvertItem& item : plan_.items) {
+      tensors_.push_back(TensorData::from_producer(item.name, item.dtype, item.shape, {}));
+      largest = std::max(largest, plan_.storage_bytes.at(item.storage));
+      total_ += item.bytes;
+    }
+    for (std::size_t i = 0; i < tensors_.size(); ++i) {
+      tensors_[i].producer = [this, i](std::uint64_t offset, std::span<std::byte> out) {
+        produce(i, offset, out);
+      };
+    }
+    write_options_.metadata = plan_.metadata;
+    layout_ = plan_write(tensors_, write_options_);
+    total_ += layout_.file_size();
+    // The writer calls producers in layout order, and never for empty tensors.
+    use_of_.assign(plan_.items.size(), 0);
+    std::vector<std::string> uses;
+    for (std::size_t i : layout_.order) {
+      if (plan_.items[i].bytes == 0) continue;
+      use_of_[i] = by_use_.size();
+      by_use_.push_back(i);
+      uses.push_back(plan_.items[i].storage);
+    }
+    cache_.emplace(plan_.load, std::move(uses), plan_.storage_bytes,
+                   std::max(cache_budget, largest));
+  }
+
+  void produce(std::size_t item, std::uint64_t offset, std::span<std::byte> out) {
+    const std::size_t use = use_of_[item];
+    // Every earlier tensor is in the file now: check it while its storage is still at
+    // hand, and let the cache drop that storage before this one is loaded.
+    if (offset == 0) verify_until(use);
+    gather(plan_.items[item], cache_->acquire(use), offset, out);
+  }
+
+  void verify_until(std::size_t use) {
+    for (; verified_ < use; ++verified_) {
+      verify(by_use_[verified_], cache_->acquire(verified_));
+      cache_->release(verified_);
+    }
+  }
+
+  // Strided tensors are compared element by element with index arithmetic of their own,
+  // so a mistake in `gather` shows.
+  void verify(std::size_t index, std::span<const std::byte> storage) {
+    const ConvertItem& item = plan_.items[index];
+    const std::uint64_t el = element_size(item.dtype);
+    const std::uint64_t start = layout_.header.size() + layout_.begin[index];
+    for (std::uint64_t off = 0; off < item.bytes; off += chunk_.size()) {
+      chunk_.resize(std::min(verify_chunk, item.bytes - off));
+      back_->read(start + off, chunk_);
+      bool same = true;
+      if (item.contiguous) {
+        same =
+            std::memcmp(chunk_.data(), storage.data() + item.offset * el + off, chunk_.size()) == 0;
+      } else {
+        for (std::uint64_t i = 0; same && i < chunk_.size() / el; ++i) {
+          const std::uint64_t at = element_position(item, off / el + i) * el;
+          same = std::memcmp(chunk_.data() + i * el, storage.data() + at, el) == 0;
+        }
+      }
+      if (!same) mismatch("tensor " + quote(item.name) + " differs from the source");
+      progress(chunk_.size());
+    }
+  }
+
+  // The file as a reader sees it: validated, and holding exactly the planned tensors.
+  void check_header(const std::filesystem::path& temp) const {
+    const File file = File::open(temp, Backend::pread);
+    if (file.size() != plan_.items.size() || file.header().data_start != layout_.header.size()) {
+      mismatch(std::to_string(file.size()) + " tensors instead of " +
+               std::to_string(plan_.items.size()));
+    }
+    if (file.metadata() != std::optional<Metadata>(plan_.metadata)) {
+      mismatch("the metadata differs");
+    }
+    for (std::size_t i = 0; i < plan_.items.size(); ++i) {
+      const ConvertItem& item = plan_.items[i];
+      const TensorInfo* info = file.find(item.name);
+      if (!info || info->dtype != item.dtype || info->shape != item.shape ||
+          info->data_begin != layout_.begin[i] || info->byte_count() != item.bytes) {
+        mismatch("tensor " + quote(item.name) + " is missing or described differently");
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::uint64_t write_verified(const ConvertPlan& plan, const std::filesystem::path& output,
+                             const ConvertOptions& options) {
+  return VerifiedWrite(plan, output, options).run();
+}
+
+}  // namespace safetensors::detail

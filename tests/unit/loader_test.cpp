@@ -1,0 +1,378 @@
+#include "safetensors/loader.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "safetensors/cast.hpp"
+#include "safetensors/error.hpp"
+#include "safetensors/writer.hpp"
+#include "test_files.hpp"
+
+namespace safetensors {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Original {
+  std::string name;
+  Dtype dtype;
+  std::vector<std::uint64_t> shape;
+  std::vector<std::byte> bytes;
+};
+
+std::vector<std::byte> random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937 random(seed);
+  std::vector<std::byte> out(n);
+  for (auto& b : out) b = static_cast<std::byte>(random());
+  return out;
+}
+
+// A mix of dtypes and sizes: a tensor large enough to be split across threads, odd element
+// counts, an empty tensor, a scalar, and dtypes that do not convert.
+std::vector<Original> sample_tensors() {
+  std::vector<Original> out;
+  auto add = [&](std::string name, Dtype dtype, std::vector<std::uint64_t> shape) {
+    const std::uint64_t bytes = byte_size(dtype, shape).bytes;
+    out.push_back({std::move(name), dtype, std::move(shape),
+                   random_bytes(bytes, static_cast<unsigned>(out.size() + 1))});
+  };
+  add("embed.weight", Dtype::F32, {1537, 1024});  // about 6 MiB
+  add("layers.0.attn.weight", Dtype::F32, {33, 17});
+  add("layers.0.norm.weight", Dtype::F16, {1023});
+  add("layers.1.attn.weight", Dtype::BF16, {129, 65});
+  add("layers.1.norm.weight", Dtype::F32, {7});
+  add("layers.10.attn.weight", Dtype::F8_E4M3, {4099});
+  add("layers.2.scale", Dtype::F8_E5M2, {333});
+  add("positions", Dtype::I64, {1000});
+  add("mask", Dtype::BOOL, {13});
+  add("double", Dtype::F64, {5});
+  add("empty", Dtype::F32, {0, 4});
+  add("scalar", Dtype::F32, {});
+  return out;
+}
+
+std::vector<TensorData> as_data(const std::vector<Original>& tensors) {
+  std::vector<TensorData> data;
+  for (const Original& t : tensors) {
+    data.push_back(TensorData::from_bytes(t.name, t.dtype, t.shape, t.bytes));
+  }
+  return data;
+}
+
+const Original& by_name(const std::vector<Original>& tensors, const std::string& name) {
+  return *std::find_if(tensors.begin(), tensors.end(),
+                       [&](const Original& t) { return t.name == name; });
+}
+
+// The bytes a loaded tensor must hold: the original, or its `cast` when it converts.
+std::vector<std::byte> expected_bytes(const Original& source, Dtype to) {
+  if (to == source.dtype) return source.bytes;
+  const std::size_t count = source.bytes.size() / (dtype_bits(source.dtype) / 8);
+  std::vector<std::byte> out(count * (dtype_bits(to) / 8));
+  cast(source.dtype, source.bytes, to, out);
+  return out;
+}
+
+class LoaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tensors_ = sample_tensors();
+    path_ = test::unique_path("loader");
+    write_file(path_, as_data(tensors_));
+    checkpoint_ = Checkpoint::open(path_);
+  }
+  void TearDown() override {
+    std::error_code ignored;
+    fs::remove(path_, ignored);
+  }
+
+  // Every tensor of `loaded` against the originals, converted to `dtype` when castable.
+  void expect_loaded(const LoadedCheckpoint& loaded, std::optional<Dtype> dtype,
+                     const std::string& what) {
+    for (const LoadedTensor& tensor : loaded.tensors()) {
+      const Original& source = by_name(tensors_, tensor.name);
+      const Dtype to = dtype && can_cast(source.dtype, *dtype) ? *dtype : source.dtype;
+      EXPECT_EQ(tensor.dtype, to) << what << " " << tensor.name;
+      EXPECT_EQ(tensor.shape, source.shape) << what << " " << tensor.name;
+      EXPECT_EQ(tensor.offset % 64, 0u) << what << " " << tensor.name;
+      const auto bytes = loaded.bytes(tensor);
+      const auto expected = expected_bytes(source, to);
+      ASSERT_EQ(bytes.size(), expected.size()) << what << " " << tensor.name;
+      EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), expected.begin()))
+          << what << " " << tensor.name;
+    }
+  }
+
+  std::vector<std::string> loaded_names(const LoadOptions& options) {
+    std::vector<std::string> names;
+    for (const LoadedTensor& t : plan_load(checkpoint_, options).tensors) names.push_back(t.name);
+    return names;
+  }
+
+  std::vector<Original> tensors_;
+  fs::path path_;
+  Checkpoint checkpoint_;
+};
+
+TEST_F(LoaderTest, LoadsEverythingInNameOrderWithAlignedOffsets) {
+  const LoadedCheckpoint loaded = load(checkpoint_);
+  ASSERT_EQ(loaded.tensors().size(), tensors_.size());
+  EXPECT_TRUE(
+      std::is_sorted(loaded.tensors().begin(), loaded.tensors().end(),
+                     [](const LoadedTensor& a, const LoadedTensor& b) { return a.name < b.name; }));
+  expect_loaded(loaded, std::nullopt, "plain");
+  const LoadedTensor& last = loaded.tensors().back();
+  EXPECT_EQ(loaded.buffer_size(), last.offset + last.byte_count);
+  ASSERT_NE(loaded.find("positions"), nullptr);
+  EXPECT_EQ(loaded.find("positions")->dtype, Dtype::I64);
+  EXPECT_EQ(loaded.find("missing"), nullptr);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(loaded.bytes(loaded.tensors()[0]).data()) % 64, 0u);
+}
+
+TEST_F(LoaderTest, PlanIsExactAfterConversion) {
+  LoadOptions options;
+  options.dtype = Dtype::BF16;
+  const LoadPlan plan = plan_load(checkpoint_, options);
+  std::uint64_t end = 0;
+  for (const LoadedTensor& t : plan.tensors) {
+    EXPECT_EQ(t.offset % 64, 0u);
+    EXPECT_GE(t.offset, end) << t.name << " overlaps the previous tensor";
+    EXPECT_LT(t.offset - end, 64u) << t.name << " is padded more than alignment needs";
+    end = t.offset + t.byte_count;
+    const Original& source = by_name(tensors_, t.name);
+    EXPECT_EQ(t.byte_count, expected_bytes(source, t.dtype).size()) << t.name;
+  }
+  EXPECT_EQ(plan.buffer_size, end);
+  EXPECT_EQ(plan_load(checkpoint_, options).tensors.size(), tensors_.size());
+}
+
+TEST_F(LoaderTest, SelectsByNamesAndPattern) {
+  LoadOptions options;
+  options.names = {"positions", "embed.weight", "positions"};
+  EXPECT_EQ(loaded_names(options), (std::vector<std::string>{"embed.weight", "positions"}));
+
+  options.names.clear();
+  options.pattern = "layers.1*.weight";
+  EXPECT_EQ(loaded_names(options),
+            (std::vector<std::string>{"layers.1.attn.weight", "layers.1.norm.weight",
+                                      "layers.10.attn.weight"}));
+  options.pattern = "layers.?.*";
+  EXPECT_EQ(loaded_names(options).size(), 5u);
+  options.pattern = "*";
+  EXPECT_EQ(loaded_names(options).size(), tensors_.size());
+  options.pattern = "nothing*";
+  EXPECT_TRUE(loaded_names(options).empty());
+
+  // Names and a pattern add up.
+  options.pattern = "layers.2.*";
+  options.names = {"mask"};
+  EXPECT_EQ(loaded_names(options), (std::vector<std::string>{"layers.2.scale", "mask"}));
+
+  options.names = {"layers.0.attn.weight"};
+  options.pattern.clear();
+  options.dtype = Dtype::F16;
+  const LoadedCheckpoint loaded = load(checkpoint_, options);
+  ASSERT_EQ(loaded.tensors().size(), 1u);
+  EXPECT_EQ(loaded.buffer_size(), 33u * 17u * 2u);
+  expect_loaded(loaded, Dtype::F16, "one name");
+}
+
+TEST_F(LoaderTest, AbsentNameIsTensorNotFound) {
+  LoadOptions options;
+  options.names = {"embed.weight", "no.such.tensor"};
+  try {
+    plan_load(checkpoint_, options);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::tensor_not_found);
+    EXPECT_NE(std::string(e.what()).find("no.such.tensor"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path_.string()), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load(checkpoint_, options), Error);
+}
+
+TEST_F(LoaderTest, CallerMemoryGetsTheSameBytesAsOwnedMemory) {
+  LoadOptions options;
+  options.dtype = Dtype::F16;
+  const LoadPlan plan = plan_load(checkpoint_, options);
+  const LoadedCheckpoint owned = load(checkpoint_, options);
+  ASSERT_EQ(owned.buffer_size(), plan.buffer_size);
+
+  // Extra room after the plan stays untouched.
+  std::vector<std::byte> buffer(plan.buffer_size + 100, std::byte{0xAB});
+  load_into(checkpoint_, plan, buffer, options);
+  for (const LoadedTensor& t : plan.tensors) {
+    const auto mine = std::span(buffer).subspan(t.offset, t.byte_count);
+    const auto theirs = owned.bytes(*owned.find(t.name));
+    EXPECT_TRUE(std::equal(mine.begin(), mine.end(), theirs.begin(), theirs.end())) << t.name;
+  }
+  EXPECT_TRUE(std::all_of(buffer.end() - 100, buffer.end(),
+                          [](std::byte b) { return b == std::byte{0xAB}; }));
+
+  std::vector<std::byte> small(plan.buffer_size - 1);
+  try {
+    load_into(checkpoint_, plan, small, options);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find(std::to_string(plan.buffer_size)), std::string::npos);
+  }
+}
+
+TEST_F(LoaderTest, RejectsPlansTheCheckpointCannotFill) {
+  LoadPlan plan = plan_load(checkpoint_);
+  std::vector<std::byte> buffer(plan.buffer_size);
+  LoadPlan renamed = plan;
+  renamed.tensors[0].name = "ghost";
+  EXPECT_THROW(
+      {
+        try {
+          load_into(checkpoint_, renamed, buffer);
+        } catch (const Error& e) {
+          EXPECT_EQ(e.code(), ErrorCode::tensor_not_found);
+          throw;
+        }
+      },
+      Error);
+  LoadPlan retyped = plan;
+  for (LoadedTensor& t : retyped.tensors) {
+    if (t.name == "positions") t.dtype = Dtype::F32;  // I64 does not convert
+  }
+  EXPECT_THROW(load_into(checkpoint_, retyped, buffer), Error);
+}
+
+TEST_F(LoaderTest, EveryMethodAndThreadCountGivesIdenticalBytes) {
+  const LoadMethod methods[] = {LoadMethod::automatic, LoadMethod::pread, LoadMethod::mmap,
+                                LoadMethod::direct};
+  for (std::optional<Dtype> dtype : {std::optional<Dtype>{}, std::optional<Dtype>{Dtype::BF16},
+                                     std::optional<Dtype>{Dtype::F32}}) {
+    std::vector<std::byte> first;
+    for (LoadMethod method : methods) {
+      for (unsigned threads : {1u, 8u}) {
+        LoadOptions options;
+        options.dtype = dtype;
+        options.method = method;
+        options.threads = threads;
+        const LoadedCheckpoint loaded = load(checkpoint_, options);
+        const std::string what = "method " + std::to_string(static_cast<int>(method)) +
+                                 " threads " + std::to_string(threads) + " dtype " +
+                                 std::string(dtype ? dtype_name(*dtype) : "none");
+        expect_loaded(loaded, dtype, what);
+        // Padding is unspecified: compare tensor bytes only.
+        std::vector<std::byte> packed;
+        for (const LoadedTensor& t : loaded.tensors()) {
+          const auto b = loaded.bytes(t);
+          packed.insert(packed.end(), b.begin(), b.end());
+        }
+        if (first.empty()) first = packed;
+        EXPECT_EQ(packed, first) << what;
+      }
+    }
+  }
+}
+
+TEST_F(LoaderTest, ProgressReachesTheTotalAndNeverGoesBack) {
+  for (unsigned threads : {1u, 8u}) {
+    std::mutex mutex;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> calls;
+    LoadOptions options;
+    options.threads = threads;
+    options.dtype = Dtype::BF16;
+    options.progress = [&](std::uint64_t done, std::uint64_t total) {
+      std::lock_guard lock(mutex);
+      calls.emplace_back(done, total);
+    };
+    const LoadedCheckpoint loaded = load(checkpoint_, options);
+    std::uint64_t total = 0;
+    for (const LoadedTensor& t : loaded.tensors()) total += t.byte_count;
+    ASSERT_FALSE(calls.empty());
+    EXPECT_EQ(calls.back(), std::make_pair(total, total)) << threads << " threads";
+    for (std::size_t i = 1; i < calls.size(); ++i) {
+      EXPECT_LT(calls[i - 1].first, calls[i].first) << threads << " threads";
+      EXPECT_EQ(calls[i].second, total);
+    }
+  }
+}
+
+TEST_F(LoaderTest, ErrorsFromWorkersReachTheCaller) {
+  LoadOptions options;
+  options.threads = 4;
+  options.progress = [](std::uint64_t done, std::uint64_t) {
+    if (done > 0) throw std::runtime_error("progress refused");
+  };
+  EXPECT_THROW(load(checkpoint_, options), std::runtime_error);
+
+  // A file that shrank after it was opened: every buffered method reports the short read.
+  fs::resize_file(path_, fs::file_size(path_) / 2);
+  for (LoadMethod method : {LoadMethod::pread, LoadMethod::direct}) {
+    LoadOptions shrunk;
+    shrunk.threads = 4;
+    shrunk.method = method;
+    try {
+      load(checkpoint_, shrunk);
+      ADD_FAILURE() << "no error for method " << static_cast<int>(method);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::io);
+      EXPECT_NE(std::string(e.what()).find(path_.string()), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Loader, EmptySelectionLoadsNothing) {
+  const fs::path path = test::unique_path("loader-empty");
+  write_file(path, std::vector<TensorData>{});
+  const Checkpoint checkpoint = Checkpoint::open(path);
+  bool called = false;
+  LoadOptions options;
+  options.progress = [&](std::uint64_t done, std::uint64_t total) {
+    called = true;
+    EXPECT_EQ(done, 0u);
+    EXPECT_EQ(total, 0u);
+  };
+  const LoadedCheckpoint loaded = load(checkpoint, options);
+  EXPECT_TRUE(loaded.tensors().empty());
+  EXPECT_EQ(loaded.buffer_size(), 0u);
+  EXPECT_TRUE(called);
+  fs::remove(path);
+}
+
+TEST(Loader, ShardedCheckpointLoadsAsOne) {
+  const std::vector<Original> tensors = sample_tensors();
+  const fs::path dir = test::unique_path("loader-sharded");
+  fs::create_directories(dir);
+  ShardOptions shard_options;
+  shard_options.max_shard_size = 1 << 20;
+  const auto written = write_sharded(dir, as_data(tensors), shard_options);
+  ASSERT_GT(written.size(), 2u) << "expected several shards and an index";
+  const Checkpoint checkpoint = Checkpoint::open(dir);
+  ASSERT_GT(checkpoint.files().size(), 1u);
+  for (LoadMethod method : {LoadMethod::pread, LoadMethod::mmap, LoadMethod::direct}) {
+    LoadOptions options;
+    options.method = method;
+    options.threads = 3;
+    options.dtype = Dtype::F16;
+    const LoadedCheckpoint loaded = load(checkpoint, options);
+    ASSERT_EQ(loaded.tensors().size(), tensors.size());
+    for (const LoadedTensor& t : loaded.tensors()) {
+      const Original& source = by_name(tensors, t.name);
+      const auto expected = expected_bytes(source, t.dtype);
+      const auto bytes = loaded.bytes(t);
+      EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), expected.begin(), expected.end()))
+          << t.name;
+    }
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace safetensors
