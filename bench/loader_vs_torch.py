@@ -115,6 +115,10 @@ def main():
             rows.append((name, best_of(args.repeat,
                                        lambda: touch(lst.load_checkpoint(st_path,
                                                                          threads=args.threads)))))
+            rows.append((f"load_checkpoint(dtype=torch.bfloat16, threads={args.threads})",
+                         best_of(args.repeat,
+                                 lambda: touch(lst.load_checkpoint(st_path, dtype=torch.bfloat16,
+                                                                   threads=args.threads)))))
         rows.append(("libsafetensors.torch.load_file",
                      best_of(args.repeat, lambda: touch(lst.load_file(st_path)))))
     except ImportError as e:

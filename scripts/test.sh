@@ -3,12 +3,13 @@
 # tests again under AddressSanitizer + UndefinedBehaviorSanitizer (clang), and a short fuzz
 # run. Every stage runs even when an earlier one fails (unless it depends on it); the
 # summary at the end lists each stage and the exit status is non-zero if any failed.
-#   FUZZ_SECONDS  seconds for the fuzz smoke run (default 60)
+#   FUZZ_SECONDS  seconds for the whole fuzz smoke run, split evenly among the fuzzers
+#                 (default 240: 60 s for each of the four)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 jobs=$(nproc 2>/dev/null || echo 2)
-fuzz_seconds=${FUZZ_SECONDS:-60}
+fuzz_seconds=${FUZZ_SECONDS:-240}
 # Tests labelled "slow" (e.g. huge files) run only in the Release pass.
 asan_exclude_labels=slow
 

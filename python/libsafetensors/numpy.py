@@ -8,7 +8,8 @@ import numpy as np
 
 from libsafetensors import _plan_load
 from libsafetensors._convert import numpy_dtype
-from libsafetensors._core import SafetensorError, deserialize, serialize, serialize_file  # noqa: F401
+from libsafetensors._core import (  # noqa: F401 - deserialize is part of this module's API
+    SafetensorError, deserialize, serialize, serialize_file)
 from libsafetensors._open import safe_open
 
 __all__ = ["save", "save_file", "load", "load_file", "load_checkpoint"]

@@ -233,7 +233,7 @@ def load_file(
 
 
 def load_checkpoint(
-    path: Union[str, os.PathLike, "libsafetensors.Checkpoint"],  # noqa: F821
+    path: Union[str, os.PathLike, _core.Checkpoint],
     dtype: Optional[torch.dtype] = None,
     device: Union[str, int, torch.device, Dict[str, Any]] = "cpu",
     threads: Optional[int] = None,

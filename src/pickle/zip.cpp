@@ -104,15 +104,6 @@ struct End {
   std::uint64_t records_begin = 0;  // where the (ZIP64) end records start
 };
 
-// The ZIP64 extended information field's values, for the fields whose 32-bit (or 16-bit)
-// header value is the placeholder; the others keep their header values.
-struct Zip64Values {
-  std::uint64_t size = 0;
-  std::uint64_t compressed = 0;
-  std::uint64_t offset = 0;
-  std::uint64_t disk = 0;
-};
-
 class Opener {
  public:
   Opener(const Source& source, const Limits& limits) : source_(source), limits_(limits) {}

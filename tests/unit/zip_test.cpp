@@ -426,7 +426,8 @@ TEST(ZipRefuses, SecondTopLevelFolder) {
 class ZipPathTricks : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
 
 TEST_P(ZipPathTricks, Refused) {
-  const auto& [name, fragment] = GetParam();
+  const std::string& name = GetParam().first;
+  const std::string& fragment = GetParam().second;
   expect_refused(
       [&] {
         Fixture f(build({stored("ok", "1"), stored(name, "2")}).bytes);
