@@ -72,17 +72,16 @@ std::size_t whole_elements(const LoadPiece& piece, std::size_t limit) {
   return limit / width * width;
 }
 
+// Copies or converts `source`, the bytes at `at` within the piece, into the destination.
 void deliver(const LoadPiece& piece, std::span<const std::byte> source, std::uint64_t at) {
-  std::byte* dest = piece.dest + (piece.from == piece.to ? at
-                                                         : at / (dtype_bits(piece.from) / 8) *
-                                                               (dtype_bits(piece.to) / 8));
   if (piece.from == piece.to) {
-    std::memcpy(dest, source.data(), source.size());
+    std::memcpy(piece.dest + at, source.data(), source.size());
     return;
   }
-  const std::size_t out_bytes =
-      source.size() / (dtype_bits(piece.from) / 8) * (dtype_bits(piece.to) / 8);
-  cast(piece.from, source, piece.to, {dest, out_bytes});
+  const std::size_t in_width = dtype_bits(piece.from) / 8;
+  const std::size_t out_width = dtype_bits(piece.to) / 8;
+  cast(piece.from, source, piece.to,
+       {piece.dest + at / in_width * out_width, source.size() / in_width * out_width});
 }
 
 // One worker's state: its bounce buffer lives as long as the worker.

@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,10 +34,10 @@ Dtype parse_dtype(const std::string& name) {
 }
 
 // Python hands in fresh memory (torch.empty) whose pages the workers fault in as they copy.
-// Under transparent huge pages in "madvise" mode (Debian's default) that is one fault per
-// 4 KiB unless asked: on the development VM, filling 500 MB took 290 ms that way and 60 ms
-// with huge pages. numpy and the library's own load() ask the same way; for memory already
-// in use the hint changes nothing.
+// With transparent huge pages' defrag set to "madvise" (the kernel's default), unmarked
+// memory mostly gets 4 KiB pages, one fault each: on the development VM, filling 500 MB took
+// 290 ms that way and 60 ms once marked. numpy and the library's own load() mark large
+// buffers the same way; for pages already present the hint changes nothing.
 void prefer_huge_pages(std::span<std::byte> bytes) {
   constexpr std::uintptr_t huge_page = std::uintptr_t{2} << 20;
   if (bytes.size() < 2 * huge_page) return;
