@@ -30,9 +30,16 @@ run() {
   local scratch
   scratch=$(mktemp -d "${TMPDIR:-/tmp}/fuzz_$name.XXXXXX")
   cp "$here"/corpus/"$name"/* "$scratch"/
-  "$fuzzer" -max_total_time="$per_fuzzer" -rss_limit_mb=2048 -timeout=10 \
-    -artifact_prefix="$artifacts/" -print_final_stats=1 "$@" "$scratch" ||
-    { rm -rf "$scratch"; exit 1; }
+  # libFuzzer prints a line per new input; keep that in a log and show only the outcome.
+  local log="$artifacts/fuzz_$name.log"
+  echo "fuzz_$name: ${per_fuzzer}s from $(ls "$scratch" | wc -l) seeds (log: $log)"
+  if ! "$fuzzer" -max_total_time="$per_fuzzer" -rss_limit_mb=2048 -timeout=10 \
+    -artifact_prefix="$artifacts/" -print_final_stats=1 "$@" "$scratch" >"$log" 2>&1; then
+    tail -n 60 "$log"
+    rm -rf "$scratch"
+    exit 1
+  fi
+  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
   rm -rf "$scratch"
 }
 

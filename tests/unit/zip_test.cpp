@@ -23,7 +23,7 @@ using Bytes = std::vector<std::byte>;
 
 Bytes bytes_of(std::string_view s) {
   Bytes out(s.size());
-  std::memcpy(out.data(), s.data(), s.size());
+  if (!s.empty()) std::memcpy(out.data(), s.data(), s.size());
   return out;
 }
 
