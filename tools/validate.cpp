@@ -5,6 +5,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "checkpoint_input.hpp"
@@ -38,7 +39,11 @@ bool validate_one(const std::string& path, bool quiet) {
     if (!quiet) fmt::print("{}: OK ({} tensors)\n", printable(path), file.size());
     return true;
   } catch (const Error& e) {
-    fmt::print(stderr, "{}: {}: {}\n", printable(path), error_code_name(e.code()), e.what());
+    // Library messages already start with the file's name; say it once.
+    std::string_view message = e.what();
+    const std::string prefix = path + ": ";
+    if (message.starts_with(prefix)) message.remove_prefix(prefix.size());
+    fmt::print(stderr, "{}: {}: {}\n", printable(path), error_code_name(e.code()), message);
   } catch (const std::exception& e) {
     fmt::print(stderr, "{}: error: {}\n", printable(path), e.what());
   }

@@ -133,22 +133,10 @@ class Interpreter {
   std::string describe(ValueId id) const {
     const Value& v = at(id);
     switch (v.kind) {
-      case Kind::none:
-        return "None";
       case Kind::boolean:
         return v.boolean ? "True" : "False";
       case Kind::integer:
         return "int " + std::to_string(v.integer);
-      case Kind::big_integer:
-        return "int";
-      case Kind::floating:
-        return "float";
-      case Kind::string:
-        return "str";
-      case Kind::bytes:
-        return "bytes";
-      case Kind::bytearray:
-        return "bytearray";
       case Kind::tuple:
         return "tuple of " + std::to_string(v.items.size()) + " items";
       case Kind::list:
@@ -164,6 +152,8 @@ class Interpreter {
         return "storage";
       case Kind::call:
         break;
+      default:
+        return std::string(kind_name(v.kind));
     }
     if (is_tensor_call(v)) return "tensor";
     const Value* c = callee(v);

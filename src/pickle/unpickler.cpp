@@ -32,6 +32,8 @@ struct Slot {
   bool from_memo;  // pushed by GET: STACK_GLOBAL notes operands that did not come literally
 };
 
+}  // namespace
+
 std::string_view kind_name(Kind kind) noexcept {
   switch (kind) {
     case Kind::none:
@@ -68,6 +70,8 @@ std::string_view kind_name(Kind kind) noexcept {
   }
   return "value";
 }
+
+namespace {
 
 std::string hex_byte(std::uint8_t byte) {
   static constexpr char digits[] = "0123456789abcdef";

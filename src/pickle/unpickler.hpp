@@ -37,6 +37,9 @@ enum class Kind : std::uint8_t {
   persistent_id,  // BINPERSID: `args` is the pid value (torch: a tuple describing a storage)
 };
 
+/// The Python type name of a kind ("int", "str", "dict"...), for messages.
+std::string_view kind_name(Kind kind) noexcept;
+
 struct Value {
   Kind kind = Kind::none;
   bool boolean = false;
