@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <string>
 
+#include "pickle/crc32.hpp"
 #include "pickle/zip.hpp"
 #include "pickle/zip_detail.hpp"
 #include "safetensors/error.hpp"
@@ -62,11 +63,6 @@ void check_crc(const Source& source, const Entry& e, std::uint32_t crc) {
         source, e.name,
         "CRC-32 of the data is " + hex32(crc) + ", the central directory says " + hex32(e.crc32));
   }
-}
-
-std::uint32_t crc_update(std::uint32_t crc, std::span<const std::byte> bytes) {
-  return static_cast<std::uint32_t>(
-      crc32_z(crc, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
 }
 
 // Hands `sink` the entry's bytes as they lie in the source, in chunks of at most `chunk`.
@@ -152,9 +148,9 @@ void inflate_entry(const Source& source, const Entry& e, const Sink& sink) {
 void Archive::stream(const Entry& entry,
                      const std::function<void(std::span<const std::byte>)>& consumer) const {
   check_range(*source_, entry);
-  std::uint32_t crc = crc_update(0, {});
+  std::uint32_t crc = 0;
   const Sink sink = [&](std::span<const std::byte> bytes) {
-    crc = crc_update(crc, bytes);
+    crc = crc32_update(crc, bytes);
     consumer(bytes);
   };
   if (entry.method == 0) {
@@ -172,7 +168,7 @@ std::vector<std::byte> Archive::read(const Entry& entry) const {
     check_range(*source_, entry);
     out.resize(static_cast<std::size_t>(entry.compressed_size));
     source_->read_at(entry.data_offset, out);
-    check_crc(*source_, entry, crc_update(crc_update(0, {}), out));
+    check_crc(*source_, entry, crc32_update(0, out));
     return out;
   }
   check_limits(*source_, limits_, entry);
@@ -189,7 +185,7 @@ std::span<const std::byte> Archive::stored_view(const Entry& entry) const {
   check_range(*source_, entry);
   const auto view = mapped.subspan(static_cast<std::size_t>(entry.data_offset),
                                    static_cast<std::size_t>(entry.compressed_size));
-  check_crc(*source_, entry, crc_update(crc_update(0, {}), view));
+  check_crc(*source_, entry, crc32_update(0, view));
   return view;
 }
 
