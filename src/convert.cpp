@@ -140,8 +140,10 @@ ConvertReport convert_sharded(const std::filesystem::path& directory,
 
 ConvertReport convert_file(const std::filesystem::path& input, const std::filesystem::path& output,
                            const ConvertOptions& options) {
-  // Positional reads keep the process's resident memory to what we hold, not the file.
-  const std::unique_ptr<Source> source = open_pread_source(input);
+  // Mapped, so stored records are written and checked without a copy; the converter gives
+  // each storage's pages back after its last use, which keeps resident memory to what a
+  // copy would hold.
+  const std::unique_ptr<Source> source = open_mmap_source(input);
   const ConvertPlan plan = detail::plan_conversion(*source, stem_of(input), options.state_dict_key);
   ConvertReport report;
   report.input_format = plan.input_format;

@@ -68,7 +68,7 @@ std::size_t StorageCache::next_use(const std::string& key, std::size_t position)
 
 std::span<const std::byte> StorageCache::acquire(std::size_t position) {
   const std::string& key = uses_.at(position);
-  if (const auto it = cached_.find(key); it != cached_.end()) return it->second;
+  if (const auto it = cached_.find(key); it != cached_.end()) return it->second.bytes();
   const std::uint64_t size = sizes_.at(key);
   while (!cached_.empty() && cached_bytes_ + size > budget_) {
     auto victim = cached_.begin();
@@ -80,10 +80,9 @@ std::span<const std::byte> StorageCache::acquire(std::size_t position) {
         victim = it;
       }
     }
-    cached_bytes_ -= victim->second.size();
-    cached_.erase(victim);
+    forget(victim);
   }
-  std::vector<std::byte> bytes = load_(key);
+  StorageBytes bytes = load_(key);
   if (bytes.size() != size) {
     throw Error(ErrorCode::invalid_checkpoint, "storage " + key + " read as " +
                                                    std::to_string(bytes.size()) +
@@ -91,16 +90,19 @@ std::span<const std::byte> StorageCache::acquire(std::size_t position) {
   }
   ++loads_;
   cached_bytes_ += bytes.size();
-  return cached_.emplace(key, std::move(bytes)).first->second;
+  return cached_.emplace(key, std::move(bytes)).first->second.bytes();
 }
 
 void StorageCache::release(std::size_t position) {
   const std::string& key = uses_.at(position);
   if (next_use(key, position) != std::numeric_limits<std::size_t>::max()) return;
-  if (const auto it = cached_.find(key); it != cached_.end()) {
-    cached_bytes_ -= it->second.size();
-    cached_.erase(it);
-  }
+  if (const auto it = cached_.find(key); it != cached_.end()) forget(it);
+}
+
+void StorageCache::forget(std::map<std::string, StorageBytes>::iterator it) {
+  cached_bytes_ -= it->second.size();
+  it->second.release_pages();
+  cached_.erase(it);
 }
 
 }  // namespace safetensors::detail

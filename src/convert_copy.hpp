@@ -27,10 +27,11 @@ std::uint64_t element_position(const ConvertItem& item, std::uint64_t index);
 /// Storages used in a known order (one use per tensor written). A storage stays cached while
 /// a later use remains and the cache holds at most `budget` bytes; when a new storage does
 /// not fit, the cached one needed furthest in the future goes first (Belady's rule). Peak
-/// memory is therefore max(budget, largest storage) plus the writer's chunk.
+/// memory is therefore max(budget, largest storage) plus the writer's chunk. Mapped storages
+/// count the same way: a dropped one gives its pages back.
 class StorageCache {
  public:
-  using Loader = std::function<std::vector<std::byte>(const std::string&)>;
+  using Loader = std::function<StorageBytes(const std::string&)>;
 
   StorageCache(Loader load, std::vector<std::string> uses,
                const std::map<std::string, std::uint64_t>& sizes, std::uint64_t budget);
@@ -47,11 +48,12 @@ class StorageCache {
   std::vector<std::string> uses_;
   std::map<std::string, std::vector<std::size_t>> positions_;
   std::map<std::string, std::uint64_t> sizes_;
-  std::map<std::string, std::vector<std::byte>> cached_;
+  std::map<std::string, StorageBytes> cached_;
   std::uint64_t budget_ = 0;
   std::uint64_t cached_bytes_ = 0;
   std::uint64_t loads_ = 0;
 
+  void forget(std::map<std::string, StorageBytes>::iterator it);
   // The next use of `key` after `position`; SIZE_MAX when none.
   std::size_t next_use(const std::string& key, std::size_t position) const;
 };

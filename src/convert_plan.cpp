@@ -169,12 +169,14 @@ ConvertPlan plan_npy(const Source& source, const std::string& stem) {
   plan.storage_bytes.emplace("0", h.data_size);
   const Source* src = &source;
   plan.load = [src, h](const std::string&) {
+    const bool native = !h.big_endian && !h.fortran_order;
+    if (native && !src->mapped().empty()) return StorageBytes(*src, h.data_offset, h.data_size);
     std::vector<std::byte> data(h.data_size);
     src->read_at(h.data_offset, data);
-    if (!h.big_endian && !h.fortran_order) return data;
+    if (native) return StorageBytes(std::move(data));
     std::vector<std::byte> out(h.data_size);
     npy::to_c_order_little_endian(h, data, out);
-    return out;
+    return StorageBytes(std::move(out));
   };
   return plan;
 }
@@ -203,7 +205,14 @@ ConvertPlan plan_npz(const Source& source, std::shared_ptr<zip::Archive> archive
   }
   plan.load = [archive](const std::string& entry) {
     const zip::Entry* e = archive->find(entry);
-    return npy_array(archive->read(*e), archive->source().name() + ":" + entry);
+    const std::string origin = archive->source().name() + ":" + entry;
+    if (const auto view = archive->stored_view(*e); !view.empty()) {
+      const npy::ArrayHeader h = npy::parse_header(view, view.size(), origin);
+      if (!h.big_endian && !h.fortran_order) {
+        return StorageBytes(archive->source(), e->data_offset + h.data_offset, h.data_size);
+      }
+    }
+    return StorageBytes(npy_array(archive->read(*e), origin));
   };
   return plan;
 }

@@ -15,6 +15,7 @@
 #include "safetensors/dtype.hpp"
 #include "safetensors/header.hpp"
 #include "safetensors/source.hpp"
+#include "storage_bytes.hpp"
 
 namespace safetensors::detail {
 
@@ -34,8 +35,9 @@ struct ConvertPlan {
   std::string input_format;  // "torch-zip", "torch-legacy", "npy", "npz"
   std::vector<ConvertItem> items;
   std::map<std::string, std::uint64_t> storage_bytes;
-  /// Reads one storage anew (the converter decides what to keep).
-  std::function<std::vector<std::byte>(const std::string& storage)> load;
+  /// One storage's bytes, viewed in a mapped source or read anew (the converter decides
+  /// what to keep).
+  std::function<StorageBytes(const std::string& storage)> load;
   Metadata metadata;
   std::vector<std::pair<std::string, std::string>> deduplicated;  // removed -> kept
   std::vector<std::string> dropped;

@@ -21,8 +21,9 @@ namespace {
 // Storages that a later tensor still needs are kept up to this many bytes (or the largest
 // storage, if bigger); see StorageCache for the resulting peak.
 constexpr std::uint64_t cache_budget = std::uint64_t{128} << 20;
-// A multiple of every element size, so strided checks see whole elements per chunk.
-constexpr std::uint64_t verify_chunk = std::uint64_t{8} << 20;
+// Writes and read-backs go in pieces of this size. A multiple of every element size, so
+// strided checks see whole elements per chunk.
+constexpr std::uint64_t chunk_bytes = std::uint64_t{8} << 20;
 
 // Reserves the output's blocks before writing: on ext4, writing into allocated (unwritten)
 // extents is several times faster than allocating while writing (measured here: 500 MB in
@@ -74,15 +75,19 @@ class VerifiedWrite {
       : plan_(plan), output_(output), options_(options) {}
 
   std::uint64_t run() {
-    make_tensors();
+    plan_layout();
     AtomicFile file(output_);
     reserve_space(file.temp_path(), layout_.file_size());
     ReadBack back(file.temp_path());
     back_ = &back;
-    write_to_sink(tensors_, write_options_, [&](std::span<const std::byte> chunk) {
-      file.write(chunk);
-      progress(chunk.size());
-    });
+    file.write(std::as_bytes(std::span(layout_.header)));
+    progress(layout_.header.size());
+    for (std::size_t use = 0; use < by_use_.size(); ++use) {
+      // Every earlier tensor is in the file now: check it while its storage is still at
+      // hand, and let the cache drop that storage before this one is loaded.
+      verify_until(use);
+      write_tensor(file, by_use_[use], cache_->acquire(use));
+    }
     verify_until(by_use_.size());
     check_header(file.temp_path());
     file.commit();
@@ -93,15 +98,13 @@ class VerifiedWrite {
   const ConvertPlan& plan_;
   std::filesystem::path output_;
   const ConvertOptions& options_;
-  std::vector<TensorData> tensors_;
-  WriteOptions write_options_;
   WritePlan layout_;
   std::vector<std::size_t> by_use_;  // item index of each use (tensors with bytes, in order)
-  std::vector<std::size_t> use_of_;  // use of each item
   std::optional<StorageCache> cache_;
   const ReadBack* back_ = nullptr;
   std::size_t verified_ = 0;  // uses verified so far
   std::vector<std::byte> chunk_;
+  std::uint64_t written_ = 0;  // tensor bytes so far, to check against the layout
   std::uint64_t done_ = 0;
   std::uint64_t total_ = 0;
 
@@ -115,27 +118,25 @@ class VerifiedWrite {
          "verification after writing failed: " + what);
   }
 
-  void make_tensors() {
+  // The writer's layout (header bytes, dtype-then-name order, offsets) for the planned
+  // tensors, and the order in which their storages will be used.
+  void plan_layout() {
+    std::vector<TensorData> tensors;
     std::uint64_t largest = 0;
+    // Only planned, never streamed by the writer: write_tensor supplies the bytes.
+    const Producer unused = [](std::uint64_t, std::span<std::byte>) {};
     for (const ConvertItem& item : plan_.items) {
-      tensors_.push_back(TensorData::from_producer(item.name, item.dtype, item.shape, {}));
+      tensors.push_back(TensorData::from_producer(item.name, item.dtype, item.shape, unused));
       largest = std::max(largest, plan_.storage_bytes.at(item.storage));
       total_ += item.bytes;
     }
-    for (std::size_t i = 0; i < tensors_.size(); ++i) {
-      tensors_[i].producer = [this, i](std::uint64_t offset, std::span<std::byte> out) {
-        produce(i, offset, out);
-      };
-    }
-    write_options_.metadata = plan_.metadata;
-    layout_ = plan_write(tensors_, write_options_);
+    WriteOptions write_options;
+    write_options.metadata = plan_.metadata;
+    layout_ = plan_write(tensors, write_options);
     total_ += layout_.file_size();
-    // The writer calls producers in layout order, and never for empty tensors.
-    use_of_.assign(plan_.items.size(), 0);
     std::vector<std::string> uses;
     for (std::size_t i : layout_.order) {
       if (plan_.items[i].bytes == 0) continue;
-      use_of_[i] = by_use_.size();
       by_use_.push_back(i);
       uses.push_back(plan_.items[i].storage);
     }
@@ -143,12 +144,27 @@ class VerifiedWrite {
                    std::max(cache_budget, largest));
   }
 
-  void produce(std::size_t item, std::uint64_t offset, std::span<std::byte> out) {
-    const std::size_t use = use_of_[item];
-    // Every earlier tensor is in the file now: check it while its storage is still at
-    // hand, and let the cache drop that storage before this one is loaded.
-    if (offset == 0) verify_until(use);
-    gather(plan_.items[item], cache_->acquire(use), offset, out);
+  // Contiguous tensors go to the file straight from the storage (a mapping, usually);
+  // strided ones are gathered a chunk at a time.
+  void write_tensor(AtomicFile& file, std::size_t index, std::span<const std::byte> storage) {
+    const ConvertItem& item = plan_.items[index];
+    if (written_ != layout_.begin[index]) {
+      mismatch("tensor " + quote(item.name) + " would start at " + std::to_string(written_) +
+               " instead of " + std::to_string(layout_.begin[index]));
+    }
+    const std::uint64_t start = item.offset * element_size(item.dtype);
+    for (std::uint64_t off = 0; off < item.bytes; off += chunk_bytes) {
+      const auto n = static_cast<std::size_t>(std::min(chunk_bytes, item.bytes - off));
+      if (item.contiguous) {
+        file.write(storage.subspan(static_cast<std::size_t>(start + off), n));
+      } else {
+        chunk_.resize(n);
+        gather(item, storage, off, chunk_);
+        file.write(chunk_);
+      }
+      progress(n);
+    }
+    written_ += item.bytes;
   }
 
   void verify_until(std::size_t use) {
@@ -165,7 +181,7 @@ class VerifiedWrite {
     const std::uint64_t el = element_size(item.dtype);
     const std::uint64_t start = layout_.header.size() + layout_.begin[index];
     for (std::uint64_t off = 0; off < item.bytes; off += chunk_.size()) {
-      chunk_.resize(std::min(verify_chunk, item.bytes - off));
+      chunk_.resize(std::min(chunk_bytes, item.bytes - off));
       back_->read(start + off, chunk_);
       bool same = true;
       if (item.contiguous) {

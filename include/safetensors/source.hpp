@@ -29,6 +29,14 @@ class Source {
 
   /// A name for error messages (usually the path).
   virtual const std::string& name() const noexcept = 0;
+
+  /// Says that [offset, offset + size) will not be read again soon. A read-only mapping
+  /// drops those pages from the process (the page cache keeps them), so streaming through
+  /// a large file does not grow resident memory; other sources ignore it.
+  virtual void release(std::uint64_t offset, std::uint64_t size) const noexcept {
+    (void)offset;
+    (void)size;
+  }
 };
 
 /// Maps a file read-only (MAP_PRIVATE): zero-copy views, pages loaded on first touch.

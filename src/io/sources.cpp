@@ -91,13 +91,29 @@ std::span<const std::byte> map_file(const std::string& name, bool writable_priva
 class MmapSource final : public SpanSource {
  public:
   MmapSource(const std::filesystem::path& path, bool writable_private)
-      : SpanSource(map_file(path.string(), writable_private), path.string()) {}
+      : SpanSource(map_file(path.string(), writable_private), path.string()),
+        writable_(writable_private) {}
   MmapSource(const MmapSource&) = delete;
   MmapSource& operator=(const MmapSource&) = delete;
   ~MmapSource() override {
     const std::span<const std::byte> bytes = mapped();
     if (!bytes.empty()) ::munmap(const_cast<std::byte*>(bytes.data()), bytes.size());
   }
+
+  void release(std::uint64_t offset, std::uint64_t size) const noexcept override {
+    // In a writable private mapping MADV_DONTNEED would throw away the caller's changes.
+    const std::span<const std::byte> bytes = mapped();
+    if (writable_ || offset > bytes.size() || size > bytes.size() - offset) return;
+    static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    // Only whole pages inside the range: a neighbour's bytes may share the edge pages.
+    const auto begin = reinterpret_cast<std::uintptr_t>(bytes.data() + offset);
+    const std::uintptr_t first = (begin + page - 1) / page * page;
+    const std::uintptr_t last = (begin + size) / page * page;
+    if (last > first) (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  }
+
+ private:
+  bool writable_ = false;
 };
 
 class PreadSource final : public Source {

@@ -237,7 +237,10 @@ Checkpoint read_zip(const Source& source, const ReadOptions& options) {
       invalid(archive->source().name(),
               "storage " + detail::quote(storage.key) + " is not a record of the checkpoint");
     }
-    return archive->read(*record);
+    if (!archive->stored_view(*record).empty()) {
+      return detail::StorageBytes(archive->source(), record->data_offset, record->size);
+    }
+    return detail::StorageBytes(archive->read(*record));
   };
   return out;
 }
@@ -413,9 +416,11 @@ Checkpoint read_legacy(const Source& source, const ReadOptions& options) {
     if (it == offsets->end()) {
       invalid(src->name(), "storage " + detail::quote(storage.key) + " is not in the file");
     }
+    // The range was checked against the file's size when the offsets were found.
+    if (!src->mapped().empty()) return detail::StorageBytes(*src, it->second, storage.byte_size);
     std::vector<std::byte> bytes(storage.byte_size);
     src->read_at(it->second, bytes);
-    return bytes;
+    return detail::StorageBytes(std::move(bytes));
   };
   return out;
 }

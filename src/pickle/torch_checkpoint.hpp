@@ -12,6 +12,7 @@
 
 #include "safetensors/dtype.hpp"
 #include "safetensors/source.hpp"
+#include "storage_bytes.hpp"
 
 namespace safetensors::torch {
 
@@ -42,9 +43,9 @@ struct Checkpoint {
   std::map<std::string, Storage> storages;
   /// Values that are not tensors (epoch, optimizer state...), with a note each.
   std::vector<std::string> dropped;
-  /// Reads a whole storage's bytes (little-endian). Each call reads anew; the converter
-  /// calls it once per storage so peak memory is the largest storage.
-  std::function<std::vector<std::byte>(const Storage&)> read_storage;
+  /// A whole storage's bytes (little-endian): a view when the source is mapped and the
+  /// record stored, else a copy read anew on each call. Zip records are CRC checked.
+  std::function<detail::StorageBytes(const Storage&)> read_storage;
 };
 
 struct ReadOptions {

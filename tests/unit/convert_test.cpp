@@ -240,7 +240,7 @@ TEST(ConvertCopy, CacheReadsEachStorageOnceWhenItFits) {
     detail::StorageCache cache(
         [&](const std::string&) {
           ++calls;
-          return std::vector<std::byte>(10);
+          return detail::StorageBytes(std::vector<std::byte>(10));
         },
         {"a", "b", "a", "b"}, {{"a", 10}, {"b", 10}}, budget);
     for (std::size_t use = 0; use < 4; ++use) {
@@ -249,6 +249,39 @@ TEST(ConvertCopy, CacheReadsEachStorageOnceWhenItFits) {
     }
     EXPECT_EQ(calls, loads) << "budget " << budget;
     EXPECT_EQ(cache.loads(), loads);
+  }
+}
+
+// A mapped storage's pages are handed back once no later use needs it, and only then.
+TEST(ConvertCopy, CacheReleasesMappedStoragesAfterTheirLastUse) {
+  class RecordingSource final : public Source {
+   public:
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> released;
+    std::uint64_t size() const noexcept override { return bytes_.size(); }
+    void read_at(std::uint64_t, std::span<std::byte>) const override {}
+    std::span<const std::byte> mapped() const noexcept override { return bytes_; }
+    const std::string& name() const noexcept override { return name_; }
+    void release(std::uint64_t offset, std::uint64_t size) const noexcept override {
+      const_cast<RecordingSource*>(this)->released.emplace_back(offset, size);
+    }
+
+   private:
+    std::vector<std::byte> bytes_ = std::vector<std::byte>(30);
+    std::string name_ = "recording";
+  };
+  RecordingSource source;
+  const std::map<std::string, std::uint64_t> offsets{{"a", 0}, {"b", 10}, {"c", 20}};
+  detail::StorageCache cache(
+      [&](const std::string& key) { return detail::StorageBytes(source, offsets.at(key), 10); },
+      {"a", "b", "a", "c"}, {{"a", 10}, {"b", 10}, {"c", 10}}, 30);
+  const std::vector<std::vector<std::pair<std::uint64_t, std::uint64_t>>> after_use{
+      {}, {{10, 10}}, {{10, 10}, {0, 10}}, {{10, 10}, {0, 10}, {20, 10}}};
+  for (std::size_t use = 0; use < 4; ++use) {
+    EXPECT_EQ(cache.acquire(use).data(), source.mapped().data() + offsets.at(use == 3   ? "c"
+                                                                             : use == 1 ? "b"
+                                                                                        : "a"));
+    cache.release(use);
+    EXPECT_EQ(source.released, after_use[use]) << "after use " << use;
   }
 }
 

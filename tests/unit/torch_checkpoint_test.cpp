@@ -34,9 +34,9 @@ const torch::TensorRef& find(const torch::Checkpoint& c, const std::string& name
   return *it;
 }
 
-std::vector<float> floats(const std::vector<std::byte>& bytes) {
-  std::vector<float> out(bytes.size() / 4);
-  std::memcpy(out.data(), bytes.data(), out.size() * 4);
+std::vector<float> floats(const detail::StorageBytes& storage) {
+  std::vector<float> out(storage.size() / 4);
+  std::memcpy(out.data(), storage.bytes().data(), out.size() * 4);
   return out;
 }
 
