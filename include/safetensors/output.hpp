@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <span>
 
@@ -31,6 +32,10 @@ class AtomicFile {
   std::filesystem::path temp_;
   int fd_ = -1;
   bool committed_ = false;
+  std::uint64_t written_ = 0;  // bytes written so far
+  std::uint64_t flushed_ = 0;  // bytes whose writeback has been started
+
+  void start_writeback() noexcept;
 };
 
 }  // namespace safetensors
