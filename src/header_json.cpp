@@ -344,6 +344,10 @@ class Reader {
   }
 
   std::uint64_t read_u64(ondemand::value& value, const Where& where, std::size_t index) const {
+    // simdjson takes plain digits without a leading zero, up to 2^64-1, and leaves the
+    // value unread on failure, so anything else falls through to the diagnosis below.
+    std::uint64_t fast = 0;
+    if (value.get_uint64().get(fast) == simdjson::SUCCESS) return fast;
     ondemand::json_type type = type_of(value, where);
     auto element = [&] { return "element " + std::to_string(index) + " "; };
     if (type != ondemand::json_type::number) {
