@@ -4,9 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <optional>
+#include <thread>
 
 #include "convert_copy.hpp"
 #include "header_text.hpp"
@@ -24,6 +27,8 @@ constexpr std::uint64_t cache_budget = std::uint64_t{128} << 20;
 // Writes and read-backs go in pieces of this size. A multiple of every element size, so
 // strided checks see whole elements per chunk.
 constexpr std::uint64_t chunk_bytes = std::uint64_t{8} << 20;
+// Reading back is memory-bound; beyond a few threads they only compete for bandwidth.
+constexpr unsigned max_verify_threads = 4;
 
 // Reserves the output's blocks before writing: on ext4, writing into allocated (unwritten)
 // extents is several times faster than allocating while writing (measured here: 500 MB in
@@ -102,8 +107,11 @@ class VerifiedWrite {
   std::vector<std::size_t> by_use_;  // item index of each use (tensors with bytes, in order)
   std::optional<StorageCache> cache_;
   const ReadBack* back_ = nullptr;
-  std::size_t verified_ = 0;  // uses verified so far
-  std::vector<std::byte> chunk_;
+  std::size_t verified_ = 0;      // uses verified so far
+  std::vector<std::byte> chunk_;  // for gathering strided tensors
+  // One read-back buffer per verifying thread.
+  std::vector<std::vector<std::byte>> verify_buffers_ = std::vector<std::vector<std::byte>>(
+      std::clamp(std::thread::hardware_concurrency(), 1u, max_verify_threads));
   std::uint64_t written_ = 0;  // tensor bytes so far, to check against the layout
   std::uint64_t done_ = 0;
   std::uint64_t total_ = 0;
@@ -158,13 +166,19 @@ class VerifiedWrite {
       if (item.contiguous) {
         file.write(storage.subspan(static_cast<std::size_t>(start + off), n));
       } else {
-        chunk_.resize(n);
-        gather(item, storage, off, chunk_);
-        file.write(chunk_);
+        const std::span<std::byte> chunk = buffer(n);
+        gather(item, storage, off, chunk);
+        file.write(chunk);
       }
       progress(n);
     }
     written_ += item.bytes;
+  }
+
+  // The first `n` bytes of a scratch buffer that only ever grows, so it is zeroed once.
+  std::span<std::byte> buffer(std::size_t n) {
+    if (chunk_.size() < n) chunk_.resize(n);
+    return std::span(chunk_).first(n);
   }
 
   void verify_until(std::size_t use) {
@@ -175,27 +189,54 @@ class VerifiedWrite {
   }
 
   // Strided tensors are compared element by element with index arithmetic of their own,
-  // so a mistake in `gather` shows.
+  // so a mistake in `gather` shows. A large tensor's chunks are shared among threads, each
+  // reading back into its own buffer.
   void verify(std::size_t index, std::span<const std::byte> storage) {
     const ConvertItem& item = plan_.items[index];
-    const std::uint64_t el = element_size(item.dtype);
-    const std::uint64_t start = layout_.header.size() + layout_.begin[index];
-    for (std::uint64_t off = 0; off < item.bytes; off += chunk_.size()) {
-      chunk_.resize(std::min(chunk_bytes, item.bytes - off));
-      back_->read(start + off, chunk_);
-      bool same = true;
-      if (item.contiguous) {
-        same =
-            std::memcmp(chunk_.data(), storage.data() + item.offset * el + off, chunk_.size()) == 0;
-      } else {
-        for (std::uint64_t i = 0; same && i < chunk_.size() / el; ++i) {
-          const std::uint64_t at = element_position(item, off / el + i) * el;
-          same = std::memcmp(chunk_.data() + i * el, storage.data() + at, el) == 0;
+    const std::uint64_t chunks = (item.bytes + chunk_bytes - 1) / chunk_bytes;
+    const auto workers = static_cast<std::size_t>(
+        std::min<std::uint64_t>(verify_buffers_.size(), std::max<std::uint64_t>(chunks, 1)));
+    std::atomic<bool> differs{false};
+    std::vector<std::exception_ptr> errors(workers);
+    const auto work = [&](std::size_t worker) {
+      try {
+        for (std::uint64_t c = worker; c < chunks && !differs; c += workers) {
+          if (!chunk_matches(index, storage, c * chunk_bytes, verify_buffers_[worker])) {
+            differs = true;
+          }
         }
+      } catch (...) {
+        errors[worker] = std::current_exception();
       }
-      if (!same) mismatch("tensor " + quote(item.name) + " differs from the source");
-      progress(chunk_.size());
+    };
+    {
+      std::vector<std::jthread> helpers;
+      for (std::size_t w = 1; w < workers; ++w) helpers.emplace_back(work, w);
+      work(0);
     }
+    for (const std::exception_ptr& error : errors) {
+      if (error) std::rethrow_exception(error);
+    }
+    if (differs) mismatch("tensor " + quote(item.name) + " differs from the source");
+    progress(item.bytes);
+  }
+
+  bool chunk_matches(std::size_t index, std::span<const std::byte> storage, std::uint64_t off,
+                     std::vector<std::byte>& scratch) const {
+    const ConvertItem& item = plan_.items[index];
+    const std::uint64_t el = element_size(item.dtype);
+    const auto n = static_cast<std::size_t>(std::min(chunk_bytes, item.bytes - off));
+    if (scratch.size() < n) scratch.resize(n);
+    const std::span<std::byte> chunk = std::span(scratch).first(n);
+    back_->read(layout_.header.size() + layout_.begin[index] + off, chunk);
+    if (item.contiguous) {
+      return std::memcmp(chunk.data(), storage.data() + item.offset * el + off, n) == 0;
+    }
+    for (std::uint64_t i = 0; i < n / el; ++i) {
+      const std::uint64_t at = element_position(item, off / el + i) * el;
+      if (std::memcmp(chunk.data() + i * el, storage.data() + at, el) != 0) return false;
+    }
+    return true;
   }
 
   // The file as a reader sees it: validated, and holding exactly the planned tensors.

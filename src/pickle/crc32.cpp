@@ -2,6 +2,10 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+#include <thread>
+#include <vector>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define SAFETENSORS_CRC_CLMUL 1
@@ -97,6 +101,31 @@ std::uint32_t crc32_update(std::uint32_t crc, std::span<const std::byte> bytes) 
   }
 #endif
   return zlib_crc(crc, p, size);
+}
+
+std::uint32_t crc32_parallel(std::span<const std::byte> bytes) {
+  // Below this a thread costs more than it saves.
+  constexpr std::size_t min_piece = std::size_t{16} << 20;
+  const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const std::size_t pieces = std::min(cores, bytes.size() / min_piece);
+  if (pieces < 2) return crc32_update(0, bytes);
+  const std::size_t piece = bytes.size() / pieces;
+  std::vector<std::uint32_t> crcs(pieces);
+  std::vector<std::thread> helpers;
+  const auto part = [&](std::size_t k) {
+    return bytes.subspan(k * piece, k + 1 == pieces ? bytes.size() - k * piece : piece);
+  };
+  for (std::size_t k = 1; k < pieces; ++k) {
+    helpers.emplace_back([&, k] { crcs[k] = crc32_update(0, part(k)); });
+  }
+  crcs[0] = crc32_update(0, part(0));
+  for (std::thread& helper : helpers) helper.join();
+  std::uint32_t crc = crcs[0];
+  for (std::size_t k = 1; k < pieces; ++k) {
+    crc = static_cast<std::uint32_t>(
+        crc32_combine64(crc, crcs[k], static_cast<z_off64_t>(part(k).size())));
+  }
+  return crc;
 }
 
 }  // namespace safetensors::zip

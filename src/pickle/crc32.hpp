@@ -12,4 +12,8 @@ namespace safetensors::zip {
 /// `crc32_update(0, a + b) == crc32_update(crc32_update(0, a), b)`.
 std::uint32_t crc32_update(std::uint32_t crc, std::span<const std::byte> bytes) noexcept;
 
+/// The CRC-32 of `bytes` (from 0), with large inputs split across the machine's cores and
+/// the pieces' CRCs combined; small inputs stay on the calling thread.
+std::uint32_t crc32_parallel(std::span<const std::byte> bytes);
+
 }  // namespace safetensors::zip

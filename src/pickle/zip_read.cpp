@@ -168,7 +168,7 @@ std::vector<std::byte> Archive::read(const Entry& entry) const {
     check_range(*source_, entry);
     out.resize(static_cast<std::size_t>(entry.compressed_size));
     source_->read_at(entry.data_offset, out);
-    check_crc(*source_, entry, crc32_update(0, out));
+    check_crc(*source_, entry, crc32_parallel(out));
     return out;
   }
   check_limits(*source_, limits_, entry);
@@ -185,7 +185,7 @@ std::span<const std::byte> Archive::stored_view(const Entry& entry) const {
   check_range(*source_, entry);
   const auto view = mapped.subspan(static_cast<std::size_t>(entry.data_offset),
                                    static_cast<std::size_t>(entry.compressed_size));
-  check_crc(*source_, entry, crc32_update(0, view));
+  check_crc(*source_, entry, crc32_parallel(view));
   return view;
 }
 

@@ -72,5 +72,12 @@ TEST(Crc32, LargeBufferAndSpecialPatterns) {
   }
 }
 
+TEST(Crc32, ParallelPiecesCombineToTheSameValue) {
+  for (std::size_t size : {std::size_t{1000}, (std::size_t{33} << 20) + 5, std::size_t{70} << 20}) {
+    const std::vector<std::byte> data = random_bytes(size, 6);
+    EXPECT_EQ(crc32_parallel(data), zlib(0, data)) << size;
+  }
+}
+
 }  // namespace
 }  // namespace safetensors::zip
