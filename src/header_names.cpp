@@ -7,6 +7,9 @@
 namespace safetensors::detail {
 namespace {
 
+// More runs than this and a sort is cheaper than repeated merging.
+constexpr std::size_t max_merged_runs = 64;
+
 // Names in big checkpoints share long prefixes ("model.layers."), so comparing whole
 // strings rescans them at every step of a sort. After the prefix all names share, sixteen
 // bytes held as two integers settle most comparisons; only ties read the names again.
@@ -55,7 +58,31 @@ std::vector<std::uint32_t> order_by_name(const std::vector<TensorInfo>& tensors)
   auto by_name = [&](std::uint32_t a, std::uint32_t b) {
     return tensors[a].name < tensors[b].name;
   };
-  if (std::is_sorted(order.begin(), order.end(), by_name)) return order;
+  // Writers (ours and the reference's) list tensors by dtype group, then by name, so a
+  // header is usually a few ascending runs of names: merging them beats sorting.
+  std::vector<std::size_t> runs{0};
+  for (std::size_t i = 1; i < order.size() && runs.size() <= max_merged_runs; ++i) {
+    if (by_name(order[i], order[i - 1])) runs.push_back(i);
+  }
+  if (runs.size() <= max_merged_runs) {
+    runs.push_back(order.size());
+    // Bottom-up: merge neighbouring runs pairwise until one is left. std::inplace_merge is
+    // stable, so equal names stay in header order, next to each other.
+    while (runs.size() > 2) {
+      std::vector<std::size_t> merged{0};
+      for (std::size_t r = 0; r + 1 < runs.size(); r += 2) {
+        const std::size_t end = r + 2 < runs.size() ? runs[r + 2] : runs[r + 1];
+        if (r + 2 < runs.size()) {
+          std::inplace_merge(order.begin() + static_cast<std::ptrdiff_t>(runs[r]),
+                             order.begin() + static_cast<std::ptrdiff_t>(runs[r + 1]),
+                             order.begin() + static_cast<std::ptrdiff_t>(end), by_name);
+        }
+        merged.push_back(end);
+      }
+      runs = std::move(merged);
+    }
+    return order;
+  }
 
   std::size_t common = common_prefix(tensors);
   std::vector<NameKey> keys(tensors.size());

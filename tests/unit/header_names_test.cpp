@@ -1,0 +1,82 @@
+// Name order: already sorted, a few sorted runs (merged), many runs (sorted), duplicates,
+// shared prefixes and bytes above 0x7F, always equal to a stable sort by bytewise name.
+#include "header_names.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace safetensors::detail {
+namespace {
+
+std::vector<TensorInfo> named(const std::vector<std::string>& names) {
+  std::vector<TensorInfo> tensors(names.size());
+  for (std::size_t i = 0; i < names.size(); ++i) tensors[i].name = names[i];
+  return tensors;
+}
+
+std::vector<std::uint32_t> stable_by_name(const std::vector<TensorInfo>& tensors) {
+  std::vector<std::uint32_t> order(tensors.size());
+  std::iota(order.begin(), order.end(), 0u);
+  std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+    return tensors[a].name < tensors[b].name;
+  });
+  return order;
+}
+
+// `runs` ascending runs of random layer-style names (some repeated across runs).
+std::vector<std::string> runs_of_names(std::size_t runs, std::size_t per_run, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::vector<std::string> all;
+  for (std::size_t r = 0; r < runs; ++r) {
+    std::vector<std::string> run;
+    for (std::size_t i = 0; i < per_run; ++i) {
+      run.push_back("model.layers." + std::to_string(gen() % 500) + ".w" +
+                    std::to_string(gen() % 7) + (gen() % 5 == 0 ? "\xC3\xA9" : ""));
+    }
+    std::sort(run.begin(), run.end());
+    all.insert(all.end(), run.begin(), run.end());
+  }
+  return all;
+}
+
+TEST(OrderByName, EmptyAndSingle) {
+  EXPECT_TRUE(order_by_name(named({})).empty());
+  EXPECT_EQ(order_by_name(named({"a"})), std::vector<std::uint32_t>{0});
+}
+
+TEST(OrderByName, SortedInputKeepsItsOrder) {
+  const auto tensors = named({"a", "a.b", "b", "b", "c"});
+  EXPECT_EQ(order_by_name(tensors), (std::vector<std::uint32_t>{0, 1, 2, 3, 4}));
+}
+
+TEST(OrderByName, FewRunsAreMergedLikeAStableSort) {
+  for (std::size_t runs : {2u, 3u, 5u, 8u, 64u}) {
+    const auto tensors = named(runs_of_names(runs, 300, static_cast<unsigned>(runs)));
+    EXPECT_EQ(order_by_name(tensors), stable_by_name(tensors)) << runs << " runs";
+  }
+}
+
+TEST(OrderByName, ManyRunsAreSortedLikeAStableSort) {
+  for (std::size_t runs : {65u, 400u}) {
+    const auto tensors = named(runs_of_names(runs, 20, static_cast<unsigned>(runs)));
+    EXPECT_EQ(order_by_name(tensors), stable_by_name(tensors)) << runs << " runs";
+  }
+}
+
+TEST(OrderByName, DuplicatesEndUpNextToEachOther) {
+  const auto tensors = named({"x", "b", "x", "a", "b"});
+  EXPECT_EQ(order_by_name(tensors), (std::vector<std::uint32_t>{3, 1, 4, 0, 2}));
+}
+
+TEST(OrderByName, BytesAboveAsciiSortAfterAscii) {
+  const auto tensors = named({"\xC3\xA9", "z", "a"});
+  EXPECT_EQ(order_by_name(tensors), (std::vector<std::uint32_t>{2, 1, 0}));
+}
+
+}  // namespace
+}  // namespace safetensors::detail
