@@ -10,8 +10,9 @@ peak resident memory taken from wait4(2):
       written tensor by tensor, which is kinder to the baseline's memory than the
       reference's save_file, which builds the whole file in memory).
 Both deduplicate the tied weight. The file is read once first so both start from a warm
-page cache, and os.sync() runs before each measured run so neither pays for writing back the
-other's output. Our time includes the fsync that makes the output crash-safe and the
+page cache, both outputs are deleted before each round (a conversion normally makes a new file)
+and os.sync() runs before each measured run so neither pays for writing back the other's
+output. Our time includes the fsync that makes the output crash-safe and the
 verification pass; the baseline does neither. The baseline is timed twice: as a whole process,
 and from inside, without the interpreter's start-up and `import torch`; the stricter inside time
 decides the target. Targets: (a) at least 3x faster and at most a third of (b)'s peak memory.
@@ -145,6 +146,10 @@ def main():
     for _ in range(args.repeat):
         # Each run starts with no dirty pages: otherwise one contender pays for writing back
         # the other's 500 MB (the kernel throttles writers above its dirty-page threshold).
+        # A conversion normally makes a new file: neither side pays for deleting an old one.
+        for path in (ours_out, base_out):
+            if os.path.exists(path):
+                os.remove(path)
         os.sync()
         ours.append(run_measured([command, "convert", source, ours_out]))
         os.sync()

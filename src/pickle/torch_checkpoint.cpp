@@ -432,10 +432,12 @@ Checkpoint read_checkpoint(const Source& source, const ReadOptions& options) {
   const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(4, source.size()));
   source.read_at(0, std::span(prefix).first(n));
   if (zip::looks_like_zip(std::span(prefix).first(n))) return read_zip(source, options);
-  if (n == 0 || prefix[0] != std::byte{0x80}) {
+  // The legacy magic number is a PROTO-prefixed LONG1 from protocol 2 on, a text LONG
+  // before (torch.save(..., pickle_protocol=1) still loads).
+  if (n == 0 || (prefix[0] != std::byte{0x80} && prefix[0] != std::byte{'L'})) {
     invalid(source.name(),
             "not a PyTorch checkpoint: neither a zip archive nor a legacy file "
-            "(which starts with a protocol 2 pickle)");
+            "(which starts with torch's magic number)");
   }
   return read_legacy(source, options);
 }

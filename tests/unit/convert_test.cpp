@@ -99,11 +99,12 @@ TEST_P(ConvertMatchesTorch, EveryTensor) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ConvertMatchesTorch,
-                         ::testing::Values("dtypes.pt", "proto4.pt", "views_proto4.pt", "legacy.pt",
-                                           "legacy_big_pickle.pt", "lightning.ckpt",
-                                           "legacy_lightning.ckpt", "nested.pth", "plain.npy",
-                                           "fortran.npy", "bigendian.npy", "arrays.npz",
-                                           "compressed.npz"),
+                         ::testing::Values("dtypes.pt", "proto4.pt", "views_proto4.pt",
+                                           "views_proto1.pt", "proto5.pt", "legacy_proto1.pt",
+                                           "legacy_proto5.pt", "legacy.pt", "legacy_big_pickle.pt",
+                                           "lightning.ckpt", "legacy_lightning.ckpt", "nested.pth",
+                                           "plain.npy", "fortran.npy", "bigendian.npy",
+                                           "arrays.npz", "compressed.npz"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '.', '_');
@@ -313,7 +314,7 @@ INSTANTIATE_TEST_SUITE_P(
                       "bad_os_system.pt", "bad_os_system_list.pt", "bad_builtins_eval.pt",
                       "bad_nested_pickle.pt", "bad_quantized.pt", "bad_torchscript.pt",
                       "bad_legacy_count.pt", "bad_legacy_trailing.pt", "bad_legacy_truncated.pt",
-                      "bad_plain_pickle.pt", "bad_text.pt", "bad_object.npy"),
+                      "legacy_proto0.pt", "bad_plain_pickle.pt", "bad_text.pt", "bad_object.npy"),
     [](const ::testing::TestParamInfo<const char*>& info) {
       std::string name = info.param;
       std::replace(name.begin(), name.end(), '.', '_');
