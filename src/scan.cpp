@@ -275,6 +275,18 @@ class Scanner {
 
 }  // namespace
 
+std::string_view verdict_name(ScanVerdict verdict) noexcept {
+  switch (verdict) {
+    case ScanVerdict::clean:
+      return "clean";
+    case ScanVerdict::dangerous:
+      return "dangerous";
+    case ScanVerdict::unreadable:
+      return "unreadable";
+  }
+  return "unreadable";
+}
+
 ScanReport scan_file(const std::filesystem::path& path) {
   ScanReport report;
   report.path = path;

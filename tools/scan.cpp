@@ -18,18 +18,6 @@ struct ScanOptions {
   bool json = false;
 };
 
-std::string_view verdict_name(ScanVerdict verdict) {
-  switch (verdict) {
-    case ScanVerdict::clean:
-      return "clean";
-    case ScanVerdict::dangerous:
-      return "dangerous";
-    case ScanVerdict::unreadable:
-      return "unreadable";
-  }
-  return "unreadable";
-}
-
 // "archive/data.pkl @ 123" or "@ 123" for a raw pickle.
 std::string where(const std::string& location, std::uint64_t offset) {
   return (location.empty() ? "" : printable(location) + " ") + "@ " + std::to_string(offset);

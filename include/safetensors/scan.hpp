@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace safetensors {
@@ -13,6 +14,9 @@ enum class ScanVerdict : std::uint8_t {
   dangerous = 1,   // imports something outside the allowlist or a dangerous structure
   unreadable = 2,  // not a pickle/torch/numpy file, or unreadable
 };
+
+/// "clean", "dangerous" or "unreadable", as the CLI prints and `--json` writes it.
+std::string_view verdict_name(ScanVerdict verdict) noexcept;
 
 struct ScanFinding {
   std::string location;  // e.g. "archive/data.pkl" inside a zip, or "" for a raw pickle

@@ -13,20 +13,8 @@
 namespace safetensors {
 namespace {
 
-std::string verdict_name(ScanVerdict v) {
-  switch (v) {
-    case ScanVerdict::clean:
-      return "clean";
-    case ScanVerdict::dangerous:
-      return "dangerous";
-    case ScanVerdict::unreadable:
-      return "unreadable";
-  }
-  return "?";
-}
-
 std::string summary(const ScanReport& r) {
-  std::string out = r.format + " " + verdict_name(r.verdict) + "\n";
+  std::string out = r.format + " " + std::string(verdict_name(r.verdict)) + "\n";
   for (const ScanGlobal& g : r.globals) {
     out += "  global " + g.location + " @" + std::to_string(g.offset) + " " + g.module + "." +
            g.name + (g.allowed ? "" : " NOT ALLOWED") + "\n";
@@ -118,6 +106,12 @@ TEST_F(ScanHostile, ScanGoesOnAfterAForbiddenGlobal) {
   ASSERT_EQ(r.globals.size(), 2u) << summary(r);
   EXPECT_EQ(r.globals[0].name, "system");
   EXPECT_EQ(r.globals[1].name, "exec");
+}
+
+TEST(Scan, VerdictNames) {
+  EXPECT_EQ(verdict_name(ScanVerdict::clean), "clean");
+  EXPECT_EQ(verdict_name(ScanVerdict::dangerous), "dangerous");
+  EXPECT_EQ(verdict_name(ScanVerdict::unreadable), "unreadable");
 }
 
 TEST(Scan, MissingFileIsUnreadable) {
