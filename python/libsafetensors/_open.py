@@ -1,5 +1,7 @@
 """`safe_open`: lazy access to the tensors of a file, as the reference's safe_open."""
 
+import collections
+import concurrent.futures
 import operator
 import os
 
@@ -121,11 +123,82 @@ class safe_open:  # noqa: N801 - the reference's name
             pieces.append(self.get_slice(name)[key])
         return pieces[0] if len(pieces) == 1 else self._convert.concat(pieces, dim)
 
+    def prefetch(self, names, dtype=None, max_inflight=4):
+        """Starts reading the tensors `names` in the background; returns an iterator of
+        (name, tensor) pairs in the order asked.
+
+        `len()` of the handle is the number of pairs not yet taken; iterating takes them, once.
+        `max_inflight` bounds the tensors read ahead of the consumer. `dtype` is accepted for
+        the reference's signature; only None is supported (convert the tensors yourself).
+        """
+        file = self._open_file()
+        if dtype is not None:
+            raise SafetensorError(f"prefetch: dtype {dtype} is not supported, only None")
+        if not isinstance(max_inflight, int) or max_inflight < 1:
+            raise ValueError(f"max_inflight must be a positive integer, not {max_inflight!r}")
+        names = [names] if isinstance(names, str) else list(names)
+        for name in names:
+            file.info(name)  # an absent name fails now, not in the middle of the iteration
+        convert = self._convert
+
+        def read(name):
+            dtype, shape = file.info(name)
+            return convert.tensor(file.tensor(name), dtype, shape, name)
+
+        return _PrefetchHandle(read, names, max_inflight)
+
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):
         self._file = None
+
+
+class _PrefetchHandle:
+    """What `safe_open.prefetch` returns: a single-use iterator of (name, tensor).
+
+    Reads run on a small thread pool (the library releases the GIL while reading), at most
+    `max_inflight` ahead of the consumer. They hold the file open, so the handle outlives a
+    `with safe_open(...)` block.
+    """
+
+    def __init__(self, read, names, max_inflight):
+        self._read = read
+        self._waiting = collections.deque(names)
+        self._inflight = collections.deque()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(max_inflight, max(len(names), 1)),
+            thread_name_prefix="libsafetensors-prefetch")
+        self._max_inflight = max_inflight
+        self._fill()
+
+    def _fill(self):
+        while self._waiting and len(self._inflight) < self._max_inflight:
+            name = self._waiting.popleft()
+            self._inflight.append((name, self._pool.submit(self._read, name)))
+        if not self._waiting and not self._inflight:
+            self._pool.shutdown(wait=False)
+
+    def __len__(self):
+        return len(self._waiting) + len(self._inflight)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self._inflight:
+            raise StopIteration
+        name, future = self._inflight.popleft()
+        try:
+            tensor = future.result()
+        finally:
+            self._fill()
+        return name, tensor
+
+    def __del__(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _SafeSlice:
@@ -187,8 +260,8 @@ def slice_arguments(key, shape):
     parsed = [_parse_item(i, item, shape) for i, item in enumerate(items)]
     shown = "[" + ", ".join(text for text, _ in parsed) + "]"
     if len(items) > len(shape):
-        raise SafetensorError(f"Error during slicing {shown} with shape {list(shape)}:  "
-                              "TooManySlices")
+        raise SafetensorError(f"Error during slicing {shown} with shape {list(shape)}: "
+                              "more slicing indexes than dimensions in tensor")
     args = []
     # The reference checks the last dimension first; keep its choice of reported error.
     for dim in reversed(range(len(parsed))):
@@ -197,8 +270,8 @@ def slice_arguments(key, shape):
         asked = arg[0] if len(arg) == 1 else arg[1] - 1
         if (arg[0] >= size) if len(arg) == 1 else (arg[1] > size):
             raise SafetensorError(
-                f"Error during slicing {shown} with shape {list(shape)}:  SliceOutOfRange "
-                f"{{ dim_index: {dim}, asked: {asked}, dim_size: {size} }}")
+                f"Error during slicing {shown} with shape {list(shape)}: index {asked} out of "
+                f"bounds for tensor dimension #{dim} of size {size}")
         args.append(arg)
     args.reverse()
     return args

@@ -12,6 +12,10 @@
 
 #include "safetensors/error.hpp"
 
+namespace safetensors {
+class File;
+}  // namespace safetensors
+
 namespace safetensors::python {
 
 namespace py = pybind11;
@@ -24,6 +28,15 @@ py::handle safetensor_error();
 
 /// Raises SafetensorError with `prefix` followed by the library's message.
 [[noreturn]] void raise_error(const Error& error, const std::string& prefix = {});
+
+/// Raises SafetensorError when `text` (a tensor name or a metadata key or value, described by
+/// `what`) holds a NUL character, which C strings and file systems would silently cut short.
+/// The reference refuses them when writing and when reading.
+void reject_null_byte(const std::string& text, const std::string& what,
+                      const std::string& prefix = {});
+
+/// `reject_null_byte` over every tensor name and metadata entry of an opened file.
+void reject_null_bytes(const File& file, const std::string& prefix);
 
 /// Bytes exposed through the buffer protocol: either a window into a file mapping, kept alive
 /// by `owner`, or memory this object owns. numpy keeps the object as the array's base and

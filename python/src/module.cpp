@@ -2,8 +2,11 @@
 // and the buffer type shared by the reading and writing halves.
 #include <cstdint>
 #include <exception>
+#include <optional>
+#include <string>
 
 #include "bindings.hpp"
+#include "safetensors/file.hpp"
 #include "safetensors/version.hpp"
 
 namespace safetensors::python {
@@ -28,6 +31,30 @@ void raise(py::handle type, const std::string& message) {
 
 void raise_error(const Error& error, const std::string& prefix) {
   raise(safetensor_error(), prefix + error.what());
+}
+
+void reject_null_byte(const std::string& text, const std::string& what, const std::string& prefix) {
+  if (text.find('\0') == std::string::npos) return;
+  std::string shown;
+  for (const char c : text) {
+    if (c == '\0') {
+      shown += "\\x00";
+    } else {
+      shown += c;
+    }
+  }
+  raise(safetensor_error(), prefix + what + " \"" + shown + "\" contains a null byte");
+}
+
+void reject_null_bytes(const File& file, const std::string& prefix) {
+  const std::string where = prefix + file.name() + ": ";
+  for (const TensorInfo& t : file.tensors()) reject_null_byte(t.name, "tensor name", where);
+  if (const std::optional<Metadata>& metadata = file.metadata()) {
+    for (const auto& [key, value] : *metadata) {
+      reject_null_byte(key, "metadata key", where);
+      reject_null_byte(value, "value of metadata key " + key, where);
+    }
+  }
 }
 
 Bytes Bytes::view(std::shared_ptr<const void> owner, std::span<const std::byte> bytes,

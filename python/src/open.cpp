@@ -1,7 +1,9 @@
 // Reading: `_core.File`, an open safetensors file handing out tensor bytes (zero-copy on the
 // mmap backend) and slices. Framework conversion happens in Python (libsafetensors/_open.py).
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <optional>
 #include <string>
 #include <utility>
@@ -40,37 +42,11 @@ class OwnedSource final : public Source {
   std::string name_;
 };
 
-// Rust's `{:?}` of a path, which the reference puts in its FileNotFoundError message.
-std::string debug_quoted(const std::string& text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out + "\"";
-}
-
 [[noreturn]] void raise_open_error(const std::string& path, const Error& error) {
-  std::error_code ignored;
-  if (error.code() == ErrorCode::io && !std::filesystem::exists(path, ignored)) {
-    raise(PyExc_FileNotFoundError, "No such file or directory: " + debug_quoted(path));
+  // As the reference, the OS error types for a file that is missing or may not be read.
+  if (error.code() == ErrorCode::io && ::access(path.c_str(), R_OK) != 0) {
+    if (errno == ENOENT) raise(PyExc_FileNotFoundError, "No such file or directory: " + path);
+    if (errno == EACCES) raise(PyExc_PermissionError, "Permission denied: " + path);
   }
   raise_error(error, error.code() == ErrorCode::io ? "" : "Error while deserializing header: ");
 }
@@ -91,20 +67,24 @@ class PyFile {
     } catch (const Error& e) {
       raise_open_error(path, e);
     }
+    reject_null_bytes(*file, "Error while deserializing header: ");
     return PyFile(std::move(*file));
   }
 
   static PyFile from_bytes(py::buffer buffer, const std::string& name, const std::string& prefix) {
     const py::buffer_info info = buffer.request();
     const auto* begin = static_cast<const std::byte*>(info.ptr);
+    std::optional<File> file;
     try {
       // `info` pins the buffer, so the copy needs no GIL.
       py::gil_scoped_release release;
       std::vector<std::byte> copy(begin, begin + info.size * info.itemsize);
-      return PyFile(File::from_source(std::make_shared<OwnedSource>(std::move(copy), name)));
+      file = File::from_source(std::make_shared<OwnedSource>(std::move(copy), name));
     } catch (const Error& e) {
       raise_error(e, prefix);
     }
+    reject_null_bytes(*file, prefix);
+    return PyFile(std::move(*file));
   }
 
   const std::string& name() const { return file().name(); }

@@ -132,7 +132,9 @@ Prepared prepare(py::handle tensor_dict, py::handle metadata) {
       raise(PyExc_TypeError,
             "tensor names must be str, not " + py::str(key.get_type()).cast<std::string>());
     }
-    out.tensors.push_back(prepare_tensor(key.cast<std::string>(), desc, out.pinned));
+    const auto name = key.cast<std::string>();
+    reject_null_byte(name, "tensor name", "Error while serializing: ");
+    out.tensors.push_back(prepare_tensor(name, desc, out.pinned));
   }
   if (!metadata.is_none()) {
     if (!py::isinstance<py::dict>(metadata)) {
@@ -146,7 +148,12 @@ Prepared prepare(py::handle tensor_dict, py::handle metadata) {
                                    py::repr(key).cast<std::string>() + ": " +
                                    py::repr(value).cast<std::string>());
       }
-      entries.emplace(key.cast<std::string>(), value.cast<std::string>());
+      auto text_key = key.cast<std::string>();
+      auto text_value = value.cast<std::string>();
+      reject_null_byte(text_key, "metadata key", "Error while serializing: ");
+      reject_null_byte(text_value, "value of metadata key " + text_key,
+                       "Error while serializing: ");
+      entries.emplace(std::move(text_key), std::move(text_value));
     }
     out.options.metadata = std::move(entries);
   }
@@ -197,6 +204,7 @@ py::list deserialize(py::buffer data) {
   } catch (const Error& e) {
     raise_error(e, "Error while deserializing: ");
   }
+  reject_null_bytes(*file, "Error while deserializing: ");
   py::list out;
   for (const TensorInfo& t : file->tensors()) {
     const std::span<const std::byte> view = file->view(t).data;
