@@ -7,8 +7,9 @@ and `load_checkpoint` (in `libsafetensors.torch` and `libsafetensors.numpy`) add
 checkpoints and the parallel loader.
 """
 
+import operator
 import os
-from typing import Any, NamedTuple, Sequence
+from typing import Any, List, NamedTuple, Optional
 
 # Absolute imports throughout the package: when another name is aliased onto it (e.g.
 # sys.modules["safetensors"] = libsafetensors), submodules loaded under that name still share
@@ -35,16 +36,48 @@ __all__ = [
 ]
 
 
-class TensorSpec(NamedTuple):
+class _TensorSpecFields(NamedTuple):
+    dtype: str
+    shape: List[int]
+    data: Any
+    data_ptr: Optional[int]
+    data_len: Optional[int]
+
+
+class TensorSpec(_TensorSpecFields):
     """One tensor to serialize: accepted wherever `serialize` takes a {dtype, shape, data} dict.
 
-    `dtype` is a framework name ("float32", "bfloat16", ...) or a safetensors one ("F32");
-    `data` is any contiguous bytes-like object of exactly the tensor's size.
+    `TensorSpec(dtype, shape, data)` takes any contiguous bytes-like object of exactly the
+    tensor's size; `TensorSpec(dtype=..., shape=..., data_ptr=..., data_len=...)` (the
+    reference's form) takes a raw address and a byte count instead, and the caller keeps that
+    memory alive while it is serialized.
+
+    `dtype` is a framework name ("float32", "bfloat16", ...) or a safetensors one ("F32"); it
+    is checked here and kept as the safetensors name. `shape` is the logical shape recorded in
+    the header: given with torch's name "float4_e2m1fn_x2", whose elements hold two F4 values,
+    the last dimension is doubled from the storage shape torch reports.
     """
 
-    dtype: str
-    shape: Sequence[int]
-    data: Any
+    __slots__ = ()
+
+    def __new__(cls, dtype, shape, data=None, *, data_ptr=None, data_len=None):
+        if not isinstance(dtype, str):
+            raise TypeError(f"TensorSpec dtype must be a str, not {type(dtype).__name__}")
+        code = _core._dtype_code(dtype)
+        dims = [operator.index(d) for d in shape]
+        if any(d < 0 for d in dims):
+            raise ValueError(f"TensorSpec shape {dims} has a negative dimension")
+        if dtype == "float4_e2m1fn_x2" and dims:
+            dims[-1] *= 2
+        if data is None:
+            if data_ptr is None or data_len is None:
+                raise TypeError("TensorSpec needs `data`, or both `data_ptr` and `data_len`")
+            data_ptr, data_len = operator.index(data_ptr), operator.index(data_len)
+            if data_ptr < 0 or data_len < 0:
+                raise ValueError("TensorSpec data_ptr and data_len must not be negative")
+        elif data_ptr is not None or data_len is not None:
+            raise TypeError("TensorSpec takes either `data` or `data_ptr` and `data_len`, not both")
+        return super().__new__(cls, code, dims, data, data_ptr, data_len)
 
 
 # The reference's variant that releases the GIL; ours always does.

@@ -4,6 +4,7 @@ import collections
 import concurrent.futures
 import operator
 import os
+import threading
 
 from libsafetensors import _core
 from libsafetensors._convert import Converter
@@ -23,6 +24,10 @@ def _framework(name):
     if framework is None:
         raise SafetensorError(f"framework {name} is invalid")
     return framework
+
+
+# Device types that `safe_open(..., prefetch=True)` loads onto (the reference's restriction).
+_PREFETCH_DEVICE_TYPES = ("cuda",)
 
 
 def _backend(name, mmap):
@@ -45,20 +50,34 @@ class safe_open:  # noqa: N801 - the reference's name
         backend (`str`, defaults to `"mmap"`): `mmap` returns zero-copy views of a private
             copy-on-write mapping; `pread` reads each tensor into its own memory.
         mmap (`bool`, defaults to `True`): `False` is the same as `backend="pread"`.
+        prefetch (`bool`, defaults to `False`): with `backend="pread"`, `framework="pt"` and a
+            CUDA device, starts loading every tensor onto the device in the background as the
+            file opens. Each tensor is then handed out once, by `get_tensor` or by
+            `tensor_stream()`, whichever asks first; asking again raises. Closing the file
+            stops the loading.
 
     Use as a context manager; after the `with` block every call raises "File is closed", while
     tensors already returned stay valid.
     """
 
-    def __init__(self, filename, framework, device="cpu", *, backend="mmap", mmap=True):
+    def __init__(self, filename, framework, device="cpu", *, backend="mmap", mmap=True,
+                 prefetch=False):
         self._framework = _framework(framework)
         backend = _backend(backend, mmap)
+        self._loader = None
+        if prefetch:
+            _check_prefetch(self._framework, backend)
         self._convert = Converter(self._framework, device)
+        if prefetch:
+            _check_prefetch_device(self._convert, device)
         self._file = _core.File.open(os.fsdecode(filename), backend)
+        if prefetch:
+            self._loader = _DeviceLoader(self._file, self._convert)
 
     @classmethod
     def _from_file(cls, file, framework, device):
         self = cls.__new__(cls)
+        self._loader = None
         self._framework = _framework(framework)
         self._convert = Converter(self._framework, device)
         self._file = file
@@ -82,10 +101,27 @@ class safe_open:  # noqa: N801 - the reference's name
         return self._open_file().offset_keys()
 
     def get_tensor(self, name):
-        """The whole tensor `name` in the framework of this handle."""
+        """The whole tensor `name` in the framework of this handle.
+
+        With `prefetch=True` each tensor is handed out once: asking again, or for one that
+        `tensor_stream()` already yielded, raises SafetensorError.
+        """
         file = self._open_file()
+        if self._loader is not None:
+            return self._loader.take(name)
         dtype, shape = file.info(name)
         return self._convert.tensor(file.tensor(name), dtype, shape, name)
+
+    def tensor_stream(self):
+        """Yields (name, tensor) for every tensor not yet taken, as each reaches the device.
+
+        Needs `prefetch=True`. The order is the order the loading finishes in, not a promise;
+        use it inside the `with` block: once the file is closed, the next step raises.
+        """
+        self._open_file()
+        if self._loader is None:
+            raise SafetensorError("tensor_stream() needs a file opened with prefetch=True")
+        return self._loader.stream()
 
     def get_tensors(self):
         """Every tensor, in file order."""
@@ -151,7 +187,139 @@ class safe_open:  # noqa: N801 - the reference's name
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):
+        self._close()
+
+    def _close(self):
+        loader = getattr(self, "_loader", None)
+        if loader is not None:
+            loader.close()
         self._file = None
+
+    def __del__(self):
+        self._close()
+
+
+def _check_prefetch(framework, backend):
+    if backend != "pread":
+        raise SafetensorError(f'prefetch=True needs backend="pread", not backend="{backend}"')
+    if framework != "pt":
+        raise SafetensorError(f'prefetch=True needs framework="pt", not framework="{framework}"')
+
+
+def _check_prefetch_device(convert, device):
+    target = convert.device
+    kind = "dict" if isinstance(target, dict) else "cpu" if target is None else target.type
+    if kind not in _PREFETCH_DEVICE_TYPES:
+        raise SafetensorError(f"prefetch=True needs one cuda device, not device={device!r}")
+
+
+class _DeviceLoader:
+    """The background loading of `safe_open(..., prefetch=True)`.
+
+    A worker thread reads the tensors in file order and moves each to the device; the library
+    releases the GIL while reading, torch while copying. Every tensor is delivered once: a
+    `take` of one the worker has not reached yet loads it at once on the caller's thread.
+    """
+
+    _PENDING, _LOADING, _READY, _TAKEN = range(4)
+
+    def __init__(self, file, convert):
+        self._file = file
+        self._convert = convert
+        self._lock = threading.Condition()
+        self._state = {name: self._PENDING for name in file.offset_keys()}
+        self._order = collections.deque(self._state)  # what the worker has still to look at
+        self._ready = {}  # name -> tensor, or the exception loading it raised
+        self._ready_order = collections.deque()  # names as the worker finished them
+        self._worker_done = False
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, name="libsafetensors-prefetch",
+                                        daemon=True)
+        self._worker.start()
+
+    def _load(self, name):
+        try:
+            dtype, shape = self._file.info(name)
+            return self._convert.tensor(self._file.tensor(name), dtype, shape, name)
+        except Exception as error:  # raised to whoever takes the tensor
+            return error
+
+    def _run(self):
+        try:
+            while True:
+                with self._lock:
+                    while self._order and self._state[self._order[0]] != self._PENDING:
+                        self._order.popleft()  # taken before the worker reached it
+                    if self._closed or not self._order:
+                        return
+                    name = self._order.popleft()
+                    self._state[name] = self._LOADING
+                result = self._load(name)
+                with self._lock:
+                    if self._closed:
+                        return
+                    self._ready[name] = result
+                    if self._state[name] == self._LOADING:
+                        self._state[name] = self._READY
+                        self._ready_order.append(name)
+                    self._lock.notify_all()
+        finally:
+            with self._lock:
+                self._worker_done = True
+                self._lock.notify_all()
+
+    @staticmethod
+    def _deliver(result):
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _wait(self):
+        if self._closed:
+            raise SafetensorError("File is closed")
+        self._lock.wait()
+
+    def take(self, name):
+        with self._lock:
+            state = self._state.get(name)
+            if state is None:
+                self._file.info(name)  # raises: the file has no such tensor
+            if state == self._TAKEN:
+                raise SafetensorError(f"tensor {name} was already delivered: with prefetch=True "
+                                      "each tensor is handed out once")
+            self._state[name] = self._TAKEN
+            if state != self._PENDING:  # loading or loaded by the worker
+                while name not in self._ready:
+                    self._wait()
+                return self._deliver(self._ready.pop(name))
+        return self._deliver(self._load(name))
+
+    def stream(self):
+        while True:
+            with self._lock:
+                while True:
+                    if self._closed:
+                        raise SafetensorError("File is closed")
+                    while self._ready_order and (
+                            self._state[self._ready_order[0]] != self._READY):
+                        self._ready_order.popleft()  # taken by get_tensor meanwhile
+                    if self._ready_order:
+                        break
+                    if self._worker_done:
+                        return
+                    self._wait()
+                name = self._ready_order.popleft()
+                self._state[name] = self._TAKEN
+                result = self._ready.pop(name)
+            yield name, self._deliver(result)
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            self._ready.clear()
+            self._lock.notify_all()
+        if self._worker is not threading.current_thread():
+            self._worker.join()
 
 
 class _PrefetchHandle:

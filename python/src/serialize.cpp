@@ -220,9 +220,18 @@ py::list deserialize(py::buffer data) {
   return out;
 }
 
+// The safetensors name of a dtype given by framework or format name ("float32" -> "F32").
+std::string dtype_code(const std::string& name) {
+  const std::optional<Dtype> dtype = parse_dtype(name);
+  if (!dtype) raise(safetensor_error(), "dtype " + name + " is not covered");
+  return std::string(dtype_name(*dtype));
+}
+
 }  // namespace
 
 void register_serialize(py::module_& module) {
+  module.def("_dtype_code", &dtype_code, py::arg("name"),
+             "The format's name of a dtype given by framework (\"float32\") or format name.");
   module.def("serialize", &serialize, py::arg("tensor_dict"), py::arg("metadata") = py::none(),
              "Serializes {name: {dtype, shape, data}} into the bytes of a safetensors file.");
   module.def("serialize_file", &serialize_file, py::arg("tensor_dict"), py::arg("filename"),
