@@ -110,7 +110,7 @@ def _remove_duplicate_names(
     preferred_names: Optional[List[str]] = None,
     discard_names: Optional[List[str]] = None,
 ) -> Dict[str, List[str]]:
-    """For each group of shared tensors, the name kept mapped to the names to drop.
+    """For each group of tensors sharing memory, the name kept mapped to the names to drop.
 
     The kept name is the first in sorted order among the tensors that cover the whole storage,
     preferring names not in `discard_names`, then names in `preferred_names` (e.g. the names
@@ -120,6 +120,10 @@ def _remove_duplicate_names(
     discard_names = set(discard_names or [])
     to_remove = defaultdict(list)
     for shared in _find_shared_tensors(state_dict):
+        if len(shared) < 2:
+            # Alone in its memory (possibly a part of a larger buffer, as the flattened weights
+            # of torch's RNNs): nothing to remove, and saving it stores only its own bytes.
+            continue
         complete = {name for name in shared if _is_complete(state_dict[name])}
         if not complete:
             raise RuntimeError(
@@ -287,15 +291,17 @@ def save_model(
     model: torch.nn.Module,
     filename: Union[str, os.PathLike],
     metadata: Optional[Dict[str, str]] = None,
-    force_contiguous: bool = False,
+    force_contiguous: bool = True,
 ) -> None:
     """Saves `model.state_dict()`, keeping one name per group of shared (tied) tensors; the
-    dropped names are recorded in the metadata as {dropped: kept} unless already there."""
+    dropped names are recorded in the metadata as {dropped: kept} unless already there (in a
+    copy: the caller's `metadata` dict is left as it was)."""
     state_dict = model.state_dict()
-    for kept, dropped in _remove_duplicate_names(state_dict).items():
+    to_remove = _remove_duplicate_names(state_dict)
+    if to_remove:
+        metadata = {} if metadata is None else dict(metadata)
+    for kept, dropped in to_remove.items():
         for name in dropped:
-            if metadata is None:
-                metadata = {}
             metadata.setdefault(name, kept)
             del state_dict[name]
     if force_contiguous:

@@ -72,12 +72,13 @@ def test_strict_loading_reports_names(path):
     assert missing == {"head.weight"} and unexpected == []
 
 
-def test_non_contiguous_parameters_need_force_contiguous(path):
+def test_non_contiguous_parameters_are_made_contiguous_unless_told_not_to(path):
+    # The reference's default is force_contiguous=True; False refuses non-contiguous tensors.
     model = Untied()
     model.hidden.weight = torch.nn.Parameter(torch.randn(4, 4).t())
     with pytest.raises(ValueError, match=r"save_model\(\.\.\., force_contiguous=True\)"):
-        save_model(model, path)
-    save_model(model, path, force_contiguous=True)
+        save_model(model, path, force_contiguous=False)
+    save_model(model, path)
     fresh = Untied()
     load_model(fresh, path)
     assert torch.equal(fresh.hidden.weight, model.hidden.weight)
