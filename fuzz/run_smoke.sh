@@ -47,3 +47,4 @@ run header -max_len=65536 -dict="$here/header.dict"
 run pickle -max_len=65536 -dict="$here/pickle.dict"
 run zip -max_len=262144
 run npy -max_len=65536
+run convert -max_len=65536
