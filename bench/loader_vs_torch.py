@@ -121,6 +121,9 @@ def main():
                                                                    threads=args.threads)))))
         rows.append(("libsafetensors.torch.load_file",
                      best_of(args.repeat, lambda: touch(lst.load_file(st_path)))))
+        # How the reference's own benchmark times load_file: pages are mapped, not read.
+        rows.append(("load_file, pages not touched",
+                     best_of(args.repeat, lambda: len(lst.load_file(st_path)))))
     except ImportError as e:
         print(f"(Python package not importable from {args.build}/python: {e})")
     owned = cli_owned_seconds(args.build, st_path, args.threads, nbytes, args.repeat)
