@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../../src/convert_copy.hpp"
+#include "../../src/convert_write.hpp"
 #include "../fixtures/torch/fixtures.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/file.hpp"
@@ -284,6 +285,70 @@ TEST(ConvertCopy, CacheReleasesMappedStoragesAfterTheirLastUse) {
     cache.release(use);
     EXPECT_EQ(source.released, after_use[use]) << "after use " << use;
   }
+}
+
+// The read-back check is real: a source that changes after its tensor was written (here,
+// from the progress callback) is caught, and nothing is left behind.
+TEST(ConvertWrite, VerificationCatchesBytesThatDifferFromTheSource) {
+  std::vector<std::byte> data(4096, std::byte{7});
+  const auto source = make_memory_source(data, "changing");
+  detail::ConvertPlan plan;
+  detail::ConvertItem item;
+  item.name = "t";
+  item.dtype = Dtype::F32;
+  item.shape = {1024};
+  item.stride = {1};
+  item.storage = "s";
+  item.bytes = data.size();
+  plan.items.push_back(item);
+  plan.storage_bytes.emplace("s", data.size());
+  plan.load = [&](const std::string&) { return detail::StorageBytes(*source, 0, data.size()); };
+  ConvertOptions options;
+  bool changed = false;
+  options.progress = [&](std::uint64_t done, std::uint64_t) {
+    // Past the header and the tensor: the file holds the old bytes, the source the new.
+    if (!changed && done > data.size()) {
+      data[100] = std::byte{8};
+      changed = true;
+    }
+  };
+  const fs::path dir = test::unique_path("verify-dir");
+  fs::create_directories(dir);
+  try {
+    detail::write_verified(plan, dir / "out.safetensors", options);
+    FAIL() << "expected a verification error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_checkpoint);
+    EXPECT_NE(std::string(e.what()).find("tensor `t` differs from the source"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(changed);
+  EXPECT_TRUE(fs::is_empty(dir));
+  fs::remove_all(dir);
+}
+
+// Unchanged, the same plan writes a file holding exactly the source bytes.
+TEST(ConvertWrite, WritesThePlannedBytes) {
+  std::vector<std::byte> data(4096);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 7);
+  const auto source = make_memory_source(data, "steady");
+  detail::ConvertPlan plan;
+  detail::ConvertItem item;
+  item.name = "t";
+  item.dtype = Dtype::U8;
+  item.shape = {4096};
+  item.stride = {1};
+  item.storage = "s";
+  item.bytes = data.size();
+  plan.items.push_back(item);
+  plan.storage_bytes.emplace("s", data.size());
+  plan.load = [&](const std::string&) { return detail::StorageBytes(*source, 0, data.size()); };
+  const fs::path out = test::unique_path("verify-ok");
+  detail::write_verified(plan, out, {});
+  const File file = File::open(out);
+  const auto view = file.view("t").data;
+  EXPECT_TRUE(std::equal(view.begin(), view.end(), data.begin(), data.end()));
+  fs::remove(out);
 }
 
 class ConvertRefuses : public Convert, public ::testing::WithParamInterface<const char*> {};
