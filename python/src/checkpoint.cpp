@@ -54,8 +54,14 @@ class PyCheckpoint {
     if (backend != "mmap" && backend != "pread") {
       raise(safetensor_error(), "backend " + backend + " is invalid: expected mmap or pread");
     }
-    py::gil_scoped_release release;
-    checkpoint_ = Checkpoint::open(path, backend == "pread" ? Backend::pread : Backend::mmap);
+    {
+      py::gil_scoped_release release;
+      checkpoint_ = Checkpoint::open(path, backend == "pread" ? Backend::pread : Backend::mmap);
+    }
+    // Every shard as safe_open sees a file: NUL in names or metadata is refused.
+    for (const File& file : checkpoint_.files()) {
+      reject_null_bytes(file, "Error while deserializing header: ");
+    }
   }
 
   py::list keys() const {

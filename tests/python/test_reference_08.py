@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from libsafetensors import SafetensorError, safe_open, serialize
+from libsafetensors import Checkpoint, SafetensorError, safe_open, serialize
 from libsafetensors.numpy import load, save, save_file
 from libsafetensors.torch import save_file as save_file_pt
 
@@ -40,11 +40,14 @@ def test_writing_refuses_nul_in_metadata(path, metadata):
         serialize({"x": {"dtype": "F32", "shape": [1], "data": b"\0" * 4}}, metadata=metadata)
 
 
-@pytest.mark.parametrize("header", [
+NUL_HEADERS = [
     {"w\0x": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}},
     {"__metadata__": {"k\0": "v"}, "w": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}},
     {"__metadata__": {"k": "\0v"}, "w": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}},
-])  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("header", NUL_HEADERS)
 def test_reading_refuses_nul_in_names_and_metadata(path, header):
     blob = raw_file(header)
     with pytest.raises(SafetensorError, match="null byte"):
@@ -55,6 +58,21 @@ def test_reading_refuses_nul_in_names_and_metadata(path, header):
         with pytest.raises(SafetensorError, match="null byte") as error:
             safe_open(path, framework="np", backend=backend)
         assert path in str(error.value)
+
+
+@pytest.mark.parametrize("header", NUL_HEADERS)
+def test_checkpoint_refuses_nul_in_any_shard(tmp_path, header):
+    # A directory of two shards, the second one with a NUL in a name or in its metadata.
+    (tmp_path / "a.safetensors").write_bytes(
+        raw_file({"ok": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}}))
+    (tmp_path / "b.safetensors").write_bytes(raw_file(header))
+    weight_map = {"ok": "a.safetensors"}
+    weight_map.update((name, "b.safetensors") for name in header if name != "__metadata__")
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": 16}, "weight_map": weight_map}))
+    with pytest.raises(SafetensorError) as error:
+        Checkpoint(str(tmp_path))
+    assert "\\x00" in str(error.value)
 
 
 def test_missing_file_message(tmp_path):
