@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "../tools/touched_buffer.hpp"
+
 namespace st = safetensors;
 namespace fs = std::filesystem;
 
@@ -57,17 +59,8 @@ const st::Checkpoint& checkpoint() {
   return opened;
 }
 
-struct AlignedFree {
-  void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
-};
-using Buffer = std::unique_ptr<std::byte[], AlignedFree>;
-
-// Touched once, so that first-touch page faults are not measured.
-Buffer make_buffer(std::size_t size) {
-  Buffer buffer(static_cast<std::byte*>(::operator new[](size, std::align_val_t{64})));
-  std::memset(buffer.get(), 1, size);
-  return buffer;
-}
+using Buffer = safetensors::tools::TouchedBuffer;
+constexpr auto make_buffer = safetensors::tools::make_touched_buffer;
 
 void set_bytes(benchmark::State& state, std::uint64_t bytes) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));

@@ -21,6 +21,7 @@
 
 #include "cli_common.hpp"
 #include "safetensors/safetensors.hpp"
+#include "touched_buffer.hpp"
 
 namespace safetensors::cli {
 namespace {
@@ -53,17 +54,8 @@ double best_seconds(unsigned repeat, const std::function<void()>& fn) {
   return best;
 }
 
-struct AlignedFree {
-  void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
-};
-using Buffer = std::unique_ptr<std::byte[], AlignedFree>;
-
-// Touched once so that page faults of fresh memory are not part of any measurement.
-Buffer make_buffer(std::size_t size) {
-  Buffer buffer(static_cast<std::byte*>(::operator new[](size, std::align_val_t{64})));
-  std::memset(buffer.get(), 1, size);
-  return buffer;
-}
+using Buffer = safetensors::tools::TouchedBuffer;
+constexpr auto make_buffer = safetensors::tools::make_touched_buffer;
 
 class Descriptor {
  public:
