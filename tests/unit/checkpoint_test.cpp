@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "expect_error.hpp"
 #include "safetensors/error.hpp"
 #include "test_files.hpp"
 
@@ -55,20 +56,7 @@ void write_text(const fs::path& path, std::string_view text) {
   test::write_file(path, std::as_bytes(std::span(text)));
 }
 
-// Runs `f`, expecting an Error with `code` whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, ErrorCode code, std::initializer_list<std::string_view> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected " << error_code_name(code);
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (std::string_view part : parts) {
-      EXPECT_NE(std::string_view(e.what()).find(part), std::string_view::npos)
-          << "'" << e.what() << "' lacks '" << part << "'";
-    }
-  }
-}
+using test::expect_error;
 
 // U8 tensors `name -> bytes`, the bytes owned here.
 class Tensors {

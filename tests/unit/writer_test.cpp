@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "expect_error.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/header.hpp"
 #include "test_files.hpp"
@@ -41,20 +42,7 @@ std::string read_whole_file(const std::filesystem::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// Runs `f`, expecting an Error with `code` whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, ErrorCode code, std::initializer_list<std::string_view> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected " << error_code_name(code);
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (std::string_view part : parts) {
-      EXPECT_NE(std::string_view(e.what()).find(part), std::string_view::npos)
-          << "'" << e.what() << "' lacks '" << part << "'";
-    }
-  }
-}
+using test::expect_error;
 
 TEST(Writer, OneF32Tensor) {
   const std::string data(24, '\x5a');
