@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import libsafetensors._open as open_module
+import libsafetensors._prefetch as prefetch_module
 from libsafetensors import SafetensorError, TensorSpec, safe_open, serialize, serialize_file
 from libsafetensors.numpy import load_file as load_file_np
 from libsafetensors.torch import (
@@ -193,7 +193,7 @@ def test_tensor_stream_needs_prefetch(weights, path):
 @pytest.fixture
 def cpu_prefetch(monkeypatch):
     """Lets prefetch load onto the CPU, so that its bookkeeping runs without a GPU."""
-    monkeypatch.setattr(open_module, "_PREFETCH_DEVICE_TYPES", ("cuda", "cpu"))
+    monkeypatch.setattr(prefetch_module, "_PREFETCH_DEVICE_TYPES", ("cuda", "cpu"))
 
     def open_prefetching(path):
         return safe_open(path, framework="pt", device="cpu", backend="pread", prefetch=True)
