@@ -81,9 +81,12 @@ void through_f32(const std::byte* in, std::byte* out, std::size_t count) {
   }
 }
 
-// The 8-bit formats widen exactly through a 256-entry table. NaN (E4M3FN: S.1111.111,
-// E5M2: exponent all ones with a mantissa) becomes the target's quiet NaN with the sign kept;
-// torch 1.13 has no float8, so this follows the format definitions.
+// The 8-bit formats widen exactly through a 256-entry table. NaNs (E4M3FN: S.1111.111,
+// E5M2: exponent all ones with a mantissa) get the bits torch 2's scalar conversions give
+// (torch 1.13 has no float8): to F32, E5M2 goes through F16 bits scaled by a float multiply,
+// which keeps sign and payload and sets the quiet bit, and E4M3FN's integer decoding gives
+// sign | 0x7FF00000; F16 and BF16 are then made from that float, F16 as its quiet NaN with
+// the sign, BF16 as 0x7FC0 without it (c10's round_to_nearest_even).
 struct F8Tables {
   std::array<std::uint32_t, 256> f32{};
   std::array<std::uint16_t, 256> f16{};
@@ -96,9 +99,12 @@ F8Tables make_f8_tables(Dtype dtype) noexcept {
     const float value = f8_to_float(dtype, static_cast<std::uint8_t>(code));
     const bool negative = (code & 0x80u) != 0;
     if (value != value) {
-      tables.f32[code] = negative ? 0xFFC00000u : 0x7FC00000u;
+      const std::uint32_t sign = negative ? 0x80000000u : 0u;
+      tables.f32[code] = dtype == Dtype::F8_E5M2
+                             ? sign | 0x7FC00000u | (static_cast<std::uint32_t>(code & 3u) << 21)
+                             : sign | 0x7FF00000u;
       tables.f16[code] = negative ? 0xFE00u : 0x7E00u;
-      tables.bf16[code] = negative ? 0xFFC0u : 0x7FC0u;
+      tables.bf16[code] = 0x7FC0u;
       continue;
     }
     // Every E4M3/E5M2 value is exactly representable in F16, BF16 and F32: no rounding.
