@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "header_text.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors::detail {
@@ -55,9 +56,24 @@ std::uint64_t element_position(const ConvertItem& item, std::uint64_t index) {
 }
 
 StorageCache::StorageCache(Loader load, std::vector<std::string> uses,
-                           const std::map<std::string, std::uint64_t>& sizes, std::uint64_t budget)
-    : load_(std::move(load)), uses_(std::move(uses)), sizes_(sizes), budget_(budget) {
+                           const std::map<std::string, std::uint64_t>& sizes, std::uint64_t budget,
+                           std::string origin)
+    : load_(std::move(load)),
+      uses_(std::move(uses)),
+      sizes_(sizes),
+      budget_(budget),
+      origin_(std::move(origin)) {
   for (std::size_t i = 0; i < uses_.size(); ++i) positions_[uses_[i]].push_back(i);
+  for (const auto& [key, p] : positions_) {
+    if (__builtin_add_overflow(storage_total_, sizes_.at(key), &storage_total_)) {
+      storage_total_ = UINT64_MAX;
+    }
+  }
+  // Plus a little, so that small storages may be reloaded freely.
+  if (__builtin_mul_overflow(storage_total_, max_copy_factor, &copy_limit_) ||
+      __builtin_add_overflow(copy_limit_, copy_allowance, &copy_limit_)) {
+    copy_limit_ = UINT64_MAX;
+  }
 }
 
 std::size_t StorageCache::next_use(const std::string& key, std::size_t position) const {
@@ -84,11 +100,21 @@ std::span<const std::byte> StorageCache::acquire(std::size_t position) {
   }
   StorageBytes bytes = load_(key);
   if (bytes.size() != size) {
-    throw Error(ErrorCode::invalid_checkpoint, "storage " + key + " read as " +
-                                                   std::to_string(bytes.size()) +
-                                                   " bytes, expected " + std::to_string(size));
+    fail(ErrorCode::invalid_checkpoint, origin_,
+         "storage " + quote(key) + " read as " + std::to_string(bytes.size()) +
+             " bytes, expected " + std::to_string(size));
   }
   ++loads_;
+  if (!bytes.is_view()) {
+    copied_ += bytes.size();
+    if (copied_ > copy_limit_) {
+      fail(ErrorCode::invalid_checkpoint, origin_,
+           "the tensors use their storages in an order that would copy them again and again (" +
+               std::to_string(copied_) + " bytes so far, more than " +
+               std::to_string(max_copy_factor) + " times the storages' " +
+               std::to_string(storage_total_) + " bytes)");
+    }
+  }
   cached_bytes_ += bytes.size();
   return cached_.emplace(key, std::move(bytes)).first->second.bytes();
 }

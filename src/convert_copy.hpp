@@ -33,8 +33,12 @@ class StorageCache {
  public:
   using Loader = std::function<StorageBytes(const std::string&)>;
 
+  /// `origin` names the input in the error raised when the order of uses would copy
+  /// (inflate, read) storages again and again: more than `max_copy_factor` times their total
+  /// size, as a hostile checkpoint alternating tiny views of two huge storages would.
   StorageCache(Loader load, std::vector<std::string> uses,
-               const std::map<std::string, std::uint64_t>& sizes, std::uint64_t budget);
+               const std::map<std::string, std::uint64_t>& sizes, std::uint64_t budget,
+               std::string origin = {});
 
   /// The storage of use number `position`, loaded if needed.
   std::span<const std::byte> acquire(std::size_t position);
@@ -52,6 +56,13 @@ class StorageCache {
   std::uint64_t budget_ = 0;
   std::uint64_t cached_bytes_ = 0;
   std::uint64_t loads_ = 0;
+  std::string origin_;
+  std::uint64_t storage_total_ = 0;  // bytes of all storages used
+  std::uint64_t copied_ = 0;         // bytes of owned (not mapped) storages loaded so far
+  std::uint64_t copy_limit_ = 0;     // ... at most
+
+  static constexpr std::uint64_t max_copy_factor = 4;
+  static constexpr std::uint64_t copy_allowance = std::uint64_t{64} << 20;
 
   void forget(std::map<std::string, StorageBytes>::iterator it);
   // The next use of `key` after `position`; SIZE_MAX when none.

@@ -235,12 +235,16 @@ ConvertPlan plan_conversion(const Source& source, const std::string& stem,
   const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(8, source.size()));
   source.read_at(0, std::span(prefix).first(n));
   const auto head = std::span<const std::byte>(prefix).first(n);
-  if (npy::looks_like_npy(head)) return plan_npy(source, stem);
-  if (zip::looks_like_zip(head)) {
-    auto archive = std::make_shared<zip::Archive>(zip::Archive::open(source));
-    if (all_npy(*archive)) return plan_npz(source, std::move(archive));
-  }
-  return plan_torch(source, state_dict_key);
+  ConvertPlan plan = [&] {
+    if (npy::looks_like_npy(head)) return plan_npy(source, stem);
+    if (zip::looks_like_zip(head)) {
+      auto archive = std::make_shared<zip::Archive>(zip::Archive::open(source));
+      if (all_npy(*archive)) return plan_npz(source, std::move(archive));
+    }
+    return plan_torch(source, state_dict_key);
+  }();
+  plan.origin = source.name();
+  return plan;
 }
 
 }  // namespace safetensors::detail

@@ -32,6 +32,7 @@ struct ConvertItem {
 };
 
 struct ConvertPlan {
+  std::string origin;        // the input, for messages
   std::string input_format;  // "torch-zip", "torch-legacy", "npy", "npz"
   std::vector<ConvertItem> items;
   std::map<std::string, std::uint64_t> storage_bytes;

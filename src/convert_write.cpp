@@ -149,7 +149,7 @@ class VerifiedWrite {
       uses.push_back(plan_.items[i].storage);
     }
     cache_.emplace(plan_.load, std::move(uses), plan_.storage_bytes,
-                   std::max(cache_budget, largest));
+                   std::max(cache_budget, largest), plan_.origin);
   }
 
   // Contiguous tensors go to the file straight from the storage (a mapping, usually);

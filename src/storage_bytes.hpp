@@ -30,6 +30,8 @@ class StorageBytes {
 
   std::span<const std::byte> bytes() const noexcept { return view_; }
   std::uint64_t size() const noexcept { return view_.size(); }
+  /// True for a view into a mapped source: loading it again costs no copy.
+  bool is_view() const noexcept { return source_ != nullptr; }
 
   /// Hands mapped pages back to the kernel (they stay in the page cache); call when the
   /// bytes will not be read again soon. Owned bytes are left alone.

@@ -594,6 +594,7 @@ Archive Archive::open(const Source& source, const Limits& limits, bool require_s
     }
     if (shared) archive.top_folder_ = std::string(folder);
   }
+  archive.crc_checked_ = std::vector<std::atomic<bool>>(archive.entries_.size());
   return archive;
 }
 

@@ -2,6 +2,7 @@
 // library: the converter and the scanner use it through `Source`.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -62,8 +63,9 @@ class Archive {
   /// CRC (so a consumer must not commit anything before this returns).
   void stream(const Entry& entry,
               const std::function<void(std::span<const std::byte>)>& consumer) const;
-  /// A stored entry's bytes inside a mapped source, CRC checked once; empty when the entry
-  /// is deflated or the source is not mapped.
+  /// A stored entry's bytes inside a mapped source, CRC checked on the first call only (a
+  /// converter may come back to a storage many times); empty when the entry is deflated or
+  /// the source is not mapped.
   std::span<const std::byte> stored_view(const Entry& entry) const;
 
   const Source& source() const noexcept { return *source_; }
@@ -74,6 +76,8 @@ class Archive {
   std::vector<Entry> entries_;
   std::vector<std::size_t> by_name_;
   std::string top_folder_;
+  // Per entry: its stored bytes passed the CRC check (stored_view).
+  mutable std::vector<std::atomic<bool>> crc_checked_;
 };
 
 }  // namespace safetensors::zip

@@ -185,7 +185,12 @@ std::span<const std::byte> Archive::stored_view(const Entry& entry) const {
   check_range(*source_, entry);
   const auto view = mapped.subspan(static_cast<std::size_t>(entry.data_offset),
                                    static_cast<std::size_t>(entry.compressed_size));
-  check_crc(*source_, entry, crc32_parallel(view));
+  const bool ours = &entry >= entries_.data() && &entry < entries_.data() + entries_.size();
+  std::atomic<bool>* checked = ours ? &crc_checked_[&entry - entries_.data()] : nullptr;
+  if (checked == nullptr || !checked->load(std::memory_order_acquire)) {
+    check_crc(*source_, entry, crc32_parallel(view));
+    if (checked != nullptr) checked->store(true, std::memory_order_release);
+  }
   return view;
 }
 

@@ -254,6 +254,43 @@ TEST(ConvertCopy, CacheReadsEachStorageOnceWhenItFits) {
   }
 }
 
+// Uses that alternate between storages the cache cannot hold together copy them again and
+// again; past four times their total (plus 64 MiB) that is refused, naming the input. Views
+// of a mapping cost no copy and are not counted.
+TEST(ConvertCopy, CacheRefusesToCopyStoragesOverAndOver) {
+  constexpr std::uint64_t mib = std::uint64_t{1} << 20;
+  std::vector<std::string> uses;
+  for (int i = 0; i < 100; ++i) uses.push_back(i % 2 == 0 ? "a" : "b");
+  detail::StorageCache copying(
+      [](const std::string&) { return detail::StorageBytes(std::vector<std::byte>(mib)); }, uses,
+      {{"a", mib}, {"b", mib}}, mib, "alternating.pt");
+  try {
+    for (std::size_t use = 0; use < uses.size(); ++use) {
+      copying.acquire(use);
+      copying.release(use);
+    }
+    FAIL() << "expected the copies to be refused";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_checkpoint);
+    EXPECT_NE(std::string(e.what()).find("alternating.pt"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("again and again"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(copying.loads(), 73u);  // 72 MiB are allowed, the 73rd copy is one too many
+
+  std::vector<std::byte> file(2 * mib);
+  const auto source = make_memory_source(file, "mapped");
+  detail::StorageCache viewing(
+      [&](const std::string& key) {
+        return detail::StorageBytes(*source, key == "a" ? 0 : mib, mib);
+      },
+      uses, {{"a", mib}, {"b", mib}}, mib, "mapped");
+  for (std::size_t use = 0; use < uses.size(); ++use) {
+    EXPECT_EQ(viewing.acquire(use).size(), mib);
+    viewing.release(use);
+  }
+  EXPECT_EQ(viewing.loads(), 100u);
+}
+
 // A mapped storage's pages are handed back once no later use needs it, and only then.
 TEST(ConvertCopy, CacheReleasesMappedStoragesAfterTheirLastUse) {
   class RecordingSource final : public Source {

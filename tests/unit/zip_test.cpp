@@ -713,6 +713,20 @@ TEST(ZipRefuses, CrcMismatchOnReadAndStream) {
   }
 }
 
+// stored_view checks the CRC once per entry: a converter may come back to a storage many
+// times. A copy of an entry from elsewhere is checked every time.
+TEST(ZipRefuses, StoredViewChecksEachEntryOnce) {
+  Fixture f(build({stored("dir/s", "hello")}).bytes);
+  const Entry& e = f->entries()[0];
+  EXPECT_EQ(text_of(f->stored_view(e)), "hello");
+  f.bytes[static_cast<std::size_t>(e.data_offset)] = std::byte{'j'};  // after the check
+  EXPECT_EQ(text_of(f->stored_view(e)), "jello");
+  const Entry copy = e;
+  expect_refused([&] { f->stored_view(copy); }, e.name, "CRC-32");
+  Fixture fresh(f.bytes);
+  expect_refused([&] { fresh->stored_view(fresh->entries()[0]); }, e.name, "CRC-32");
+}
+
 TEST(ZipRefuses, CorruptDeflateData) {
   Member m = deflated("d", pattern);
   m.payload = bytes_of(std::string(200, '\xff'));
