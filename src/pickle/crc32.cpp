@@ -3,10 +3,11 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <system_error>
 #include <thread>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)
 #include <immintrin.h>
 #define SAFETENSORS_CRC_CLMUL 1
 #endif
@@ -111,15 +112,23 @@ std::uint32_t crc32_parallel(std::span<const std::byte> bytes) {
   if (pieces < 2) return crc32_update(0, bytes);
   const std::size_t piece = bytes.size() / pieces;
   std::vector<std::uint32_t> crcs(pieces);
-  std::vector<std::thread> helpers;
   const auto part = [&](std::size_t k) {
     return bytes.subspan(k * piece, k + 1 == pieces ? bytes.size() - k * piece : piece);
   };
-  for (std::size_t k = 1; k < pieces; ++k) {
-    helpers.emplace_back([&, k] { crcs[k] = crc32_update(0, part(k)); });
+  std::size_t started = 1;
+  {
+    // jthreads join on every way out; a piece whose thread could not start (a process or
+    // thread limit) is done here instead.
+    std::vector<std::jthread> helpers;
+    try {
+      for (; started < pieces; ++started) {
+        helpers.emplace_back([&, k = started] { crcs[k] = crc32_update(0, part(k)); });
+      }
+    } catch (const std::system_error&) {
+    }
+    for (std::size_t k = started; k < pieces; ++k) crcs[k] = crc32_update(0, part(k));
+    crcs[0] = crc32_update(0, part(0));
   }
-  crcs[0] = crc32_update(0, part(0));
-  for (std::thread& helper : helpers) helper.join();
   std::uint32_t crc = crcs[0];
   for (std::size_t k = 1; k < pieces; ++k) {
     crc = static_cast<std::uint32_t>(
