@@ -60,7 +60,8 @@ class TensorSpec(_TensorSpecFields):
 
     __slots__ = ()
 
-    def __new__(cls, dtype, shape, data=None, *, data_ptr=None, data_len=None):
+    # The fields in order, so that copy and pickle (which pass them positionally) work.
+    def __new__(cls, dtype, shape, data=None, data_ptr=None, data_len=None):
         if not isinstance(dtype, str):
             raise TypeError(f"TensorSpec dtype must be a str, not {type(dtype).__name__}")
         code = _core._dtype_code(dtype)

@@ -188,14 +188,14 @@ class safe_open:  # noqa: N801 - the reference's name
     def __exit__(self, exc_type, exc_value, traceback):
         self._close()
 
-    def _close(self):
+    def _close(self, join=True):
         loader = getattr(self, "_loader", None)
         if loader is not None:
-            loader.close()
+            loader.close(join)
         self._file = None
 
     def __del__(self):
-        self._close()
+        self._close(join=False)
 
 
 class _SafeSlice:

@@ -101,9 +101,11 @@ class _DeviceLoader:
                                       "each tensor is handed out once")
             self._state[name] = self._TAKEN
             if state != self._PENDING:  # loading or loaded by the worker
-                while name not in self._ready:
+                # A worker that ended without a result (it died) leaves the load to us.
+                while name not in self._ready and not self._worker_done:
                     self._wait()
-                return self._deliver(self._ready.pop(name))
+                if name in self._ready:
+                    return self._deliver(self._ready.pop(name))
         return self._deliver(self._load(name))
 
     def stream(self):
@@ -125,12 +127,14 @@ class _DeviceLoader:
                 result = self._ready.pop(name)
             yield name, self._deliver(result)
 
-    def close(self):
+    def close(self, join=True):
+        """Stops the worker; `join=False` does not wait for it (it ends at its next step),
+        for garbage collection, which may run on a thread that holds our lock."""
         with self._lock:
             self._closed = True
             self._ready.clear()
             self._lock.notify_all()
-        if self._worker is not threading.current_thread():
+        if join and self._worker is not threading.current_thread():
             self._worker.join()
 
 

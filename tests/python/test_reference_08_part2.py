@@ -2,8 +2,10 @@
 whose parameters are disjoint parts of one buffer, `save_model` leaving the caller's metadata
 alone, and `safe_open(..., prefetch=True)` with `tensor_stream()`."""
 
+import copy
 import ctypes
 import os
+import pickle
 import threading
 
 import numpy as np
@@ -60,6 +62,13 @@ def test_tensor_spec_float4_storage_shape_becomes_the_logical_one():
     # torch reports float4_e2m1fn_x2 tensors by bytes, two F4 values each.
     assert TensorSpec("float4_e2m1fn_x2", (3, 5), b"\0" * 15).shape == [3, 10]
     assert TensorSpec("F4", (3, 10), b"\0" * 15).shape == [3, 10]
+
+
+def test_tensor_spec_survives_copy_and_pickle():
+    for spec in (TensorSpec("float4_e2m1fn_x2", (2, 3), b"\0" * 6),
+                 TensorSpec(dtype="bfloat16", shape=[4], data_ptr=4096, data_len=8)):
+        for twin in (copy.copy(spec), copy.deepcopy(spec), pickle.loads(pickle.dumps(spec))):
+            assert twin == spec and type(twin) is TensorSpec
 
 
 def test_tensor_spec_wants_exactly_one_source_of_bytes():
@@ -225,6 +234,30 @@ def test_get_tensor_takes_a_tensor_once(weights, path, cpu_prefetch):
         assert streamed == set(weights) - {"w.d"}
         with pytest.raises(SafetensorError, match="already delivered"):
             f.get_tensor("w.a")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_tensor_the_dead_worker_was_loading_is_loaded_by_the_caller(weights, path,
+                                                                     cpu_prefetch, monkeypatch):
+    # The worker dies (an error no `except Exception` catches) while loading the first tensor
+    # in file order; taking that tensor must not wait for it forever.
+    load = prefetch_module._DeviceLoader._load
+
+    def dying_load(self, name):
+        if threading.current_thread() is self._worker:
+            raise SystemExit("worker gone")
+        return load(self, name)
+
+    monkeypatch.setattr(prefetch_module._DeviceLoader, "_load", dying_load)
+    with cpu_prefetch(path) as f:
+        first = f.offset_keys()[0]
+        f._loader._worker.join(timeout=10)
+        taken = []
+        taker = threading.Thread(target=lambda: taken.append(f.get_tensor(first)), daemon=True)
+        taker.start()
+        taker.join(timeout=10)
+        assert taken, "get_tensor waited for a worker that is gone"
+        assert same(taken[0], weights[first])
 
 
 def test_get_tensors_with_prefetch_takes_them_all(weights, path, cpu_prefetch):
