@@ -70,6 +70,10 @@ class TensorSpec(_TensorSpecFields):
             raise ValueError(f"TensorSpec shape {dims} has a negative dimension")
         if dtype == "float4_e2m1fn_x2" and dims:
             dims[-1] *= 2
+        too_big = [d for d in dims if d >= 1 << 64]
+        if too_big:
+            raise SafetensorError(f"TensorSpec shape {dims}: dimension {too_big[0]} does not fit "
+                                  "in 64 bits")
         if data is None:
             if data_ptr is None or data_len is None:
                 raise TypeError("TensorSpec needs `data`, or both `data_ptr` and `data_len`")

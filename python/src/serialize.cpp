@@ -108,6 +108,13 @@ TensorData prepare_tensor(const std::string& name, py::handle desc,
   if (!data.is_none()) {
     bytes = pin_bytes(data, pinned);
   } else if (py::object ptr = field(desc, "data_ptr"); !ptr.is_none()) {
+    // As in the reference since 0.8, a raw address comes in a TensorSpec, whose constructor
+    // checks it; dicts keep the older {dtype, shape, data} form.
+    if (py::isinstance<py::dict>(desc)) {
+      raise(PyExc_TypeError, "tensor `" + name +
+                                 "`: a raw `data_ptr` is given with TensorSpec(dtype=..., "
+                                 "shape=..., data_ptr=..., data_len=...), not in a dict");
+    }
     // The caller keeps the memory alive for the duration of the call.
     bytes = {reinterpret_cast<const std::byte*>(ptr.cast<std::uintptr_t>()),
              require(desc, "data_len").cast<std::size_t>()};

@@ -64,6 +64,23 @@ def test_tensor_spec_float4_storage_shape_becomes_the_logical_one():
     assert TensorSpec("F4", (3, 10), b"\0" * 15).shape == [3, 10]
 
 
+def test_tensor_spec_dimensions_must_fit_in_64_bits():
+    with pytest.raises(SafetensorError, match="64 bits"):
+        TensorSpec("F32", [1 << 64], data_ptr=64, data_len=4)
+    # float4_e2m1fn_x2 doubles the last dimension: 2^63 + 1 no longer fits.
+    with pytest.raises(SafetensorError, match="64 bits"):
+        TensorSpec(dtype="float4_e2m1fn_x2", shape=[2**63 + 1], data_ptr=64, data_len=1)
+
+
+def test_raw_addresses_come_in_a_tensor_spec_not_a_dict():
+    buffer = ctypes.create_string_buffer(4)
+    with pytest.raises(TypeError, match="TensorSpec"):
+        serialize({"t": {"dtype": "F32", "shape": [1], "data_ptr": ctypes.addressof(buffer),
+                         "data_len": 4}})
+    # The {dtype, shape, data} dict form stays.
+    assert serialize({"t": {"dtype": "F32", "shape": [1], "data": b"\0" * 4}})
+
+
 def test_tensor_spec_survives_copy_and_pickle():
     for spec in (TensorSpec("float4_e2m1fn_x2", (2, 3), b"\0" * 6),
                  TensorSpec(dtype="bfloat16", shape=[4], data_ptr=4096, data_len=8)):
