@@ -18,6 +18,7 @@
 namespace safetensors {
 namespace {
 
+// Owned load buffers start at this alignment (tensors inside are packed; see plan_load).
 constexpr std::uint64_t tensor_alignment = 64;
 
 // Work is cut into pieces of at most this many source bytes, so one large tensor spreads
@@ -210,6 +211,7 @@ LoadPlan plan_load(const Checkpoint& checkpoint, const LoadOptions& options) {
   }
   const bool everything = names.empty() && options.pattern.empty();
   LoadPlan plan;
+  plan.tensors.reserve(checkpoint.tensors().size());
   for (const CheckpointTensor& tensor : checkpoint.tensors()) {
     const TensorInfo& info = *tensor.info;
     // Names and pattern add up: a tensor is loaded when either selects it.
@@ -221,9 +223,19 @@ LoadPlan plan_load(const Checkpoint& checkpoint, const LoadOptions& options) {
     loaded.dtype = output_dtype(info.dtype, options.dtype);
     loaded.shape = info.shape;
     loaded.byte_count = converted_size(info, loaded.dtype);
-    loaded.offset = (plan.buffer_size + tensor_alignment - 1) / tensor_alignment * tensor_alignment;
-    plan.buffer_size = loaded.offset + loaded.byte_count;
     plan.tensors.push_back(std::move(loaded));
+  }
+  // Widest elements first, as the writer lays out a file: every tensor's size is a multiple
+  // of its element size, so each one starts aligned to its element without any padding and
+  // the buffer holds exactly the tensors' bytes (on a 64-byte aligned base).
+  std::vector<std::size_t> placement(plan.tensors.size());
+  for (std::size_t i = 0; i < placement.size(); ++i) placement[i] = i;
+  std::stable_sort(placement.begin(), placement.end(), [&](std::size_t a, std::size_t b) {
+    return dtype_bits(plan.tensors[a].dtype) > dtype_bits(plan.tensors[b].dtype);
+  });
+  for (std::size_t i : placement) {
+    plan.tensors[i].offset = plan.buffer_size;
+    plan.buffer_size += plan.tensors[i].byte_count;
   }
   return plan;
 }

@@ -48,7 +48,9 @@ struct LoadedTensor {
   std::uint64_t byte_count = 0;
 };
 
-/// Where every selected tensor goes in one contiguous buffer (each tensor 64-byte aligned).
+/// Where every selected tensor goes in one contiguous buffer of exactly their bytes: widest
+/// elements first, so that each tensor is aligned to its element size when the buffer is
+/// (owned buffers are 64-byte aligned).
 struct LoadPlan {
   std::vector<LoadedTensor> tensors;  // name order
   std::uint64_t buffer_size = 0;
