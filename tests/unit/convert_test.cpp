@@ -324,22 +324,30 @@ TEST(ConvertCopy, CacheReleasesMappedStoragesAfterTheirLastUse) {
   }
 }
 
+// A plan of one U8 tensor "t": the whole of `source`, viewed in place.
+detail::ConvertPlan whole_source_plan(const Source& source) {
+  detail::ConvertPlan plan;
+  detail::ConvertItem item;
+  item.name = "t";
+  item.dtype = Dtype::U8;
+  item.shape = {source.size()};
+  item.stride = {1};
+  item.storage = "s";
+  item.bytes = source.size();
+  plan.items.push_back(item);
+  plan.storage_bytes.emplace("s", source.size());
+  plan.load = [&source](const std::string&) {
+    return detail::StorageBytes(source, 0, source.size());
+  };
+  return plan;
+}
+
 // The read-back check is real: a source that changes after its tensor was written (here,
 // from the progress callback) is caught, and nothing is left behind.
 TEST(ConvertWrite, VerificationCatchesBytesThatDifferFromTheSource) {
   std::vector<std::byte> data(4096, std::byte{7});
   const auto source = make_memory_source(data, "changing");
-  detail::ConvertPlan plan;
-  detail::ConvertItem item;
-  item.name = "t";
-  item.dtype = Dtype::F32;
-  item.shape = {1024};
-  item.stride = {1};
-  item.storage = "s";
-  item.bytes = data.size();
-  plan.items.push_back(item);
-  plan.storage_bytes.emplace("s", data.size());
-  plan.load = [&](const std::string&) { return detail::StorageBytes(*source, 0, data.size()); };
+  const detail::ConvertPlan plan = whole_source_plan(*source);
   ConvertOptions options;
   bool changed = false;
   options.progress = [&](std::uint64_t done, std::uint64_t) {
@@ -369,17 +377,7 @@ TEST(ConvertWrite, WritesThePlannedBytes) {
   std::vector<std::byte> data(4096);
   for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 7);
   const auto source = make_memory_source(data, "steady");
-  detail::ConvertPlan plan;
-  detail::ConvertItem item;
-  item.name = "t";
-  item.dtype = Dtype::U8;
-  item.shape = {4096};
-  item.stride = {1};
-  item.storage = "s";
-  item.bytes = data.size();
-  plan.items.push_back(item);
-  plan.storage_bytes.emplace("s", data.size());
-  plan.load = [&](const std::string&) { return detail::StorageBytes(*source, 0, data.size()); };
+  const detail::ConvertPlan plan = whole_source_plan(*source);
   const fs::path out = test::unique_path("verify-ok");
   detail::write_verified(plan, out, {});
   const File file = File::open(out);
