@@ -6,24 +6,18 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <span>
 #include <vector>
 
 #include "../src/convert_copy.hpp"
 #include "../src/convert_plan.hpp"
+#include "require.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/source.hpp"
 
 namespace {
 
-void require(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "fuzz_convert: broken guarantee: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::require;
 
 void gather_all(const safetensors::detail::ConvertPlan& plan, std::size_t input_size) {
   using safetensors::detail::element_size;

@@ -5,23 +5,17 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <optional>
 #include <span>
 #include <string_view>
 
+#include "require.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/header.hpp"
 
 namespace {
 
-void require(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "fuzz_header: accepted header breaks a guarantee: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::require;
 
 // A second, fully validating JSON parser must agree that an accepted header is one JSON
 // object. Its number parser refuses some valid numbers (beyond double or u64 range), which

@@ -3,23 +3,17 @@
 // bytes after it, and converting them must work. Only safetensors::Error may escape.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <span>
 #include <vector>
 
 #include "../src/pickle/npy.hpp"
+#include "require.hpp"
 #include "safetensors/error.hpp"
 
 namespace {
 
-void require(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "fuzz_npy: broken guarantee: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::require;
 
 constexpr std::uint64_t max_convert = std::uint64_t{1} << 20;
 

@@ -3,12 +3,11 @@
 // agree, and every value id must point into the arena. Anything else is a bug.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <optional>
 #include <span>
 
 #include "../src/pickle/unpickler.hpp"
+#include "require.hpp"
 #include "safetensors/error.hpp"
 
 namespace {
@@ -16,12 +15,7 @@ namespace {
 using safetensors::pickle::Pickle;
 using safetensors::pickle::ValueId;
 
-void require(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "fuzz_pickle: broken guarantee: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::require;
 
 void check_arena(const Pickle& p, std::size_t input_size) {
   const auto valid = [&](ValueId id) { return id < p.values.size(); };

@@ -4,25 +4,19 @@
 // inside the input, unique names, reads of exactly the declared size. Anything else is a bug.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <set>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "../src/pickle/zip.hpp"
+#include "require.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/source.hpp"
 
 namespace {
 
-void require(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "fuzz_zip: broken guarantee: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::require;
 
 void check_entries(const safetensors::zip::Archive& archive, std::size_t input_size) {
   std::set<std::string> names;
