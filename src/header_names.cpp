@@ -68,17 +68,16 @@ std::vector<std::uint32_t> order_by_name(const std::vector<TensorInfo>& tensors)
     runs.push_back(order.size());
     // Bottom-up: merge neighbouring runs pairwise until one is left. std::inplace_merge is
     // stable, so equal names stay in header order, next to each other.
+    // `runs` holds the boundaries: run k is [runs[k], runs[k + 1]).
+    const auto at = [&](std::size_t i) { return order.begin() + static_cast<std::ptrdiff_t>(i); };
     while (runs.size() > 2) {
       std::vector<std::size_t> merged{0};
-      for (std::size_t r = 0; r + 1 < runs.size(); r += 2) {
-        const std::size_t end = r + 2 < runs.size() ? runs[r + 2] : runs[r + 1];
-        if (r + 2 < runs.size()) {
-          std::inplace_merge(order.begin() + static_cast<std::ptrdiff_t>(runs[r]),
-                             order.begin() + static_cast<std::ptrdiff_t>(runs[r + 1]),
-                             order.begin() + static_cast<std::ptrdiff_t>(end), by_name);
-        }
-        merged.push_back(end);
+      std::size_t r = 0;
+      for (; r + 2 < runs.size(); r += 2) {
+        std::inplace_merge(at(runs[r]), at(runs[r + 1]), at(runs[r + 2]), by_name);
+        merged.push_back(runs[r + 2]);
       }
+      if (r + 1 < runs.size()) merged.push_back(runs[r + 1]);  // an odd run out, as it is
       runs = std::move(merged);
     }
     return order;
