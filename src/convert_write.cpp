@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 #include <optional>
+#include <system_error>
 #include <thread>
 
 #include "convert_copy.hpp"
@@ -72,6 +73,12 @@ class ReadBack {
   std::filesystem::path path_;
   int fd_ = -1;
 };
+
+// The first `n` bytes of a scratch buffer that only ever grows, so it is zeroed once.
+std::span<std::byte> first_bytes(std::vector<std::byte>& scratch, std::size_t n) {
+  if (scratch.size() < n) scratch.resize(n);
+  return std::span(scratch).first(n);
+}
 
 class VerifiedWrite {
  public:
@@ -166,19 +173,13 @@ class VerifiedWrite {
       if (item.contiguous) {
         file.write(storage.subspan(static_cast<std::size_t>(start + off), n));
       } else {
-        const std::span<std::byte> chunk = buffer(n);
+        const std::span<std::byte> chunk = first_bytes(chunk_, n);
         gather(item, storage, off, chunk);
         file.write(chunk);
       }
       progress(n);
     }
     written_ += item.bytes;
-  }
-
-  // The first `n` bytes of a scratch buffer that only ever grows, so it is zeroed once.
-  std::span<std::byte> buffer(std::size_t n) {
-    if (chunk_.size() < n) chunk_.resize(n);
-    return std::span(chunk_).first(n);
   }
 
   void verify_until(std::size_t use) {
@@ -211,7 +212,13 @@ class VerifiedWrite {
     };
     {
       std::vector<std::jthread> helpers;
-      for (std::size_t w = 1; w < workers; ++w) helpers.emplace_back(work, w);
+      std::size_t started = 1;
+      try {
+        for (; started < workers; ++started) helpers.emplace_back(work, started);
+      } catch (const std::system_error&) {
+        // No more threads (a process limit): this thread takes the shares left over.
+      }
+      for (std::size_t w = started; w < workers; ++w) work(w);
       work(0);
     }
     for (const std::exception_ptr& error : errors) {
@@ -226,8 +233,7 @@ class VerifiedWrite {
     const ConvertItem& item = plan_.items[index];
     const std::uint64_t el = element_size(item.dtype);
     const auto n = static_cast<std::size_t>(std::min(chunk_bytes, item.bytes - off));
-    if (scratch.size() < n) scratch.resize(n);
-    const std::span<std::byte> chunk = std::span(scratch).first(n);
+    const std::span<std::byte> chunk = first_bytes(scratch, n);
     back_->read(layout_.header.size() + layout_.begin[index] + off, chunk);
     if (item.contiguous) {
       return std::memcmp(chunk.data(), storage.data() + item.offset * el + off, n) == 0;
