@@ -33,7 +33,12 @@ def _flatten(tensor_dict):
         raise ValueError(f"Expected a dict of [str, np.ndarray] but received {type(tensor_dict)}")
     flattened = {}
     for name, array in tensor_dict.items():
-        array = _little_endian_contiguous(np.asarray(array))
+        array = np.asarray(array)
+        if array.dtype.hasobject:
+            # Its bytes are pointers to Python objects, not values a file can hold.
+            raise ValueError(f"Array `{name}` has dtype {array.dtype}, which holds Python "
+                             "objects: only arrays of numbers can be saved")
+        array = _little_endian_contiguous(array)
         # A byte view: the buffer protocol cannot describe every dtype (ml_dtypes' bfloat16).
         data = array.reshape(-1).view(np.uint8) if array.size else b""
         flattened[name] = {"dtype": array.dtype.name, "shape": array.shape, "data": data}

@@ -162,7 +162,9 @@ def _tobytes(tensor: torch.Tensor, name: str):
         tensor = tensor.to("cpu")
     if tensor.nelement() == 0:
         return b""
-    return tensor.detach().reshape(-1).view(torch.uint8).numpy()
+    # Conjugate and negative views keep their sign in a bit: what is saved is their value.
+    tensor = tensor.detach().resolve_conj().resolve_neg()
+    return tensor.reshape(-1).view(torch.uint8).numpy()
 
 
 def _flatten(tensors: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, Any]]:

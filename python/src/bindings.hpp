@@ -38,6 +38,35 @@ void reject_null_byte(const std::string& text, const std::string& what,
 /// `reject_null_byte` over every tensor name and metadata entry of an opened file.
 void reject_null_bytes(const File& file, const std::string& prefix);
 
+/// The bytes of a Python object with the buffer protocol, pinned until destruction.
+/// `readable` takes any layout: a C-contiguous buffer is used in place, any other (a reversed
+/// or strided numpy view, a memoryview slice) is copied in C order, so that strides never
+/// reach the library. `writable` takes only writable C-contiguous buffers: writing through
+/// a strided view as if it were one run of bytes would land outside it. Refusals are
+/// TypeError or ValueError naming `what`.
+class PinnedBuffer {
+ public:
+  static PinnedBuffer readable(py::handle object, const std::string& what);
+  static PinnedBuffer writable(py::handle object, const std::string& what);
+
+  std::span<const std::byte> bytes() const noexcept { return bytes_; }
+  /// Only for buffers pinned by `writable`.
+  std::span<std::byte> writable_bytes() const noexcept {
+    return {const_cast<std::byte*>(bytes_.data()), bytes_.size()};
+  }
+
+ private:
+  struct Release {
+    void operator()(Py_buffer* view) const;
+  };
+
+  static PinnedBuffer pin(py::handle object, const std::string& what);
+
+  std::unique_ptr<Py_buffer, Release> view_;
+  std::vector<std::byte> copy_;
+  std::span<const std::byte> bytes_;
+};
+
 /// Bytes exposed through the buffer protocol: either a window into a file mapping, kept alive
 /// by `owner`, or memory this object owns. numpy keeps the object as the array's base and
 /// torch.frombuffer holds a reference until the tensor dies, so the mapping lives exactly as

@@ -109,13 +109,12 @@ class PyCheckpoint {
     return plan_load(checkpoint_, options);
   }
 
-  void load_into(const LoadPlan& plan, const py::buffer& buffer, unsigned threads) const {
-    const py::buffer_info info = buffer.request(true);
-    const std::span<std::byte> bytes(static_cast<std::byte*>(info.ptr),
-                                     static_cast<std::size_t>(info.size * info.itemsize));
+  void load_into(const LoadPlan& plan, py::handle buffer, unsigned threads) const {
+    const PinnedBuffer pinned = PinnedBuffer::writable(buffer, "load_into: the buffer");
+    const std::span<std::byte> bytes = pinned.writable_bytes();
     LoadOptions options;
     options.threads = threads;
-    // `info` pins the buffer and the plan is only read, so the workers need no GIL.
+    // `pinned` keeps the buffer and the plan is only read, so the workers need no GIL.
     py::gil_scoped_release release;
     prefer_huge_pages(bytes.first(std::min<std::size_t>(bytes.size(), plan.buffer_size)));
     safetensors::load_into(checkpoint_, plan, bytes, options);

@@ -1,7 +1,9 @@
 // Module setup of `libsafetensors._core`: the exception type, the translation of library errors
 // and the buffer type shared by the reading and writing halves.
 #include <cstdint>
+#include <cstring>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -55,6 +57,55 @@ void reject_null_bytes(const File& file, const std::string& prefix) {
       reject_null_byte(value, "value of metadata key " + key, where);
     }
   }
+}
+
+void PinnedBuffer::Release::operator()(Py_buffer* view) const {
+  PyBuffer_Release(view);
+  delete view;
+}
+
+PinnedBuffer PinnedBuffer::pin(py::handle object, const std::string& what) {
+  PinnedBuffer out;
+  auto view = std::make_unique<Py_buffer>();
+  // Strides and format asked for, so that every exporter can describe its layout.
+  if (PyObject_GetBuffer(object.ptr(), view.get(), PyBUF_RECORDS_RO) != 0) {
+    if (!PyErr_ExceptionMatches(PyExc_TypeError)) throw py::error_already_set();
+    PyErr_Clear();
+    raise(PyExc_TypeError, what + " must be a bytes-like object (the buffer protocol), not " +
+                               std::string(Py_TYPE(object.ptr())->tp_name));
+  }
+  out.view_.reset(view.release());
+  const Py_buffer& pinned = *out.view_;
+  // numpy object arrays export their PyObject pointers, which are not tensor data.
+  if (pinned.format != nullptr && std::strchr(pinned.format, 'O') != nullptr) {
+    raise(PyExc_TypeError, what + " holds Python objects (buffer format \"" +
+                               std::string(pinned.format) + "\"), not numbers");
+  }
+  out.bytes_ = {static_cast<const std::byte*>(pinned.buf), static_cast<std::size_t>(pinned.len)};
+  return out;
+}
+
+PinnedBuffer PinnedBuffer::readable(py::handle object, const std::string& what) {
+  PinnedBuffer out = pin(object, what);
+  if (!PyBuffer_IsContiguous(out.view_.get(), 'C')) {
+    out.copy_.resize(out.bytes_.size());
+    if (PyBuffer_ToContiguous(out.copy_.data(), out.view_.get(), out.view_->len, 'C') != 0) {
+      throw py::error_already_set();
+    }
+    out.bytes_ = out.copy_;
+  }
+  return out;
+}
+
+PinnedBuffer PinnedBuffer::writable(py::handle object, const std::string& what) {
+  PinnedBuffer out = pin(object, what);
+  if (out.view_->readonly) raise(PyExc_TypeError, what + " must be writable; it is read-only");
+  if (!PyBuffer_IsContiguous(out.view_.get(), 'C')) {
+    raise(PyExc_ValueError, what +
+                                " must be C-contiguous (one run of bytes); it is a strided "
+                                "or reversed view: pass the array it is a view of, or a copy");
+  }
+  return out;
 }
 
 Bytes Bytes::view(std::shared_ptr<const void> owner, std::span<const std::byte> bytes,

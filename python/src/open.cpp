@@ -71,14 +71,14 @@ class PyFile {
     return PyFile(std::move(*file));
   }
 
-  static PyFile from_bytes(py::buffer buffer, const std::string& name, const std::string& prefix) {
-    const py::buffer_info info = buffer.request();
-    const auto* begin = static_cast<const std::byte*>(info.ptr);
+  static PyFile from_bytes(py::handle data, const std::string& name, const std::string& prefix) {
+    const PinnedBuffer buffer = PinnedBuffer::readable(data, "the data to deserialize");
+    const std::span<const std::byte> bytes = buffer.bytes();
     std::optional<File> file;
     try {
-      // `info` pins the buffer, so the copy needs no GIL.
+      // `buffer` stays pinned, so the copy needs no GIL.
       py::gil_scoped_release release;
-      std::vector<std::byte> copy(begin, begin + info.size * info.itemsize);
+      std::vector<std::byte> copy(bytes.begin(), bytes.end());
       file = File::from_source(std::make_shared<OwnedSource>(std::move(copy), name));
     } catch (const Error& e) {
       raise_error(e, prefix);

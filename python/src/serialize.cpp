@@ -47,18 +47,10 @@ std::optional<Dtype> parse_dtype(std::string_view name) {
   return dtype_from_name(name);
 }
 
-struct BufferRelease {
-  void operator()(Py_buffer* view) const {
-    PyBuffer_Release(view);
-    delete view;
-  }
-};
-using BufferView = std::unique_ptr<Py_buffer, BufferRelease>;
-
 // Everything `write_*` needs, with the Python buffers pinned until the write is done.
 struct Prepared {
   std::vector<TensorData> tensors;
-  std::vector<BufferView> pinned;
+  std::vector<PinnedBuffer> pinned;
   WriteOptions options;
 };
 
@@ -81,50 +73,84 @@ py::object require(py::handle desc, const char* key) {
   return value;
 }
 
-std::span<const std::byte> pin_bytes(py::handle data, std::vector<BufferView>& pinned) {
-  auto* view = new Py_buffer();
-  if (PyObject_GetBuffer(data.ptr(), view, PyBUF_SIMPLE) != 0) {
-    delete view;
-    throw py::error_already_set();
+// A Python integer as a tensor's dimension, address or length: anything else is refused with
+// TypeError, a value that is negative or does not fit in 64 bits with ValueError.
+std::uint64_t unsigned_field(py::handle value, const std::string& what) {
+  const auto index = py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
+  if (!index) {
+    PyErr_Clear();
+    raise(PyExc_TypeError, what + " must be an integer, not " + Py_TYPE(value.ptr())->tp_name);
   }
-  pinned.emplace_back(view);
-  return {static_cast<const std::byte*>(view->buf), static_cast<std::size_t>(view->len)};
+  const unsigned long long out = PyLong_AsUnsignedLongLong(index.ptr());
+  if (PyErr_Occurred() != nullptr) {
+    PyErr_Clear();
+    raise(PyExc_ValueError, what + " " + py::repr(index).cast<std::string>() +
+                                " is negative or does not fit in 64 bits");
+  }
+  return out;
+}
+
+// Python text as UTF-8, which the header is written in; a str holding lone surrogates (as
+// os.fsdecode makes of bytes that are not UTF-8) has no such form.
+std::string utf8_text(py::handle text, const std::string& what) {
+  if (!py::isinstance<py::str>(text)) {
+    raise(PyExc_TypeError, what + " must be a str, not " + Py_TYPE(text.ptr())->tp_name);
+  }
+  py::ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
+  if (data == nullptr) {
+    PyErr_Clear();
+    raise(PyExc_ValueError, what + " " + py::repr(text).cast<std::string>() +
+                                " is not valid Unicode (it holds lone surrogates)");
+  }
+  return {data, static_cast<std::size_t>(size)};
+}
+
+// The bytes behind a raw `data_ptr`: the caller keeps them alive for the duration of the call;
+// all that can be checked is that a non-empty range does not start at address 0.
+std::span<const std::byte> raw_bytes(const std::string& name, py::handle desc) {
+  const std::string what = "tensor `" + name + "`: ";
+  const std::uint64_t address = unsigned_field(require(desc, "data_ptr"), what + "data_ptr");
+  const std::uint64_t length = unsigned_field(require(desc, "data_len"), what + "data_len");
+  if (address == 0 && length != 0) {
+    raise(PyExc_ValueError,
+          what + "data_ptr is 0 (a null pointer) for " + std::to_string(length) + " bytes");
+  }
+  if (address > UINTPTR_MAX - length) {
+    raise(PyExc_ValueError, what + "data_ptr + data_len overflows the address space");
+  }
+  return {reinterpret_cast<const std::byte*>(static_cast<std::uintptr_t>(address)),
+          static_cast<std::size_t>(length)};
 }
 
 TensorData prepare_tensor(const std::string& name, py::handle desc,
-                          std::vector<BufferView>& pinned) {
+                          std::vector<PinnedBuffer>& pinned) {
+  const std::string what = "tensor `" + name + "`: ";
   std::vector<std::uint64_t> shape;
   for (const py::handle d : require(desc, "shape")) {
-    const auto value = d.cast<std::int64_t>();
-    if (value < 0) {
-      raise(PyExc_ValueError,
-            "tensor `" + name + "`: negative dimension " + std::to_string(value) + " in shape");
-    }
-    shape.push_back(static_cast<std::uint64_t>(value));
+    shape.push_back(unsigned_field(d, what + "dimension " + std::to_string(shape.size())));
   }
 
   std::span<const std::byte> bytes;
-  py::object data = field(desc, "data");
-  if (!data.is_none()) {
-    bytes = pin_bytes(data, pinned);
-  } else if (py::object ptr = field(desc, "data_ptr"); !ptr.is_none()) {
+  if (py::object data = field(desc, "data"); !data.is_none()) {
+    pinned.push_back(PinnedBuffer::readable(data, what + "data"));
+    bytes = pinned.back().bytes();
+  } else if (!field(desc, "data_ptr").is_none()) {
     // As in the reference since 0.8, a raw address comes in a TensorSpec, whose constructor
     // checks it; dicts keep the older {dtype, shape, data} form.
     if (py::isinstance<py::dict>(desc)) {
-      raise(PyExc_TypeError, "tensor `" + name +
-                                 "`: a raw `data_ptr` is given with TensorSpec(dtype=..., "
+      raise(PyExc_TypeError, what +
+                                 "a raw `data_ptr` is given with TensorSpec(dtype=..., "
                                  "shape=..., data_ptr=..., data_len=...), not in a dict");
     }
-    // The caller keeps the memory alive for the duration of the call.
-    bytes = {reinterpret_cast<const std::byte*>(ptr.cast<std::uintptr_t>()),
-             require(desc, "data_len").cast<std::size_t>()};
+    bytes = raw_bytes(name, desc);
   } else {
     raise(safetensor_error(), "Missing `data` in " + py::repr(desc).cast<std::string>());
   }
 
-  const auto dtype_text = require(desc, "dtype").cast<std::string>();
+  const std::string dtype_text = utf8_text(require(desc, "dtype"), what + "dtype");
   const std::optional<Dtype> dtype = parse_dtype(dtype_text);
-  if (!dtype) raise(safetensor_error(), "dtype " + dtype_text + " is not covered");
+  if (!dtype) raise(safetensor_error(), what + "dtype " + dtype_text + " is not covered");
   return TensorData::from_bytes(name, *dtype, std::move(shape), bytes);
 }
 
@@ -135,11 +161,7 @@ Prepared prepare(py::handle tensor_dict, py::handle metadata) {
   }
   Prepared out;
   for (const auto& [key, desc] : py::reinterpret_borrow<py::dict>(tensor_dict)) {
-    if (!py::isinstance<py::str>(key)) {
-      raise(PyExc_TypeError,
-            "tensor names must be str, not " + py::str(key.get_type()).cast<std::string>());
-    }
-    const auto name = key.cast<std::string>();
+    const std::string name = utf8_text(key, "tensor name");
     reject_null_byte(name, "tensor name", "Error while serializing: ");
     out.tensors.push_back(prepare_tensor(name, desc, out.pinned));
   }
@@ -155,8 +177,8 @@ Prepared prepare(py::handle tensor_dict, py::handle metadata) {
                                    py::repr(key).cast<std::string>() + ": " +
                                    py::repr(value).cast<std::string>());
       }
-      auto text_key = key.cast<std::string>();
-      auto text_value = value.cast<std::string>();
+      std::string text_key = utf8_text(key, "metadata key");
+      std::string text_value = utf8_text(value, "value of metadata key " + text_key);
       reject_null_byte(text_key, "metadata key", "Error while serializing: ");
       reject_null_byte(text_value, "value of metadata key " + text_key,
                        "Error while serializing: ");
@@ -200,10 +222,9 @@ void serialize_file(py::handle tensor_dict, py::handle filename, py::handle meta
   }
 }
 
-py::list deserialize(py::buffer data) {
-  const py::buffer_info info = data.request();
-  const std::span<const std::byte> bytes(static_cast<const std::byte*>(info.ptr),
-                                         static_cast<std::size_t>(info.size * info.itemsize));
+py::list deserialize(py::handle data) {
+  const PinnedBuffer buffer = PinnedBuffer::readable(data, "the data to deserialize");
+  const std::span<const std::byte> bytes = buffer.bytes();
   std::optional<File> file;
   try {
     py::gil_scoped_release release;
