@@ -107,7 +107,9 @@ def _safe_open_handle(handle, framework, device="cpu"):
         handle.seek(0)
         data = handle.read()
     name = getattr(handle, "name", "<handle>")
-    file = _core.File.from_bytes(data, str(name))
+    # Shown in errors as the OS has it: a str name may be os.fsdecode's of bytes.
+    name = os.fsencode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
+    file = _core.File.from_bytes(data, name)
     return safe_open._from_file(file, framework, device)
 
 
@@ -115,9 +117,9 @@ class Checkpoint(_core.Checkpoint):
     """Many safetensors files seen as one name space of tensors.
 
     Args:
-        path (`str` or `os.PathLike`): a directory (holding `model.safetensors.index.json`, or
-            exactly one `*.safetensors`), an index file in transformers' format, or a single
-            safetensors file.
+        path (`str`, `bytes` or `os.PathLike`): a directory (holding
+            `model.safetensors.index.json`, or exactly one `*.safetensors`), an index file in
+            transformers' format, or a single safetensors file.
         backend (`str`, defaults to `"mmap"`): as for `safe_open`.
 
     Opening checks every shard and that index and shards agree (every mapped tensor exists in
@@ -127,7 +129,7 @@ class Checkpoint(_core.Checkpoint):
 
     def __init__(self, path, backend="mmap"):
         backend = _backend(backend, True)
-        super().__init__(os.fsdecode(path), backend)
+        super().__init__(path, backend)
         self._backend = backend
         self._shards = {}
 

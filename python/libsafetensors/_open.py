@@ -1,7 +1,6 @@
 """`safe_open`: lazy access to the tensors of a file, as the reference's safe_open."""
 
 import operator
-import os
 
 from libsafetensors import _core
 from libsafetensors._convert import Converter
@@ -40,7 +39,7 @@ class safe_open:  # noqa: N801 - the reference's name
     """Opens a safetensors file lazily and returns tensors as asked.
 
     Args:
-        filename (`str` or `os.PathLike`): the file to open.
+        filename (`str`, `bytes` or `os.PathLike`): the file to open, any name `os.open` takes.
         framework (`str`): `pt` (also `torch`, `pytorch`) or `np` (`numpy`); `tf`, `flax`,
             `mlx` and `paddle` convert from numpy when those packages are installed.
         device (`str`, `int`, `torch.device` or `dict`, defaults to `"cpu"`): where tensors go
@@ -69,7 +68,7 @@ class safe_open:  # noqa: N801 - the reference's name
         self._convert = Converter(self._framework, device)
         if prefetch:
             _check_prefetch_device(self._convert, device)
-        self._file = _core.File.open(os.fsdecode(filename), backend)
+        self._file = _core.File.open(filename, backend)
         if prefetch:
             self._loader = _DeviceLoader(self._file, self._convert)
 

@@ -38,6 +38,15 @@ void reject_null_byte(const std::string& text, const std::string& what,
 /// `reject_null_byte` over every tensor name and metadata entry of an opened file.
 void reject_null_bytes(const File& file, const std::string& prefix);
 
+/// A file system path as the OS takes it, from anything `os.open` accepts (str, including
+/// names os.fsdecode made of bytes that are not UTF-8; bytes; os.PathLike). Raises TypeError
+/// for other objects and ValueError for a NUL, which would cut the name short.
+std::string fs_path(py::handle path);
+
+/// A path from the library as Python gives file names: os.fsdecode's str, which os.open and
+/// os.fsencode turn back into the same bytes.
+py::str fs_name(const std::string& path);
+
 /// The bytes of a Python object with the buffer protocol, pinned until destruction.
 /// `readable` takes any layout: a C-contiguous buffer is used in place, any other (a reversed
 /// or strided numpy view, a memoryview slice) is copied in C order, so that strides never

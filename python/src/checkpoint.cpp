@@ -50,7 +50,8 @@ void prefer_huge_pages(std::span<std::byte> bytes) {
 
 class PyCheckpoint {
  public:
-  PyCheckpoint(const std::string& path, const std::string& backend) {
+  PyCheckpoint(py::handle path_like, const std::string& backend) {
+    const std::string path = fs_path(path_like);
     if (backend != "mmap" && backend != "pread") {
       raise(safetensor_error(), "backend " + backend + " is invalid: expected mmap or pread");
     }
@@ -72,7 +73,7 @@ class PyCheckpoint {
 
   py::list files() const {
     py::list out;
-    for (const File& file : checkpoint_.files()) out.append(file.name());
+    for (const File& file : checkpoint_.files()) out.append(fs_name(file.name()));
     return out;
   }
 
@@ -86,7 +87,7 @@ class PyCheckpoint {
 
   py::object index_path() const {
     if (checkpoint_.index_path().empty()) return py::none();
-    return py::str(checkpoint_.index_path().native());
+    return fs_name(checkpoint_.index_path().native());
   }
 
   std::uint64_t total_size() const { return checkpoint_.total_bytes(); }
@@ -96,7 +97,7 @@ class PyCheckpoint {
   /// (shard path, dtype name, shape) of a tensor.
   py::tuple info(const std::string& name) const {
     const CheckpointTensor& t = find(name);
-    return py::make_tuple(t.file->name(), std::string(dtype_name(t.info->dtype)),
+    return py::make_tuple(fs_name(t.file->name()), std::string(dtype_name(t.info->dtype)),
                           shape_list(t.info->shape));
   }
 
@@ -148,8 +149,7 @@ void register_checkpoint(py::module_& module) {
                              "(name, dtype, shape, offset, nbytes) per tensor, in name order.");
 
   py::class_<PyCheckpoint>(module, "Checkpoint")
-      .def(py::init<const std::string&, const std::string&>(), py::arg("path"),
-           py::arg("backend") = "mmap",
+      .def(py::init<py::handle, const std::string&>(), py::arg("path"), py::arg("backend") = "mmap",
            "Opens a directory, an index or a single file and checks that index and shards "
            "agree; the GIL is released meanwhile.")
       .def("keys", &PyCheckpoint::keys, "Tensor names, sorted.")

@@ -26,8 +26,21 @@ py::handle safetensor_error() {
   return error_type;
 }
 
+namespace {
+
+// Messages quote file names, which need not be UTF-8: their other bytes are shown escaped
+// (\xff) rather than making the error itself fail.
+py::str message_text(const std::string& message) {
+  PyObject* text = PyUnicode_DecodeUTF8(message.data(), static_cast<py::ssize_t>(message.size()),
+                                        "backslashreplace");
+  if (text == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(text);
+}
+
+}  // namespace
+
 void raise(py::handle type, const std::string& message) {
-  PyErr_SetString(type.ptr(), message.c_str());
+  PyErr_SetObject(type.ptr(), message_text(message).ptr());
   throw py::error_already_set();
 }
 
@@ -57,6 +70,21 @@ void reject_null_bytes(const File& file, const std::string& prefix) {
       reject_null_byte(value, "value of metadata key " + key, where);
     }
   }
+}
+
+std::string fs_path(py::handle path) {
+  PyObject* raw = nullptr;
+  // The converter os.open uses: str is encoded with surrogateescape, bytes taken as they are.
+  if (PyUnicode_FSConverter(path.ptr(), &raw) == 0) throw py::error_already_set();
+  const auto encoded = py::reinterpret_steal<py::bytes>(raw);
+  return std::string(encoded);
+}
+
+py::str fs_name(const std::string& path) {
+  PyObject* name =
+      PyUnicode_DecodeFSDefaultAndSize(path.data(), static_cast<py::ssize_t>(path.size()));
+  if (name == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(name);
 }
 
 void PinnedBuffer::Release::operator()(Py_buffer* view) const {
@@ -150,7 +178,8 @@ PYBIND11_MODULE(_core, module) {
     try {
       if (error) std::rethrow_exception(error);
     } catch (const safetensors::Error& e) {
-      PyErr_SetString(st::error_type, e.what());
+      st::py::str text = st::message_text(e.what());
+      PyErr_SetObject(st::error_type, text.ptr());
     }
   });
 

@@ -53,7 +53,8 @@ class OwnedSource final : public Source {
 
 class PyFile {
  public:
-  static PyFile open(const std::string& path, const std::string& backend) {
+  static PyFile open(py::handle path_like, const std::string& backend) {
+    const std::string path = fs_path(path_like);
     if (backend != "mmap" && backend != "pread") {
       raise(safetensor_error(), "backend " + backend + " is invalid: expected mmap or pread");
     }
@@ -87,7 +88,7 @@ class PyFile {
     return PyFile(std::move(*file));
   }
 
-  const std::string& name() const { return file().name(); }
+  py::str name() const { return fs_name(file().name()); }
   bool zero_copy() const { return file().zero_copy(); }
 
   py::list keys() const {

@@ -213,7 +213,7 @@ py::bytes serialize(py::handle tensor_dict, py::handle metadata) {
 
 void serialize_file(py::handle tensor_dict, py::handle filename, py::handle metadata) {
   const Prepared prepared = prepare(tensor_dict, metadata);
-  const auto path = py::module_::import("os").attr("fsdecode")(filename).cast<std::string>();
+  const std::string path = fs_path(filename);
   try {
     py::gil_scoped_release release;
     write_file(path, prepared.tensors, prepared.options);
