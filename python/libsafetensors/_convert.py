@@ -5,6 +5,8 @@ safetensors dtype name and the shape. numpy arrays keep the buffer as their base
 torch.frombuffer holds a reference to it, so the mapping lives as long as any result does.
 """
 
+import contextlib
+
 from libsafetensors._core import SafetensorError
 
 # Bits per element of every safetensors dtype.
@@ -67,6 +69,20 @@ def torch_dtype(torch, name):
                else "torch has no type with this layout")
         raise SafetensorError(f"dtype {name} cannot be loaded as a torch tensor: {why}")
     return dtype
+
+
+@contextlib.contextmanager
+def representable(framework, name, shape):
+    """Turns numpy's and torch's refusals of a shape the format allows (a dimension beyond
+    int64, a rank above numpy's limit, a size whose product overflows) into SafetensorError
+    naming the tensor."""
+    try:
+        yield
+    except (ValueError, TypeError, OverflowError, RuntimeError) as error:
+        kind = "a torch tensor" if framework == "pt" else "a numpy array"
+        shown = list(shape) if len(shape) <= 8 else f"[{', '.join(map(str, shape[:8]))}, ...]"
+        raise SafetensorError(f"tensor {name} of shape {shown} (rank {len(shape)}) cannot be "
+                              f"loaded as {kind}: {error}") from None
 
 
 def to_numpy(data, dtype, shape):
@@ -139,11 +155,15 @@ class Converter:
         return device.get("")
 
     def tensor(self, data, dtype, shape, name):
+        with representable(self.framework, name, shape):
+            if self.framework == "pt":
+                tensor = to_torch(self.torch, data, dtype, shape)
+            else:
+                tensor = to_numpy(data, dtype, shape)
         if self.framework == "pt":
-            tensor = to_torch(self.torch, data, dtype, shape)
             device = self._device_for(name)
             return tensor if device is None else tensor.to(device)
-        return self.finish(to_numpy(data, dtype, shape))
+        return self.finish(tensor)
 
     def concat(self, pieces, dim):
         if self.framework == "pt":

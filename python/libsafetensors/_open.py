@@ -225,7 +225,12 @@ class _SafeSlice:
 
     def __getitem__(self, key):
         args = slice_arguments(key, self._shape)
-        data, shape = self._file.slice(self._name, args)
+        if 0 in self._shape:
+            # Nothing to read. Only such tensors may have dimensions beyond int64, which the
+            # library's slice arguments cannot carry.
+            data, shape = memoryview(b""), _sliced_shape(args, self._shape)
+        else:
+            data, shape = self._file.slice(self._name, args)
         return self._convert.tensor(data, self._dtype, shape, self._name)
 
 
@@ -235,6 +240,8 @@ def slice_arguments(key, shape):
     Semantics are the reference's on every backend and framework: negative positions count
     from the end, a stop beyond the dimension or an index outside it is an error, steps must be
     positive, `...` stands for the dimensions not named, and an empty list selects nothing.
+    Booleans are refused: numpy reads them as masks, the reference as the integers 0 and 1.
+    Ranges come back with start and step at most the dimension's size, which selects the same.
     """
     if isinstance(key, list):
         if key:
@@ -277,7 +284,7 @@ def _parse_item(dim, item, shape):
     """(text for messages, (index,) or (start, stop, step)) for one dimension."""
     size = shape[dim] if dim < len(shape) else 0
     if isinstance(item, slice):
-        start, stop, step = (None if v is None else _integer(v) for v in
+        start, stop, step = (None if v is None else _integer(v, dim) for v in
                              (item.start, item.stop, item.step))
         text = f"{'' if start is None else start}:{'' if stop is None else stop}"
         if step is not None and step != 1:
@@ -287,10 +294,14 @@ def _parse_item(dim, item, shape):
         if step is not None and step < 0:
             raise SafetensorError(f"Negative slice steps are not supported (step {step} for "
                                   f"dimension {dim})")
-        start = 0 if start is None else max(start + size, 0) if start < 0 else start
+        start = 0 if start is None else max(start + size, 0) if start < 0 else min(start, size)
         stop = size if stop is None else max(stop + size, 0) if stop < 0 else stop
-        return text, (start, stop, 1 if step is None else step)
-    index = _integer(item)
+        step = 1 if step is None else min(step, max(size, 1))
+        return text, (start, stop, step)
+    if isinstance(item, bool) or type(item).__name__ in ("bool_", "bool"):
+        raise SafetensorError(f"Unsupported slice index {item!r} at position {dim}: booleans "
+                              "are not indexes (numpy reads them as masks); use 0 or 1")
+    index = _integer(item, dim)
     if index < 0:
         if index + size < 0:
             raise SafetensorError(f"Invalid index {index} for dimension {dim} of size {size}")
@@ -298,8 +309,20 @@ def _parse_item(dim, item, shape):
     return str(index), (index,)
 
 
-def _integer(value):
+def _sliced_shape(args, shape):
+    """The shape `slice_arguments`' `args` select from `shape`, without reading anything."""
+    out = []
+    for dim, size in enumerate(shape):
+        arg = args[dim] if dim < len(args) else (0, size, 1)
+        if len(arg) == 3:
+            start, stop, step = arg
+            out.append(max(0, -(-(stop - start) // step)))
+    return out
+
+
+def _integer(value, dim):
     try:
         return operator.index(value)
     except TypeError:
-        raise TypeError(f"Unsupported index {value!r}: use integers, slices, ... or []") from None
+        raise SafetensorError(f"Unsupported slice index {value!r} at position {dim}: expected "
+                              "slice, int, or ellipsis (or [] alone)") from None

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 from libsafetensors import _plan_load
-from libsafetensors._convert import numpy_dtype
+from libsafetensors._convert import numpy_dtype, representable
 from libsafetensors._core import (  # noqa: F401 - deserialize is part of this module's API
     SafetensorError, deserialize, serialize, serialize_file)
 from libsafetensors._open import safe_open
@@ -109,10 +109,12 @@ def load_checkpoint(
     checkpoint, plan = _plan_load(path, target, names, threads)
     if plan is None:
         return {}
-    # Dtypes first, so that an array numpy cannot represent fails before any reading.
-    layout = [(name, numpy_dtype(stored), shape, offset, nbytes)
-              for name, stored, shape, offset, nbytes in plan.tensors]
+    # The arrays are made first, so that one numpy cannot represent fails before any reading.
     buffer = np.empty(plan.buffer_size, dtype=np.uint8)
+    arrays = {}
+    for name, stored, shape, offset, nbytes in plan.tensors:
+        np_dtype = numpy_dtype(stored)
+        with representable("np", name, shape):
+            arrays[name] = buffer[offset:offset + nbytes].view(np_dtype).reshape(shape)
     checkpoint.load_into(plan, buffer, threads or 0)
-    return {name: buffer[offset:offset + nbytes].view(np_dtype).reshape(shape)
-            for name, np_dtype, shape, offset, nbytes in layout}
+    return arrays

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 import torch
 
 from libsafetensors import _core, _plan_load
-from libsafetensors._convert import Converter, torch_dtype
+from libsafetensors._convert import Converter, representable, torch_dtype
 from libsafetensors._core import serialize, serialize_file
 from libsafetensors._open import safe_open
 
@@ -268,18 +268,20 @@ def load_checkpoint(
     checkpoint, plan = _plan_load(path, _CAST_TARGETS.get(dtype), names, threads)
     if plan is None:
         return {}
-    # Dtypes first, so that a tensor this torch cannot represent fails before any reading.
-    layout = [(name, torch_dtype(torch, stored), shape, offset, nbytes)
-              for name, stored, shape, offset, nbytes in plan.tensors]
+    # The tensors are made first, so that one torch cannot represent fails before any reading.
     buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
-    checkpoint.load_into(plan, buffer.numpy(), threads or 0)
     tensors = {}
-    for name, t_dtype, shape, offset, nbytes in layout:
+    for name, stored, shape, offset, nbytes in plan.tensors:
+        t_dtype = torch_dtype(torch, stored)
         if _FLOAT4 is not None and t_dtype == _FLOAT4 and shape:
             shape[-1] //= 2  # two F4 values per float4_e2m1fn_x2 element
-        tensor = buffer[offset:offset + nbytes].view(t_dtype).reshape(shape)
+        with representable("pt", name, shape):
+            tensors[name] = buffer[offset:offset + nbytes].view(t_dtype).reshape(shape)
+    checkpoint.load_into(plan, buffer.numpy(), threads or 0)
+    for name, tensor in tensors.items():
         device_for = convert._device_for(name)
-        tensors[name] = tensor if device_for is None else tensor.to(device_for)
+        if device_for is not None:
+            tensors[name] = tensor.to(device_for)
     return tensors
 
 
