@@ -20,7 +20,8 @@ __all__ = [
     "save", "save_file", "load", "load_file", "save_model", "load_model", "load_checkpoint",
 ]  # fmt: skip
 
-# Bytes per element of every torch dtype we can store; dtypes this torch lacks are skipped.
+# Bytes per element of every torch dtype the format stores, as the reference exports it (this
+# module uses element_size(), which knows every dtype); dtypes this torch lacks are skipped.
 _SIZE = {
     getattr(torch, name): size
     for name, size in [
@@ -54,15 +55,15 @@ def storage_size(tensor: torch.Tensor) -> int:
         return tensor.untyped_storage().nbytes()
     except AttributeError:
         try:
-            return tensor.storage().size() * _SIZE[tensor.dtype]
+            return tensor.storage().size() * tensor.element_size()
         except NotImplementedError:
-            return tensor.nelement() * _SIZE[tensor.dtype]
+            return tensor.nelement() * tensor.element_size()
 
 
 def _end_ptr(tensor: torch.Tensor) -> int:
     """One past the address of the last element of `tensor` (its start when empty)."""
     if tensor.nelement():
-        return tensor.view(-1)[-1].data_ptr() + _SIZE[tensor.dtype]
+        return tensor.view(-1)[-1].data_ptr() + tensor.element_size()
     return tensor.data_ptr()
 
 
@@ -101,7 +102,7 @@ def _find_shared_tensors(state_dict: Dict[str, torch.Tensor]) -> List[Set[str]]:
 def _is_complete(tensor: torch.Tensor) -> bool:
     """True when `tensor` covers its whole storage, so saving it saves nothing extra."""
     return tensor.data_ptr() == storage_ptr(tensor) and (
-        tensor.nelement() * _SIZE[tensor.dtype] == storage_size(tensor))
+        tensor.nelement() * tensor.element_size() == storage_size(tensor))
 
 
 def _remove_duplicate_names(
@@ -177,6 +178,12 @@ def _flatten(tensors: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, Any]]:
                 f"Key `{name}` is invalid, expected torch.Tensor but received {type(tensor)}")
         if tensor.layout != torch.strided:
             sparse.append(name)
+        elif tensor.is_nested or tensor.is_quantized:
+            # Their memory is not the values: nested tensors pack ragged rows, quantized ones
+            # keep their scale elsewhere.
+            kind = "nested" if tensor.is_nested else "quantized"
+            raise ValueError(f"You are trying to save a {kind} tensor: `{name}` which this "
+                             "library does not support; save its dense values instead.")
     if sparse:
         raise ValueError(
             f"You are trying to save a sparse tensors: `{sparse}` which this library does not "

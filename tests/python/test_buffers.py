@@ -212,3 +212,24 @@ def test_names_and_metadata_that_are_not_unicode_are_refused():
         serialize({"w": desc}, metadata={"k\udcff": "v"})
     with pytest.raises(ValueError, match="value of metadata key k"):
         serialize({"w": desc}, metadata={"k": "v\udcff"})
+
+
+@pytest.mark.filterwarnings("ignore:.*prototype stage:UserWarning")
+def test_torch_tensors_whose_memory_is_not_their_values_are_refused_naming_them():
+    quantized = torch.quantize_per_tensor(torch.ones(4), 0.5, 0, torch.quint8)
+    nested = torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)])
+    for tensor in (quantized, nested):
+        with pytest.raises(ValueError, match="`odd`"):
+            st_pt.save({"fine": torch.zeros(2), "odd": tensor})
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental:UserWarning")
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.complex32])
+def test_torch_dtypes_the_format_lacks_are_refused_naming_the_tensor(dtype, tmp_path):
+    tensors = {"fine": torch.zeros(2), "odd": torch.zeros(2, dtype=dtype)}
+    with pytest.raises(SafetensorError, match="odd"):
+        st_pt.save(tensors)
+    model = torch.nn.Module()
+    model.register_buffer("odd", tensors["odd"])
+    with pytest.raises(SafetensorError, match="odd"):
+        st_pt.save_model(model, str(tmp_path / "m.safetensors"))
