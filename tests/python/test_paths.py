@@ -4,6 +4,7 @@
 import json
 import os
 import pathlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -148,3 +149,27 @@ def test_paths_with_nul_are_refused(directory):
         st_np.save_file(ARRAYS, os.path.join(directory, b"a\0b"))
     with pytest.raises(ValueError):
         Checkpoint("a\0b")
+
+
+def cli_path():
+    """The `safetensors` command of the build tree this package comes from (or
+    $SAFETENSORS_CLI)."""
+    built = os.path.join(os.path.dirname(libsafetensors.__file__), "..", "..", "tools",
+                         "safetensors")
+    return os.environ.get("SAFETENSORS_CLI", os.path.normpath(built))
+
+
+@pytest.mark.skipif(not os.access(cli_path(), os.X_OK),
+                    reason="no safetensors command next to this package (set SAFETENSORS_CLI)")
+def test_the_command_line_takes_such_names(directory):
+    raw = os.path.join(directory, RAW_NAME)
+    st_np.save_file(ARRAYS, raw)
+    cast = os.path.join(directory, b"\xfe cast.safetensors")
+    merged = os.path.join(directory, b"\xfd merged.safetensors")
+    for args in (["validate", raw], ["inspect", raw], ["get", raw, "x"],
+                 ["cast", raw, cast, "--dtype", "F16"], ["merge", "--output", merged, raw]):
+        run = subprocess.run([cli_path()] + args, capture_output=True)
+        assert run.returncode == 0, (args, run.stderr)
+    assert raw in subprocess.run([cli_path(), "validate", raw], capture_output=True).stdout
+    check_arrays(st_np.load_file(merged))
+    np.testing.assert_array_equal(st_np.load_file(cast)["x"], ARRAYS["x"])
