@@ -165,6 +165,11 @@ def test_load_into_refuses_read_only_and_too_small_buffers(checkpoint):
         checkpoint.load_into(plan, np.zeros(plan.buffer_size - 1, dtype=np.uint8))
     with pytest.raises(TypeError):
         checkpoint.load_into(plan, "not a buffer")
+    # Writing bytes over an object array's pointers would corrupt the interpreter.
+    objects = np.full(plan.buffer_size // 8 + 1, None, dtype=object)
+    with pytest.raises(TypeError, match="Python objects"):
+        checkpoint.load_into(plan, objects)
+    assert all(item is None for item in objects)
 
 
 def test_load_into_fills_any_contiguous_writable_buffer(checkpoint):
