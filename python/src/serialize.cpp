@@ -84,7 +84,7 @@ std::uint64_t unsigned_field(py::handle value, const std::string& what) {
   const unsigned long long out = PyLong_AsUnsignedLongLong(index.ptr());
   if (PyErr_Occurred() != nullptr) {
     PyErr_Clear();
-    raise(PyExc_ValueError, what + " " + py::repr(index).cast<std::string>() +
+    raise(PyExc_ValueError, what + " = " + py::repr(index).cast<std::string>() +
                                 " is negative or does not fit in 64 bits");
   }
   return out;
