@@ -155,15 +155,14 @@ class Converter:
         return device.get("")
 
     def tensor(self, data, dtype, shape, name):
-        with representable(self.framework, name, shape):
-            if self.framework == "pt":
-                tensor = to_torch(self.torch, data, dtype, shape)
-            else:
-                tensor = to_numpy(data, dtype, shape)
         if self.framework == "pt":
+            with representable("pt", name, shape):
+                tensor = to_torch(self.torch, data, dtype, shape)
             device = self._device_for(name)
             return tensor if device is None else tensor.to(device)
-        return self.finish(tensor)
+        with representable("np", name, shape):
+            array = to_numpy(data, dtype, shape)
+        return self.finish(array)
 
     def concat(self, pieces, dim):
         if self.framework == "pt":
