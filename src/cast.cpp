@@ -85,8 +85,8 @@ void through_f32(const std::byte* in, std::byte* out, std::size_t count) {
 // E5M2: exponent all ones with a mantissa) get the bits torch 2's scalar conversions give
 // (torch 1.13 has no float8): to F32, E5M2 goes through F16 bits scaled by a float multiply,
 // which keeps sign and payload and sets the quiet bit, and E4M3FN's integer decoding gives
-// sign | 0x7FF00000; F16 and BF16 are then made from that float, F16 as its quiet NaN with
-// the sign, BF16 as 0x7FC0 without it (c10's round_to_nearest_even).
+// sign | 0x7FF00000; F16 is then made from that float like any other, BF16 is 0x7FC0 without
+// the sign (c10's round_to_nearest_even).
 struct F8Tables {
   std::array<std::uint32_t, 256> f32{};
   std::array<std::uint16_t, 256> f16{};
@@ -103,7 +103,7 @@ F8Tables make_f8_tables(Dtype dtype) noexcept {
       tables.f32[code] = dtype == Dtype::F8_E5M2
                              ? sign | 0x7FC00000u | (static_cast<std::uint32_t>(code & 3u) << 21)
                              : sign | 0x7FF00000u;
-      tables.f16[code] = negative ? 0xFE00u : 0x7E00u;
+      tables.f16[code] = f32_to_f16(tables.f32[code]);
       tables.bf16[code] = 0x7FC0u;
       continue;
     }
