@@ -1,6 +1,7 @@
 """Behaviour of the reference's release 0.8 that our package follows: NUL characters refused in
 names and metadata, the OS error types when opening, and `safe_open.prefetch`."""
 
+import ctypes
 import json
 import os
 import struct
@@ -94,6 +95,16 @@ except Exception as error:
 """
 
 
+def drop_file_read_override():
+    """Runs in the child before exec: takes CAP_DAC_OVERRIDE (1) and CAP_DAC_READ_SEARCH (2)
+    out of the bounding set, so root's program after exec is refused mode-0 files like anyone
+    else, while it can still run an interpreter that only root may read (a pyenv in /root)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
 def test_unreadable_file_raises_permission_error(tmp_path):
     path = tmp_path / "locked.safetensors"
     save_file({"x": np.zeros(2, dtype=np.uint8)}, str(path))
@@ -101,9 +112,9 @@ def test_unreadable_file_raises_permission_error(tmp_path):
     tmp_path.chmod(0o755)
     command = [sys.executable, "-c", UNREADABLE, str(path)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    if os.geteuid() == 0:  # root reads anything: ask as nobody
-        run = subprocess.run(command, env=env, capture_output=True, text=True, user=65534,
-                             cwd="/")
+    if os.geteuid() == 0:  # root reads anything: ask without the capabilities that allow it
+        run = subprocess.run(command, env=env, capture_output=True, text=True, cwd="/",
+                             preexec_fn=drop_file_read_override)
     else:
         run = subprocess.run(command, env=env, capture_output=True, text=True)
     if "ModuleNotFoundError" in run.stderr or "ImportError" in run.stderr:
