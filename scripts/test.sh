@@ -72,6 +72,8 @@ test_asan() {
 
 fuzz_smoke() { bash fuzz/run_smoke.sh build-asan "$fuzz_seconds"; }
 
+pip_install() { bash scripts/check-pip-install.sh; }
+
 stage "install dependencies" bash scripts/install-deps.sh || true
 stage "clang-format check" check_format || true
 if stage "Release build (-Werror) in build/" build_release; then
@@ -79,6 +81,7 @@ if stage "Release build (-Werror) in build/" build_release; then
 else
   skip "Release tests (ctest)" "the build failed"
 fi
+stage "pip install . into a fresh venv (build/pip-venv)" pip_install || true
 if stage "ASan+UBSan build (clang) in build-asan/" build_asan; then
   stage "ASan+UBSan tests (ctest -LE $asan_exclude_labels)" test_asan || true
   if [[ -f fuzz/run_smoke.sh ]]; then
