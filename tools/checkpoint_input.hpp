@@ -37,17 +37,25 @@ class TensorUnion {
   void add(const Checkpoint& checkpoint);
 
   const std::vector<TensorData>& tensors() const noexcept { return tensors_; }
-  const std::optional<Metadata>& metadata() const noexcept { return metadata_; }
+  /// The union of the inputs' metadata; nullptr when no input has any. Borrowed from the
+  /// input when only one has metadata, so a huge map is never copied.
+  const Metadata* metadata() const;
   std::uint64_t bytes() const noexcept { return bytes_; }
   std::size_t files() const noexcept { return files_; }
 
  private:
   void add_metadata(const std::optional<Metadata>& metadata, const std::string& origin);
 
+  struct MetadataSource {
+    const Metadata* metadata;
+    std::string origin;
+  };
+
   std::vector<TensorData> tensors_;
-  std::optional<Metadata> metadata_;
+  std::vector<MetadataSource> metadata_sources_;
+  mutable std::optional<Metadata> merged_metadata_;  // built on demand from several sources
   std::deque<std::vector<std::byte>> copies_;
-  std::map<std::string, std::string, std::less<>> tensor_origin_, key_origin_;
+  std::map<std::string, std::string, std::less<>> tensor_origin_;
   std::uint64_t bytes_ = 0;
   std::size_t files_ = 0;
 };
