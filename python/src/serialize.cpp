@@ -167,8 +167,22 @@ Prepared prepare(py::handle tensor_dict, py::handle metadata) {
   return out;
 }
 
+// Thrown out of a write, through the library, when a signal handler raised (Ctrl-C gives
+// KeyboardInterrupt); the Python exception stays set until the GIL is back.
+struct PythonSignal {};
+
+// The writes run without the GIL, where Python cannot act on Ctrl-C; this takes it back
+// between chunks to run the signal handlers, and aborts the write if one raised.
+void stop_on_signal(WriteOptions& options) {
+  options.between_chunks = [] {
+    py::gil_scoped_acquire acquire;
+    if (PyErr_CheckSignals() != 0) throw PythonSignal{};
+  };
+}
+
 py::bytes serialize(py::handle tensor_dict, py::handle metadata) {
-  const Prepared prepared = prepare(tensor_dict, metadata);
+  Prepared prepared = prepare(tensor_dict, metadata);
+  stop_on_signal(prepared.options);
   try {
     const WritePlan plan = plan_write(prepared.tensors, prepared.options);
     // Written straight into the bytes object: one copy of the data, made without the GIL.
@@ -184,17 +198,23 @@ py::bytes serialize(py::handle tensor_dict, py::handle metadata) {
       });
     }
     return out;
+  } catch (const PythonSignal&) {
+    throw py::error_already_set();
   } catch (const Error& e) {
     raise_error(e, "Error while serializing: ");
   }
 }
 
 void serialize_file(py::handle tensor_dict, py::handle filename, py::handle metadata) {
-  const Prepared prepared = prepare(tensor_dict, metadata);
+  Prepared prepared = prepare(tensor_dict, metadata);
+  stop_on_signal(prepared.options);
   const auto path = py::module_::import("os").attr("fsdecode")(filename).cast<std::string>();
   try {
     py::gil_scoped_release release;
+    // An interrupted write_file deletes its temporary and leaves the target as it was.
     write_file(path, prepared.tensors, prepared.options);
+  } catch (const PythonSignal&) {
+    throw py::error_already_set();
   } catch (const Error& e) {
     raise_error(e, "Error while serializing: ");
   }

@@ -1,0 +1,187 @@
+"""Special files, files larger than memory, interrupted and killed saves (issue 9).
+
+Each hostile case runs in a child process with a timeout, so a hang fails the test instead
+of stopping the suite. The file larger than RAM is marked `sparse` (deselect with
+`-m "not sparse"` where the scratch file system cannot hold sparse files).
+"""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+
+def child(code, timeout=60, **popen):
+    """Runs `code` in a fresh interpreter with this package importable."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=os.environ.copy(), **popen)
+
+
+def write_header(path, header):
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((-(8 + len(text))) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+    return 8 + len(text)
+
+
+# ---------------------------------------------------------------- special files
+
+@pytest.mark.parametrize("backend", ["mmap", "pread"])
+@pytest.mark.parametrize("framework", ["np", "pt"])
+def test_fifo_is_refused_promptly(tmp_path, backend, framework):
+    if framework == "pt":
+        pytest.importorskip("torch")
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    # open(2) of a FIFO without a writer used to block forever, with Ctrl-C ignored.
+    result = child(f"""
+        from libsafetensors import safe_open, SafetensorError
+        try:
+            safe_open({str(fifo)!r}, {framework!r}, backend={backend!r})
+        except SafetensorError as e:
+            print("refused:", e)
+        """, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "refused:" in result.stdout
+    assert str(fifo) in result.stdout and "FIFO" in result.stdout
+    assert "not a regular file" in result.stdout
+
+
+def test_directory_and_device_are_refused(tmp_path):
+    from libsafetensors import SafetensorError, safe_open
+    for path, kind in [(str(tmp_path), "directory"), ("/dev/null", "character device")]:
+        with pytest.raises(SafetensorError, match=kind):
+            safe_open(path, "np")
+
+
+def test_fifo_checkpoint_index_is_refused(tmp_path):
+    index = tmp_path / "model.safetensors.index.json"
+    os.mkfifo(index)
+    result = child(f"""
+        from libsafetensors import Checkpoint, SafetensorError
+        try:
+            Checkpoint({str(index)!r})
+        except SafetensorError as e:
+            print("refused:", e)
+        """, timeout=30)
+    assert "refused:" in result.stdout and "FIFO" in result.stdout, result.stderr
+
+
+# ---------------------------------------------------------------- larger than memory
+
+def memory_plus_swap():
+    total = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, value = line.split(":")
+            if key in ("MemTotal", "SwapTotal"):
+                total += int(value.split()[0]) * 1024
+    return total
+
+
+@pytest.fixture
+def huge_sparse_file(tmp_path):
+    """A valid file of 1.2 x (RAM + swap): one U8 tensor of zeros, never allocated on disk."""
+    path = tmp_path / "huge.safetensors"
+    size = memory_plus_swap() // 5 * 6
+    start = write_header(path, {"huge": {"dtype": "U8", "shape": [size],
+                                         "data_offsets": [0, size]}})
+    os.truncate(path, start + size)
+    if os.stat(path).st_blocks * 512 > (1 << 20):
+        os.remove(path)
+        pytest.skip("the scratch file system does not keep files sparse")
+    yield str(path), size
+    os.remove(path)
+
+
+@pytest.mark.sparse
+@pytest.mark.parametrize("framework", ["np", "pt"])
+def test_file_larger_than_memory_opens_on_the_default_backend(huge_sparse_file, framework):
+    if framework == "pt":
+        pytest.importorskip("torch")
+    from libsafetensors import safe_open
+    path, size = huge_sparse_file
+    # "cannot map: Cannot allocate memory" before MAP_NORESERVE.
+    with safe_open(path, framework) as f:
+        tail = f.get_slice("huge")[size - 4096:]
+        assert tail.shape == (4096,) or tuple(tail.shape) == (4096,)
+        assert int(tail.sum()) == 0
+        whole = f.get_tensor("huge")  # a zero-copy view, writable as the reference's
+        whole[size - 1] = 7
+        assert int(whole[size - 1]) == 7
+    with open(path, "rb") as raw:
+        raw.seek(-1, os.SEEK_END)
+        assert raw.read() == b"\0"  # the write stayed in the process
+
+
+# ---------------------------------------------------------------- interrupted saves
+
+def temporaries(directory, target):
+    return [n for n in os.listdir(directory) if n.startswith(f".{target}.tmp-")]
+
+
+def test_ctrl_c_aborts_a_save_cleanly(tmp_path):
+    np = pytest.importorskip("numpy")
+    target = tmp_path / "model.safetensors"
+    from libsafetensors.numpy import save_file
+    save_file({"old": np.arange(4, dtype=np.uint8)}, str(target))
+    before = target.read_bytes()
+    # 8 GiB of zeros: calloc'd pages cost nothing until written, and the save takes seconds.
+    code = f"""
+        import numpy as np, sys
+        from libsafetensors.numpy import save_file
+        big = np.zeros(8 << 30, dtype=np.uint8)
+        print("saving", flush=True)
+        try:
+            save_file({{"big": big}}, {str(target)!r})
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(0)
+        print("finished", flush=True)
+        """
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "saving"
+    deadline = time.monotonic() + 30
+    while not temporaries(tmp_path, target.name) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("Ctrl-C did not stop the save")
+    assert out.strip() == "interrupted", err
+    assert temporaries(tmp_path, target.name) == []
+    assert target.read_bytes() == before
+
+
+def test_save_after_a_killed_save_removes_its_leftover(tmp_path):
+    np = pytest.importorskip("numpy")
+    target = tmp_path / "model.safetensors"
+    code = f"""
+        import numpy as np
+        from libsafetensors.numpy import save_file
+        save_file({{"big": np.zeros(8 << 30, dtype=np.uint8)}}, {str(target)!r})
+        """
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        left = temporaries(tmp_path, target.name)
+        if left and os.path.getsize(tmp_path / left[0]) > (1 << 20):
+            break
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(temporaries(tmp_path, target.name)) == 1
+    from libsafetensors.numpy import load_file, save_file
+    save_file({"small": np.ones(3, dtype=np.float32)}, str(target))
+    assert temporaries(tmp_path, target.name) == []
+    assert list(load_file(str(target))) == ["small"]
