@@ -132,7 +132,7 @@ class Reader {
         malformed_after(any_entry, previous, error);
       std::size_t offset = key_offset(field);
       std::string_view key = unescaped_key(field, {});
-      refuse_nul(key, {"tensor", key, ""}, "the name");
+      refuse_nul(key, {"tensor", key, ""}, false);
       if (key == "__metadata__") {
         read_metadata(field.value(), offset);
       } else {
@@ -169,11 +169,13 @@ class Reader {
   }
 
   // FORMAT.md: names and metadata are C strings to most of the code that uses them (file
-  // systems, framework APIs), where a NUL would silently cut them short.
-  void refuse_nul(std::string_view text, const Where& where, std::string_view what) const {
+  // systems, framework APIs), where a NUL would silently cut them short. `where` shows a
+  // name or key itself; a value is shown after it.
+  void refuse_nul(std::string_view text, const Where& where, bool is_value) const {
     if (text.find('\0') == std::string_view::npos) return;
     fail(ErrorCode::nul_character, origin_,
-         where.describe() + ": " + std::string(what) + " holds a NUL character (\\u0000)");
+         where.describe() + (is_value ? ": the value " + quote(text) : std::string()) +
+             " contains a null byte (U+0000)");
   }
 
   void check(simdjson::error_code error, const Where& where) const {
@@ -259,8 +261,8 @@ class Reader {
         if (item_type == ondemand::json_type::string) malformed(entry, error);
         invalid(entry, "value must be a string, got " + std::string(type_name(item_type)));
       }
-      refuse_nul(key, entry, "the key");
-      refuse_nul(text, entry, "the value");
+      refuse_nul(key, entry, false);
+      refuse_nul(text, entry, true);
       if (!metadata.emplace(key, text).second) {
         note_duplicate(key_at, entry.describe() + " appears twice");
       }

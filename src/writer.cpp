@@ -92,7 +92,7 @@ std::uint64_t checked_byte_size(const TensorData& t) {
     throw_tensor_error(ErrorCode::invalid_argument, t, "the name is reserved for the metadata");
   }
   if (t.name.find('\0') != std::string::npos) {
-    throw_tensor_error(ErrorCode::nul_character, t, "the name holds a NUL character");
+    throw_tensor_error(ErrorCode::nul_character, t, "the name contains a null byte (U+0000)");
   }
   if (t.shape.size() > max_rank) {
     throw_tensor_error(ErrorCode::too_many_dimensions, t,
@@ -129,7 +129,7 @@ void check_metadata(const Metadata* metadata) {
     std::string message = "__metadata__ key ";
     append_json_string(message, key);
     message += in_key ? ": the key" : ": the value";
-    message += " holds a NUL character";
+    message += " contains a null byte (U+0000)";
     throw Error(ErrorCode::nul_character, message);
   }
 }

@@ -3,7 +3,7 @@
 files, and a writer killed mid-save.
 
 Usage: robustness_test.py SAFETENSORS_BIN SCRATCH_DIR GROUP
-GROUP is `special`, `memory`, `kill` or `sparse` (the last needs a file system that keeps
+GROUP is `special`, `verdict`, `memory`, `kill` or `sparse` (the last needs a file system that keeps
 sparse files; ctest labels it `sparse`).
 """
 
@@ -91,6 +91,28 @@ def check_special(scratch):
     result = run("validate", "/dev/null")
     check("validate /dev/null: a character device", result is not None and result.returncode == 1
           and "character device" in result.stderr, result and result.stderr)
+
+
+# ---------------------------------------------------------------- one verdict
+
+def check_verdict(scratch):
+    """NUL in a name or metadata: refused by every subcommand, as safe_open refuses it."""
+    out = os.path.join(scratch, "out.safetensors")
+    entry = {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}
+    for label, header in [("name", {"w\0x": entry}),
+                          ("metadata key", {"__metadata__": {"k\0": "v"}, "w": entry}),
+                          ("metadata value", {"__metadata__": {"k": "\0v"}, "w": entry})]:
+        path = os.path.join(scratch, "nul.safetensors")
+        write_file(path, header, b"x")
+        result = run("validate", path)
+        check(f"validate refuses NUL in a {label}", result.returncode == 1
+              and "nul_character" in result.stderr, result.stderr)
+        for args in (["inspect", path], ["merge", path, "-o", out], ["get", path, "w"],
+                     ["cast", path, out, "--dtype", "f16"]):
+            result = run(*args)
+            check(f"{args[0]} refuses NUL in a {label}", result.returncode == 1
+                  and "null byte" in result.stderr, result.stderr)
+    check("nothing was written", not os.path.exists(out))
 
 
 # ---------------------------------------------------------------- memory
@@ -211,8 +233,8 @@ def check_sparse(scratch):
 
 def main():
     os.makedirs(SCRATCH_ROOT, exist_ok=True)
-    group = {"special": check_special, "memory": check_memory, "kill": check_kill,
-             "sparse": check_sparse}[GROUP]
+    group = {"special": check_special, "verdict": check_verdict, "memory": check_memory,
+             "kill": check_kill, "sparse": check_sparse}[GROUP]
     with tempfile.TemporaryDirectory(dir=SCRATCH_ROOT) as scratch:
         group(scratch)
     print(f"{GROUP}: {len(failures)} failed")

@@ -364,14 +364,14 @@ TEST(HeaderJson, LoneSurrogateEscapesAreInvalid) {
 
 TEST(HeaderNul, InTensorName) {
   EXPECT_TRUE(json_fails(object({entry("a\\u0000b", "U8", "[1]", 0, 1)}), 1,
-                         ErrorCode::nul_character, {"tensor `a\\x00b`", "the name"}));
+                         ErrorCode::nul_character, {"tensor `a\\x00b` contains a null byte"}));
 }
 
 TEST(HeaderNul, InMetadataKeyOrValue) {
   EXPECT_TRUE(json_fails(R"({"__metadata__":{"k\u0000":"v"}})", 0, ErrorCode::nul_character,
-                         {"__metadata__ key `k\\x00`", "the key"}));
+                         {"__metadata__ key `k\\x00` contains a null byte"}));
   EXPECT_TRUE(json_fails(R"({"__metadata__":{"k":"v\u0000"}})", 0, ErrorCode::nul_character,
-                         {"__metadata__ key `k`", "the value"}));
+                         {"__metadata__ key `k`: the value `v\\x00` contains a null byte"}));
 }
 
 TEST(HeaderNul, OtherControlCharactersAndUnknownFieldsAreFine) {
