@@ -13,6 +13,7 @@
 #include "safetensors/dtype.hpp"
 #include "safetensors/file.hpp"
 #include "safetensors/writer.hpp"
+#include "signals.hpp"
 
 namespace safetensors::python {
 
@@ -167,22 +168,17 @@ Prepared prepare(py::handle tensor_dict, py::handle metadata) {
   return out;
 }
 
-// Thrown out of a write, through the library, when a signal handler raised (Ctrl-C gives
-// KeyboardInterrupt); the Python exception stays set until the GIL is back.
-struct PythonSignal {};
-
-// The writes run without the GIL, where Python cannot act on Ctrl-C; this takes it back
-// between chunks to run the signal handlers, and aborts the write if one raised.
-void stop_on_signal(WriteOptions& options) {
-  options.between_chunks = [] {
-    py::gil_scoped_acquire acquire;
-    if (PyErr_CheckSignals() != 0) throw PythonSignal{};
-  };
+// `options` (metadata borrowed, not copied) with Ctrl-C checked between chunks.
+WriteOptions stop_on_signal(const WriteOptions& options) {
+  WriteOptions out;
+  out.borrowed_metadata = options.metadata ? &*options.metadata : options.borrowed_metadata;
+  out.alignment = options.alignment;
+  out.between_chunks = check_signals;
+  return out;
 }
 
 py::bytes serialize(py::handle tensor_dict, py::handle metadata) {
-  Prepared prepared = prepare(tensor_dict, metadata);
-  stop_on_signal(prepared.options);
+  const Prepared prepared = prepare(tensor_dict, metadata);
   try {
     const WritePlan plan = plan_write(prepared.tensors, prepared.options);
     // Written straight into the bytes object: one copy of the data, made without the GIL.
@@ -192,29 +188,25 @@ py::bytes serialize(py::handle tensor_dict, py::handle metadata) {
     char* cursor = PyBytes_AS_STRING(raw);
     {
       py::gil_scoped_release release;
-      write_to_sink(prepared.tensors, prepared.options, [&](std::span<const std::byte> chunk) {
-        std::memcpy(cursor, chunk.data(), chunk.size());
-        cursor += chunk.size();
-      });
+      write_to_sink(prepared.tensors, stop_on_signal(prepared.options),
+                    [&](std::span<const std::byte> chunk) {
+                      std::memcpy(cursor, chunk.data(), chunk.size());
+                      cursor += chunk.size();
+                    });
     }
     return out;
-  } catch (const PythonSignal&) {
-    throw py::error_already_set();
   } catch (const Error& e) {
     raise_error(e, "Error while serializing: ");
   }
 }
 
 void serialize_file(py::handle tensor_dict, py::handle filename, py::handle metadata) {
-  Prepared prepared = prepare(tensor_dict, metadata);
-  stop_on_signal(prepared.options);
+  const Prepared prepared = prepare(tensor_dict, metadata);
   const auto path = py::module_::import("os").attr("fsdecode")(filename).cast<std::string>();
   try {
     py::gil_scoped_release release;
     // An interrupted write_file deletes its temporary and leaves the target as it was.
-    write_file(path, prepared.tensors, prepared.options);
-  } catch (const PythonSignal&) {
-    throw py::error_already_set();
+    write_file(path, prepared.tensors, stop_on_signal(prepared.options));
   } catch (const Error& e) {
     raise_error(e, "Error while serializing: ");
   }
@@ -257,6 +249,7 @@ std::string dtype_code(const std::string& name) {
 }  // namespace
 
 void register_serialize(py::module_& module) {
+  register_signal_translator();
   module.def("_dtype_code", &dtype_code, py::arg("name"),
              "The format's name of a dtype given by framework (\"float32\") or format name.");
   module.def("serialize", &serialize, py::arg("tensor_dict"), py::arg("metadata") = py::none(),

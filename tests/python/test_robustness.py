@@ -185,3 +185,42 @@ def test_save_after_a_killed_save_removes_its_leftover(tmp_path):
     save_file({"small": np.ones(3, dtype=np.float32)}, str(target))
     assert temporaries(tmp_path, target.name) == []
     assert list(load_file(str(target))) == ["small"]
+
+
+def test_ctrl_c_stops_a_checkpoint_load(tmp_path):
+    pytest.importorskip("numpy")
+    # 1 GiB of zeros in 16 tensors, sparse: reading it costs no disk.
+    path = tmp_path / "zeros.safetensors"
+    part = 64 << 20
+    start = write_header(path, {f"t{i:02d}": {"dtype": "U8", "shape": [part],
+                                              "data_offsets": [i * part, (i + 1) * part]}
+                                for i in range(16)})
+    os.truncate(path, start + 16 * part)
+    # The load runs without the GIL; Ctrl-C used to wait for its end, now it stops the load
+    # at its next progress report. Timed against an uninterrupted load; a few tries, since on
+    # a busy machine one load may take much less than another.
+    result = child(f"""
+        import os, signal, threading, time
+        from libsafetensors.numpy import load_checkpoint
+        load_checkpoint({str(path)!r}, threads=1)  # fills the page cache with the holes
+        started = time.monotonic()
+        kept = load_checkpoint({str(path)!r}, threads=1)
+        whole = time.monotonic() - started
+        del kept
+        for attempt in range(5):
+            # A quarter into the load: long after the Python code before it has run.
+            threading.Timer(whole / 4, os.kill, (os.getpid(), signal.SIGINT)).start()
+            started = time.monotonic()
+            try:
+                load_checkpoint({str(path)!r}, threads=1)
+                time.sleep(whole)  # the signal arrives in here, and is not counted
+            except KeyboardInterrupt:
+                print("interrupted", time.monotonic() - started, whole, flush=True)
+        """, timeout=300)
+    runs = [line.split() for line in result.stdout.splitlines()]
+    assert runs and all(run[0] == "interrupted" for run in runs), result.stdout + result.stderr
+    whole = float(runs[0][2])
+    if whole < 0.1:
+        pytest.skip(f"the whole load took only {whole:.2f} s: too short to tell")
+    stopped = min(float(run[1]) for run in runs)
+    assert stopped < whole * 0.6, f"stopped after {stopped:.2f} s of a {whole:.2f} s load"
