@@ -17,9 +17,11 @@ namespace ondemand = simdjson::ondemand;
 constexpr int max_unknown_depth = 128;
 
 // A parser keeps its buffers, sized for the largest header it has read, for the next call on
-// the same thread. Larger headers get a parser of their own, freed afterwards, so that no
-// thread keeps hundreds of megabytes after reading one huge header.
-constexpr std::size_t max_cached_header = std::size_t{32} << 20;
+// the same thread. Larger headers get a parser of their own, freed afterwards: its working
+// space is up to 4 bytes per header byte, which a caller going on to use the header (merge,
+// inspect) would otherwise keep on top of everything it allocates next. Real shards' headers
+// (a few hundred tensors, tens of KB) stay far below the limit.
+constexpr std::size_t max_cached_header = std::size_t{4} << 20;
 
 bool is_json_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';

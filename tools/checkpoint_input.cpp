@@ -93,11 +93,11 @@ void TensorUnion::add(const Checkpoint& checkpoint) {
   files_ += checkpoint.files().size();
   for (const CheckpointTensor& t : checkpoint.tensors()) {
     const TensorInfo& info = *t.info;
-    auto [it, inserted] = tensor_origin_.emplace(info.name, t.file->name());
+    auto [it, inserted] = tensor_origin_.emplace(info.name, t.file);
     if (!inserted) {
       throw Error(ErrorCode::duplicate_key,
-                  fmt::format("tensor {} is in both {} and {}", json_string(info.name), it->second,
-                              t.file->name()));
+                  fmt::format("tensor {} is in both {} and {}", json_string(info.name),
+                              it->second->name(), t.file->name()));
     }
     std::span<const std::byte> bytes;
     if (t.file->zero_copy()) {

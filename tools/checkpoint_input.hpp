@@ -9,6 +9,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "safetensors/checkpoint.hpp"
@@ -55,7 +56,8 @@ class TensorUnion {
   std::vector<MetadataSource> metadata_sources_;
   mutable std::optional<Metadata> merged_metadata_;  // built on demand from several sources
   std::deque<std::vector<std::byte>> copies_;
-  std::map<std::string, std::string, std::less<>> tensor_origin_;
+  // Names and files live in the checkpoints, which outlive the union.
+  std::map<std::string_view, const File*> tensor_origin_;
   std::uint64_t bytes_ = 0;
   std::size_t files_ = 0;
 };

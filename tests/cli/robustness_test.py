@@ -147,8 +147,23 @@ def check_memory(scratch):
     keyed_header = write_file(keyed, {"__metadata__": metadata,
                                       "w": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}},
                               b"ab")
+    # 100,000 tensors of rank 64 (19 MB), the most dimensions allowed.
+    deep = os.path.join(scratch, "deep.safetensors")
+    deep_header = write_file(deep, {f"{i:x}": {"dtype": "U8", "shape": [1] * 64,
+                                               "data_offsets": [i, i + 1]}
+                                    for i in range(100_000)}, b"x" * 100_000)
+    # 400,000 scalars with the shortest entries (26 MB): the most tensors per header byte.
+    many = os.path.join(scratch, "many.safetensors")
+    many_header = write_file(many, {f"{i:x}": {"dtype": "U8", "shape": [],
+                                               "data_offsets": [i, i + 1]}
+                                    for i in range(400_000)}, b"x" * 400_000)
     merged = os.path.join(scratch, "merged.safetensors")
     for label, path, size, args, status in [
+            ("inspect many", many, many_header, ["inspect", many], 0),
+            ("merge many", many, many_header, ["merge", many, "-o", merged], 0),
+            ("validate deep", deep, deep_header, ["validate", deep], 0),
+            ("inspect deep", deep, deep_header, ["inspect", deep], 0),
+            ("merge deep", deep, deep_header, ["merge", deep, "-o", merged], 0),
             ("validate rank", ranked, len(header), ["validate", ranked], 1),
             ("inspect rank", ranked, len(header), ["inspect", ranked], 1),
             ("merge rank", ranked, len(header), ["merge", ranked, "-o", merged], 1),
