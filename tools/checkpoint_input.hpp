@@ -30,8 +30,9 @@ void refuse_overwriting_inputs(std::span<const Checkpoint> inputs, const std::st
 
 /// The union of several checkpoints' tensors and metadata: a tensor name in two inputs, or a
 /// metadata key with two values, is an error naming both files. Tensor bytes stay in the
-/// inputs' mappings (or copies where a file is not mapped), so the checkpoints added must
-/// outlive the union and memory use does not grow with the data.
+/// inputs' mappings (or copies where a file is not mapped) and metadata is borrowed, so the
+/// checkpoints added must outlive the union, in place (an index's metadata lives in the
+/// Checkpoint object), and memory use does not grow with the data or the metadata.
 class TensorUnion {
  public:
   /// An index's own metadata joins its shards' metadata.
