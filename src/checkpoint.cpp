@@ -2,14 +2,12 @@
 #include "safetensors/checkpoint.hpp"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <map>
 #include <memory>
 
 #include "checkpoint_index.hpp"
 #include "header_text.hpp"
+#include "io/posix.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors {
@@ -17,10 +15,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using detail::quote;
-
-// Real indexes hold one short line per tensor (about 15 MB for 200,000 tensors); this only
-// keeps a hostile "index" from being read into memory whole.
-constexpr std::uintmax_t max_index_size = std::uintmax_t{1} << 30;
 
 // At most this many names are listed when a directory holds the wrong files.
 constexpr std::size_t max_listed = 10;
@@ -47,28 +41,8 @@ struct Parts {
   detail::fail(ErrorCode::invalid_checkpoint, origin.native(), message);
 }
 
-[[noreturn]] void io_error(const fs::path& path, std::string_view what, int err) {
-  throw Error(ErrorCode::io, path.native() + ": " + std::string(what) + ": " + std::strerror(err));
-}
-
 bool ends_with(std::string_view text, std::string_view suffix) {
   return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
-}
-
-std::string read_index_text(const fs::path& path) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
-                                                       &std::fclose);
-  if (!file) io_error(path, "cannot open the index", errno);
-  std::string text;
-  char buffer[1 << 16];
-  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) {
-    text.append(buffer, n);
-    if (text.size() > max_index_size) {
-      invalid(path, "index is larger than " + std::to_string(max_index_size) + " bytes");
-    }
-  }
-  if (std::ferror(file.get())) io_error(path, "cannot read the index", errno);
-  return text;
 }
 
 std::vector<ShardTensor> sorted_tensors(const std::vector<File>& files) {
@@ -85,7 +59,6 @@ Parts open_single(const fs::path& path, Backend backend) {
   Parts parts;
   parts.files.push_back(File::open(path, backend));
   parts.tensors = sorted_tensors(parts.files);
-  parts.metadata = parts.files.front().metadata();
   return parts;
 }
 
@@ -97,7 +70,8 @@ class ShardSet {
     dir_ = index.parent_path().empty() ? fs::path(".") : index.parent_path();
     std::error_code ec;
     canonical_dir_ = fs::canonical(dir_, ec);
-    if (ec) io_error(dir_, "cannot resolve the index's directory", ec.value());
+    if (ec)
+      detail::throw_os_error(dir_.native(), "cannot resolve the index's directory", ec.value());
   }
 
   void add(const std::string& name) {
@@ -196,7 +170,7 @@ void check_agreement(const fs::path& index, const detail::CheckpointIndex& parse
 
 Parts open_index(const fs::path& index, Backend backend) {
   const detail::CheckpointIndex parsed =
-      detail::parse_checkpoint_index(read_index_text(index), index.native());
+      detail::parse_checkpoint_index(detail::read_checkpoint_index(index.native()), index.native());
   // Name order of the shards is file order for transformers' zero-padded numbering.
   std::vector<std::string> shard_names;
   for (const auto& entry : parsed.weight_map) shard_names.push_back(entry.second);
@@ -244,7 +218,7 @@ Parts open_directory(const fs::path& dir, Backend backend) {
       others.push_back(name);
     }
   }
-  if (ec) io_error(dir, "cannot list the directory", ec.value());
+  if (ec) detail::throw_os_error(dir.native(), "cannot list the directory", ec.value());
   if (indexes.size() == 1) return open_index(dir / indexes.front(), backend);
   if (indexes.empty() && files.size() == 1) return open_single(dir / files.front(), backend);
   std::string found;

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "header_text.hpp"
+#include "io/posix.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors::detail {
@@ -216,7 +217,18 @@ std::string python_json_string(std::string_view text) {
   return out;
 }
 
+constexpr std::uint64_t max_index_size = std::uint64_t{1} << 30;
+
 }  // namespace
+
+std::string read_checkpoint_index(const std::string& path) {
+  std::string text = read_regular_file(path, max_index_size);
+  if (text.size() > max_index_size) {
+    fail(ErrorCode::invalid_checkpoint, path,
+         "index is larger than " + std::to_string(max_index_size) + " bytes");
+  }
+  return text;
+}
 
 CheckpointIndex parse_checkpoint_index(std::string_view json, std::string_view origin) {
   const simdjson::padded_string padded(json);

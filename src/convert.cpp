@@ -1,10 +1,8 @@
 #include "safetensors/convert.hpp"
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "checkpoint_index.hpp"
 #include "convert_plan.hpp"
@@ -27,15 +25,6 @@ constexpr std::string_view safetensors_index = "model.safetensors.index.json";
 
 std::string stem_of(const std::filesystem::path& input) {
   return input.stem().string();
-}
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) detail::fail(ErrorCode::io, path.string(), "cannot open the file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) detail::fail(ErrorCode::io, path.string(), "cannot read the file");
-  return text.str();
 }
 
 // "pytorch_model-00001-of-00002.bin" -> "model-00001-of-00002.safetensors", as transformers
@@ -71,8 +60,8 @@ class Cleanup {
 ConvertReport convert_sharded(const std::filesystem::path& directory,
                               const ConvertOptions& options) {
   const std::filesystem::path index_path = directory / pytorch_index;
-  const detail::CheckpointIndex index =
-      detail::parse_checkpoint_index(read_text(index_path), index_path.string());
+  const detail::CheckpointIndex index = detail::parse_checkpoint_index(
+      detail::read_checkpoint_index(index_path.native()), index_path.string());
   std::map<std::string, std::string> shards;  // source shard -> output shard
   std::set<std::string> outputs;
   for (const auto& [tensor, shard] : index.weight_map) {

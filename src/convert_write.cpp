@@ -14,6 +14,7 @@
 
 #include "convert_copy.hpp"
 #include "header_text.hpp"
+#include "io/posix.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/file.hpp"
 #include "safetensors/output.hpp"
@@ -53,7 +54,7 @@ class ReadBack {
  public:
   explicit ReadBack(const std::filesystem::path& path)
       : path_(path), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
-    if (fd_ < 0) fail(ErrorCode::io, path_.string(), std::strerror(errno));
+    if (fd_ < 0) throw_os_error(path_.native(), "cannot open to read back", errno);
   }
   ~ReadBack() { ::close(fd_); }
   ReadBack(const ReadBack&) = delete;
@@ -63,7 +64,8 @@ class ReadBack {
     while (!out.empty()) {
       const ssize_t n = ::pread(fd_, out.data(), out.size(), static_cast<off_t>(offset));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) fail(ErrorCode::io, path_.string(), "cannot read back what was written");
+      if (n < 0) throw_os_error(path_.native(), "cannot read back what was written", errno);
+      if (n == 0) fail(ErrorCode::io, path_.string(), "shorter than what was written");
       out = out.subspan(static_cast<std::size_t>(n));
       offset += static_cast<std::uint64_t>(n);
     }

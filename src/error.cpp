@@ -44,6 +44,12 @@ std::string_view error_code_name(ErrorCode code) noexcept {
       return "unsupported_checkpoint";
     case ErrorCode::invalid_checkpoint:
       return "invalid_checkpoint";
+    case ErrorCode::not_regular_file:
+      return "not_regular_file";
+    case ErrorCode::nul_character:
+      return "nul_character";
+    case ErrorCode::too_many_dimensions:
+      return "too_many_dimensions";
   }
   return "unknown";
 }

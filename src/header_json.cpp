@@ -17,9 +17,11 @@ namespace ondemand = simdjson::ondemand;
 constexpr int max_unknown_depth = 128;
 
 // A parser keeps its buffers, sized for the largest header it has read, for the next call on
-// the same thread. Larger headers get a parser of their own, freed afterwards, so that no
-// thread keeps hundreds of megabytes after reading one huge header.
-constexpr std::size_t max_cached_header = std::size_t{32} << 20;
+// the same thread. Larger headers get a parser of their own, freed afterwards: its working
+// space is up to 4 bytes per header byte, which a caller going on to use the header (merge,
+// inspect) would otherwise keep on top of everything it allocates next. Real shards' headers
+// (a few hundred tensors, tens of KB) stay far below the limit.
+constexpr std::size_t max_cached_header = std::size_t{4} << 20;
 
 bool is_json_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
@@ -132,6 +134,7 @@ class Reader {
         malformed_after(any_entry, previous, error);
       std::size_t offset = key_offset(field);
       std::string_view key = unescaped_key(field, {});
+      refuse_nul(key, {"tensor", key, ""}, false);
       if (key == "__metadata__") {
         read_metadata(field.value(), offset);
       } else {
@@ -165,6 +168,16 @@ class Reader {
     std::string where = any_entry ? "after the entry " + quote(previous) : "at its start";
     fail(ErrorCode::invalid_header, origin_,
          "header: malformed JSON " + where + ": " + simdjson::error_message(error));
+  }
+
+  // FORMAT.md: names and metadata are C strings to most of the code that uses them (file
+  // systems, framework APIs), where a NUL would silently cut them short. `where` shows a
+  // name or key itself; a value is shown after it.
+  void refuse_nul(std::string_view text, const Where& where, bool is_value) const {
+    if (text.find('\0') == std::string_view::npos) return;
+    fail(ErrorCode::nul_character, origin_,
+         where.describe() + (is_value ? ": the value " + quote(text) : std::string()) +
+             " contains a null byte (U+0000)");
   }
 
   void check(simdjson::error_code error, const Where& where) const {
@@ -250,6 +263,8 @@ class Reader {
         if (item_type == ondemand::json_type::string) malformed(entry, error);
         invalid(entry, "value must be a string, got " + std::string(type_name(item_type)));
       }
+      refuse_nul(key, entry, false);
+      refuse_nul(text, entry, true);
       if (!metadata.emplace(key, text).second) {
         note_duplicate(key_at, entry.describe() + " appears twice");
       }
@@ -283,14 +298,16 @@ class Reader {
         info.dtype = read_dtype(item, where);
       } else if (key == "shape") {
         mark_seen(has_shape, key_at, where);
-        read_integers(item, where);
+        if (const std::size_t rank = read_integers(item, where, max_rank); rank > max_rank) {
+          fail(ErrorCode::too_many_dimensions, origin_,
+               where.describe() + " has " + std::to_string(rank) + " dimensions, more than the " +
+                   std::to_string(max_rank) + " this library supports");
+        }
         info.shape.assign(integers_.begin(), integers_.end());
       } else if (key == "data_offsets") {
         mark_seen(has_offsets, key_at, where);
-        read_integers(item, where);
-        if (integers_.size() != 2) {
-          invalid(where, "must hold exactly 2 integers [begin, end], got " +
-                             std::to_string(integers_.size()));
+        if (const std::size_t count = read_integers(item, where, 2); count != 2) {
+          invalid(where, "must hold exactly 2 integers [begin, end], got " + std::to_string(count));
         }
         info.data_begin = integers_[0];
         info.data_end = integers_[1];
@@ -327,8 +344,9 @@ class Reader {
     invalid(where, "unknown dtype " + quote(name) + hint);
   }
 
-  // Fills integers_; grows only with elements actually present in the header.
-  void read_integers(ondemand::value& value, const Where& where) {
+  // Checks every element and keeps the first `limit` in integers_, so that memory stays
+  // bounded whatever the header holds; returns how many there are.
+  std::size_t read_integers(ondemand::value& value, const Where& where, std::size_t limit) {
     ondemand::array array;
     if (auto error = value.get_array().get(array)) {
       if (error != simdjson::INCORRECT_TYPE) malformed(where, error);
@@ -336,11 +354,14 @@ class Reader {
                          std::string(type_name(type_of(value, where))));
     }
     integers_.clear();
+    std::size_t count = 0;
     for (auto element_result : array) {
       ondemand::value element;
       check(std::move(element_result).get(element), where);
-      integers_.push_back(read_u64(element, where, integers_.size()));
+      const std::uint64_t integer = read_u64(element, where, count++);
+      if (integers_.size() < limit) integers_.push_back(integer);
     }
+    return count;
   }
 
   std::uint64_t read_u64(ondemand::value& value, const Where& where, std::size_t index) const {

@@ -2,37 +2,26 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <string>
-#include <system_error>
 
+#include "io/posix.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors::detail {
 namespace {
 
-[[noreturn]] void os_error(const std::string& name, const std::string& what, int err) {
-  throw Error(ErrorCode::io, name + ": " + what + ": " + std::system_category().message(err));
-}
-
 // Files opened by path are named by their path; a name that is not a regular file (a memory
 // source, a pipe) keeps using the Source. The size is not compared: a file that shrank after
 // opening must fail with a short read here rather than fault through the File's mapping.
 int open_same_file(const File& file, int extra_flags) {
-  int fd;
-  do {
-    fd = ::open(file.name().c_str(), O_RDONLY | O_CLOEXEC | extra_flags);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) return -1;
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
+  try {
+    return open_regular_file(file.name(), extra_flags);
+  } catch (const Error&) {
     return -1;
   }
-  return fd;
 }
 
 // pread until `length` bytes are in; returns the count read, short only at end of file.
@@ -101,7 +90,7 @@ void ShardIo::prefetch(std::uint64_t offset, std::uint64_t length) const noexcep
 void ShardIo::read(std::uint64_t offset, std::span<std::byte> out) const {
   if (fd_ < 0) return file_->source().read_at(offset, out);
   const ssize_t got = pread_full(fd_, out.data(), out.size(), offset);
-  if (got < 0) os_error(name(), "cannot read at offset " + std::to_string(offset), errno);
+  if (got < 0) throw_os_error(name(), "cannot read at offset " + std::to_string(offset), errno);
   if (static_cast<std::size_t>(got) != out.size()) {
     short_read(name(), offset, out.size(), static_cast<std::size_t>(got));
   }
@@ -123,7 +112,7 @@ std::span<const std::byte> ShardIo::read_direct(std::uint64_t offset, std::size_
       return bounce.subspan(skip, length);
     }
     if (errno != EINVAL)
-      os_error(name(), "cannot read (O_DIRECT) at offset " + std::to_string(begin), errno);
+      throw_os_error(name(), "cannot read (O_DIRECT) at offset " + std::to_string(begin), errno);
     // Some file systems accept O_DIRECT at open and refuse the reads.
     direct_refused_.store(true, std::memory_order_relaxed);
   }

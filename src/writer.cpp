@@ -16,6 +16,10 @@ using Sink = std::function<void(std::span<const std::byte>)>;
 // large the tensors are.
 constexpr std::uint64_t producer_chunk = std::uint64_t{8} << 20;
 
+// WriteOptions::between_chunks runs at least this often: a few tens of milliseconds of
+// writing, so a Ctrl-C is felt at once, and rare enough to cost nothing.
+constexpr std::uint64_t interruption_chunk = std::uint64_t{64} << 20;
+
 constexpr std::string_view metadata_key = "__metadata__";
 
 // FORMAT.md "Writing": the reference's escaping; every other byte, UTF-8 included, is raw.
@@ -87,6 +91,13 @@ std::uint64_t checked_byte_size(const TensorData& t) {
   if (t.name == metadata_key) {
     throw_tensor_error(ErrorCode::invalid_argument, t, "the name is reserved for the metadata");
   }
+  if (t.name.find('\0') != std::string::npos) {
+    throw_tensor_error(ErrorCode::nul_character, t, "the name contains a null byte (U+0000)");
+  }
+  if (t.shape.size() > max_rank) {
+    throw_tensor_error(ErrorCode::too_many_dimensions, t,
+                       "more than " + std::to_string(max_rank) + " dimensions");
+  }
   const ByteSize size = byte_size(t.dtype, t.shape);
   if (size.problem == SizeProblem::overflow) {
     throw_tensor_error(ErrorCode::overflow, t, "the size in bits overflows 64 bits");
@@ -102,6 +113,25 @@ std::uint64_t checked_byte_size(const TensorData& t) {
     throw_tensor_error(ErrorCode::size_mismatch, t, what);
   }
   return size.bytes;
+}
+
+const Metadata* metadata_of(const WriteOptions& options) {
+  if (options.borrowed_metadata) return options.borrowed_metadata;
+  return options.metadata ? &*options.metadata : nullptr;
+}
+
+// Readers refuse these (FORMAT.md), so writing them would only make an unreadable file.
+void check_metadata(const Metadata* metadata) {
+  if (!metadata) return;
+  for (const auto& [key, value] : *metadata) {
+    const bool in_key = key.find('\0') != std::string::npos;
+    if (!in_key && value.find('\0') == std::string::npos) continue;
+    std::string message = "__metadata__ key ";
+    append_json_string(message, key);
+    message += in_key ? ": the key" : ": the value";
+    message += " contains a null byte (U+0000)";
+    throw Error(ErrorCode::nul_character, message);
+  }
 }
 
 void check_unique_names(std::span<const TensorData> tensors) {
@@ -120,12 +150,14 @@ void check_unique_names(std::span<const TensorData> tensors) {
 
 std::string header_json(std::span<const TensorData> tensors, const WritePlan& plan,
                         const std::vector<std::uint64_t>& sizes, const WriteOptions& options) {
-  std::string json = "{";
-  if (options.metadata) {
+  // Room for the 8-byte length in front, so that the plan keeps this string without a copy.
+  std::string json(8, '\0');
+  json += '{';
+  if (const Metadata* metadata = metadata_of(options)) {
     append_json_string(json, metadata_key);
     json += ":{";
     bool first = true;
-    for (const auto& [key, value] : *options.metadata) {  // std::map: sorted keys
+    for (const auto& [key, value] : *metadata) {  // std::map: sorted keys
       if (!first) json += ',';
       first = false;
       append_json_string(json, key);
@@ -136,7 +168,7 @@ std::string header_json(std::span<const TensorData> tensors, const WritePlan& pl
   }
   for (std::size_t i : plan.order) {
     const TensorData& t = tensors[i];
-    if (json.size() > 1) json += ',';
+    if (json.size() > 9) json += ',';
     append_json_string(json, t.name);
     json += ":{\"dtype\":\"";
     json += dtype_name(t.dtype);
@@ -155,13 +187,22 @@ std::string header_json(std::span<const TensorData> tensors, const WritePlan& pl
   return json;
 }
 
-void stream_data(const WritePlan& plan, std::span<const TensorData> tensors, const Sink& sink) {
-  sink(std::as_bytes(std::span(plan.header)));
+void stream_data(const WritePlan& plan, std::span<const TensorData> tensors,
+                 const std::function<void()>& between_chunks, const Sink& sink) {
+  auto emit = [&](std::span<const std::byte> bytes) {
+    while (!bytes.empty()) {
+      const std::size_t n = std::min<std::uint64_t>(bytes.size(), interruption_chunk);
+      sink(bytes.first(n));
+      bytes = bytes.subspan(n);
+      if (between_chunks) between_chunks();
+    }
+  };
+  emit(std::as_bytes(std::span(plan.header)));
   std::vector<std::byte> buffer;
   for (std::size_t i : plan.order) {
     const TensorData& t = tensors[i];
     if (!t.producer) {
-      if (!t.bytes.empty()) sink(t.bytes);
+      emit(t.bytes);
       continue;
     }
     const std::uint64_t end = byte_size(t.dtype, t.shape).bytes;  // validated by the plan
@@ -171,7 +212,7 @@ void stream_data(const WritePlan& plan, std::span<const TensorData> tensors, con
       const std::size_t n = std::min<std::uint64_t>(end - offset, buffer.size());
       const std::span<std::byte> chunk(buffer.data(), n);
       t.producer(offset, chunk);
-      sink(chunk);
+      emit(chunk);
       offset += n;
     }
   }
@@ -185,6 +226,7 @@ WritePlan plan_write(std::span<const TensorData> tensors, const WriteOptions& op
   sizes.reserve(tensors.size());
   for (const TensorData& t : tensors) sizes.push_back(checked_byte_size(t));
   check_unique_names(tensors);
+  check_metadata(metadata_of(options));
 
   WritePlan plan;
   plan.order.resize(tensors.size());
@@ -203,13 +245,14 @@ WritePlan plan_write(std::span<const TensorData> tensors, const WriteOptions& op
     }
   }
 
-  const std::string json = header_json(tensors, plan, sizes, options);
-  const std::uint64_t unpadded = 8 + json.size();
+  plan.header = header_json(tensors, plan, sizes, options);
+  const std::uint64_t json_size = plan.header.size() - 8;
+  const std::uint64_t unpadded = plan.header.size();
   const std::uint64_t padded = (unpadded + options.alignment - 1) & ~(options.alignment - 1);
   const std::uint64_t n = padded - 8;
   if (n > max_header_size || padded < unpadded) {
     std::string message = "header of ";
-    message += std::to_string(json.size());
+    message += std::to_string(json_size);
     message += " bytes padded to alignment ";
     message += std::to_string(options.alignment);
     message += " exceeds the limit of ";
@@ -217,16 +260,14 @@ WritePlan plan_write(std::span<const TensorData> tensors, const WriteOptions& op
     message += " bytes that readers accept";
     throw Error(ErrorCode::invalid_argument, message);
   }
-  plan.header.reserve(padded);
-  for (int b = 0; b < 8; ++b) plan.header += static_cast<char>((n >> (8 * b)) & 0xff);
-  plan.header += json;
+  for (int b = 0; b < 8; ++b) plan.header[b] = static_cast<char>((n >> (8 * b)) & 0xff);
   plan.header.append(padded - plan.header.size(), ' ');
   return plan;
 }
 
 void write_to_sink(std::span<const TensorData> tensors, const WriteOptions& options,
                    const Sink& sink) {
-  stream_data(plan_write(tensors, options), tensors, sink);
+  stream_data(plan_write(tensors, options), tensors, options.between_chunks, sink);
 }
 
 std::vector<std::byte> write_to_buffer(std::span<const TensorData> tensors,
@@ -234,7 +275,7 @@ std::vector<std::byte> write_to_buffer(std::span<const TensorData> tensors,
   const WritePlan plan = plan_write(tensors, options);
   std::vector<std::byte> out;
   out.reserve(plan.file_size());
-  stream_data(plan, tensors, [&](std::span<const std::byte> chunk) {
+  stream_data(plan, tensors, options.between_chunks, [&](std::span<const std::byte> chunk) {
     out.insert(out.end(), chunk.begin(), chunk.end());
   });
   return out;
@@ -245,7 +286,8 @@ void write_file(const std::filesystem::path& path, std::span<const TensorData> t
   // Planning first means invalid input never creates a temporary file.
   const WritePlan plan = plan_write(tensors, options);
   AtomicFile file(path);
-  stream_data(plan, tensors, [&](std::span<const std::byte> chunk) { file.write(chunk); });
+  stream_data(plan, tensors, options.between_chunks,
+              [&](std::span<const std::byte> chunk) { file.write(chunk); });
   file.commit();
 }
 

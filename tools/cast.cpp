@@ -87,7 +87,7 @@ int run_cast(const CastCliOptions& options) {
             std::uint64_t offset, std::span<std::byte> chunk) { (*producer)(offset, chunk); }));
   }
   WriteOptions write;
-  write.metadata = input.metadata();
+  if (input.metadata()) write.borrowed_metadata = &*input.metadata();
   write_file(options.output, tensors, write);
   fmt::print("{}: {} tensors, {} converted to {}, {} -> {}\n", printable(options.output),
              tensors.size(), converted, dtype_name(to), human_size(bytes_in),

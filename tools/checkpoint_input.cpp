@@ -58,17 +58,31 @@ void refuse_overwriting_inputs(std::span<const Checkpoint> inputs, const std::st
 
 void TensorUnion::add_metadata(const std::optional<Metadata>& metadata, const std::string& origin) {
   if (!metadata) return;
-  if (!metadata_) metadata_.emplace();
-  for (const auto& [key, value] : *metadata) {
-    auto [it, inserted] = metadata_->emplace(key, value);
-    if (!inserted && it->second != value) {
-      throw Error(
-          ErrorCode::duplicate_key,
-          fmt::format("metadata key {} is {} in {} but {} in {}", json_string(key),
-                      json_string(it->second), key_origin_[key], json_string(value), origin));
+  // Checked against each earlier input in place: no map of every key to its origin.
+  for (const MetadataSource& earlier : metadata_sources_) {
+    for (const auto& [key, value] : *metadata) {
+      const auto it = earlier.metadata->find(key);
+      if (it != earlier.metadata->end() && it->second != value) {
+        throw Error(
+            ErrorCode::duplicate_key,
+            fmt::format("metadata key {} is {} in {} but {} in {}", json_string(key),
+                        json_string(it->second), earlier.origin, json_string(value), origin));
+      }
     }
-    key_origin_.emplace(key, origin);
   }
+  metadata_sources_.push_back({&*metadata, origin});
+}
+
+const Metadata* TensorUnion::metadata() const {
+  if (metadata_sources_.empty()) return nullptr;
+  if (metadata_sources_.size() == 1) return metadata_sources_.front().metadata;
+  if (!merged_metadata_) {
+    merged_metadata_.emplace();
+    for (const MetadataSource& source : metadata_sources_) {
+      merged_metadata_->insert(source.metadata->begin(), source.metadata->end());
+    }
+  }
+  return &*merged_metadata_;
 }
 
 void TensorUnion::add(const Checkpoint& checkpoint) {
@@ -79,11 +93,11 @@ void TensorUnion::add(const Checkpoint& checkpoint) {
   files_ += checkpoint.files().size();
   for (const CheckpointTensor& t : checkpoint.tensors()) {
     const TensorInfo& info = *t.info;
-    auto [it, inserted] = tensor_origin_.emplace(info.name, t.file->name());
+    auto [it, inserted] = tensor_origin_.emplace(info.name, t.file);
     if (!inserted) {
       throw Error(ErrorCode::duplicate_key,
-                  fmt::format("tensor {} is in both {} and {}", json_string(info.name), it->second,
-                              t.file->name()));
+                  fmt::format("tensor {} is in both {} and {}", json_string(info.name),
+                              it->second->name(), t.file->name()));
     }
     std::span<const std::byte> bytes;
     if (t.file->zero_copy()) {

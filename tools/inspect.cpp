@@ -41,10 +41,10 @@ struct Shard {
 struct Listing {
   std::string title;
   std::vector<const TensorInfo*> tensors;
-  std::vector<std::size_t> shard_of;  // parallel to `tensors`; unused for a single file
-  std::vector<Shard> shards;          // empty for a single file
-  std::uint64_t header_size = 0;      // single file only
-  std::optional<Metadata> metadata;
+  std::vector<std::size_t> shard_of;   // parallel to `tensors`; unused for a single file
+  std::vector<Shard> shards;           // empty for a single file
+  std::uint64_t header_size = 0;       // single file only
+  const Metadata* metadata = nullptr;  // borrowed from the file or checkpoint
 
   bool sharded() const noexcept { return !shards.empty(); }
 };
@@ -68,7 +68,7 @@ Listing file_listing(const File& file, const std::string& sort) {
     for (const TensorInfo& t : file.tensors()) listing.tensors.push_back(&t);
   }
   listing.header_size = file.header().data_start - 8;
-  listing.metadata = file.metadata();
+  if (file.metadata()) listing.metadata = &*file.metadata();
   return listing;
 }
 
@@ -77,7 +77,7 @@ Listing checkpoint_listing(const Checkpoint& checkpoint, const std::string& sort
   if (checkpoint.index_path().empty()) return file_listing(checkpoint.files().front(), sort);
   Listing listing;
   listing.title = checkpoint.index_path().string();
-  listing.metadata = checkpoint.metadata();
+  if (checkpoint.metadata()) listing.metadata = &*checkpoint.metadata();
   const std::vector<File>& files = checkpoint.files();
   for (std::size_t f = 0; f < files.size(); ++f) {
     Shard shard{shard_label(checkpoint, files[f]), files[f].size(), 0,

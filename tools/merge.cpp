@@ -27,7 +27,10 @@ int run_merge(const MergeOptions& options) {
 
   TensorUnion merged;
   for (const Checkpoint& input : inputs) merged.add(input);
-  write_file(options.output, merged.tensors(), WriteOptions{merged.metadata(), options.alignment});
+  WriteOptions write;
+  write.borrowed_metadata = merged.metadata();
+  write.alignment = options.alignment;
+  write_file(options.output, merged.tensors(), write);
   fmt::print("{}: {} tensors from {} files, {} of data\n", printable(options.output),
              merged.tensors().size(), merged.files(), human_size(merged.bytes()));
   return 0;

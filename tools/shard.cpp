@@ -31,7 +31,7 @@ int run_shard(const ShardCommandOptions& options) {
 
   TensorUnion merged;
   for (const Checkpoint& input : inputs) merged.add(input);
-  shard_options.write.metadata = merged.metadata();
+  if (const Metadata* metadata = merged.metadata()) shard_options.write.metadata = *metadata;
   const auto written = write_sharded(options.output, merged.tensors(), shard_options);
   for (const std::filesystem::path& path : written) fmt::print("{}\n", printable(path.string()));
   const std::size_t shards = written.size() == 1 ? 1 : written.size() - 1;

@@ -52,7 +52,10 @@ class Checkpoint {
   const CheckpointTensor* find(std::string_view name) const noexcept;
   /// The index's `metadata` object minus `total_size` (strings only; nullopt when nothing is
   /// left), else the single file's.
-  const std::optional<Metadata>& metadata() const noexcept { return metadata_; }
+  const std::optional<Metadata>& metadata() const noexcept {
+    // A single file's is not copied: it may hold a million keys.
+    return index_path_.empty() && !files_.empty() ? files_.front().metadata() : metadata_;
+  }
   /// Sum of every tensor's bytes.
   std::uint64_t total_bytes() const noexcept { return total_bytes_; }
   /// The index file, empty for a single file.

@@ -30,6 +30,9 @@ enum class ErrorCode {
   unsupported_checkpoint,   // a valid checkpoint of a kind we refuse (quantized, sparse,
                             // TorchScript)
   invalid_checkpoint,       // a checkpoint whose storages and views disagree (geometry, sizes)
+  not_regular_file,         // an input is a FIFO, socket, device or directory, not a file
+  nul_character,            // a tensor name or metadata key/value holds U+0000 (FORMAT.md)
+  too_many_dimensions,      // a shape of rank above max_rank (FORMAT.md)
 };
 
 /// A short stable name for the code, e.g. "invalid_offsets".

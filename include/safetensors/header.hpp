@@ -20,6 +20,10 @@ using Metadata = std::map<std::string, std::string, std::less<>>;
 /// The largest header FORMAT.md allows (rule 2); exactly this size is accepted.
 inline constexpr std::uint64_t max_header_size = 100'000'000;
 
+/// The most dimensions a tensor may have (FORMAT.md): numpy's limit, far above any model's,
+/// and low enough that a shape costs a bounded amount of memory to hold and to show.
+inline constexpr std::size_t max_rank = 64;
+
 /// One tensor entry of a validated header. Offsets are relative to the data buffer.
 struct TensorInfo {
   std::string name;

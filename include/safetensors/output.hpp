@@ -10,7 +10,10 @@ namespace safetensors {
 
 /// A new file written beside its target and renamed over it on `commit`. Until then the
 /// target is untouched; destroying an uncommitted AtomicFile deletes the temporary file.
-/// Permissions follow the umask, as for any newly created file.
+/// Permissions follow the umask, as for any newly created file. The temporary
+/// (`.<name>.tmp-<12 random [0-9a-z]>`) stays flock-ed by its writer until the rename; a new
+/// AtomicFile for the same target deletes those whose lock is free, i.e. whose writer died
+/// (SIGKILL, power loss) before it could clean up.
 class AtomicFile {
  public:
   /// Creates the temporary file in the target's directory. Throws `Error` (io).

@@ -40,12 +40,16 @@ class Source {
 };
 
 /// Maps a file read-only (MAP_PRIVATE): zero-copy views, pages loaded on first touch.
+/// Like every function here that opens a path, refuses anything but a regular file
+/// (not_regular_file: FIFO, socket, device, directory) without blocking on it.
 std::unique_ptr<Source> open_mmap_source(const std::filesystem::path& path);
 
 /// Like `open_mmap_source`, but the pages are also writable copy-on-write (PROT_READ |
 /// PROT_WRITE, MAP_PRIVATE): a write through the mapping copies the page for this process and
-/// never reaches the file. For bindings that hand the memory to frameworks which assume tensors
-/// are writable (torch, numpy); `mapped()` stays const for everyone else.
+/// never reaches the file. MAP_NORESERVE: only pages actually written are charged against the
+/// commit limit, so a file larger than RAM + swap opens as any other. For bindings that hand the
+/// memory to frameworks which assume tensors are writable (torch, numpy); `mapped()` stays const
+/// for everyone else.
 std::unique_ptr<Source> open_writable_mmap_source(const std::filesystem::path& path);
 
 /// Reads a file with pread(2); no mapping, so nothing is zero-copy.

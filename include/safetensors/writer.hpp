@@ -43,6 +43,12 @@ struct WriteOptions {
   /// The header is padded with spaces so that 8 + N is a multiple of this; a power of two
   /// of at least 8 (e.g. 4096 for direct I/O). Tensors are never padded.
   std::uint64_t alignment = 8;
+  /// When set, written instead of `metadata`, without copying it; it must outlive the call.
+  /// Spares a copy of a large map (a merge of files with a million metadata keys).
+  const Metadata* borrowed_metadata = nullptr;
+  /// Called between chunks of at most 64 MiB of data; whatever it throws aborts the write
+  /// (`write_file` then leaves no temporary file). Lets a binding stop a long save on Ctrl-C.
+  std::function<void()> between_chunks;
 };
 
 /// Everything decided before a byte of data is written.
@@ -60,7 +66,8 @@ struct WritePlan {
 };
 
 /// Checks the tensors and lays them out. Throws `Error`: duplicate_key (a name twice),
-/// invalid_argument (a tensor named `__metadata__`, a bad alignment), overflow, misaligned,
+/// invalid_argument (a tensor named `__metadata__`, a bad alignment), nul_character (in a
+/// name or metadata), too_many_dimensions (rank above max_rank), overflow, misaligned,
 /// size_mismatch (borrowed bytes of the wrong length); each message names the tensor.
 WritePlan plan_write(std::span<const TensorData> tensors, const WriteOptions& options = {});
 

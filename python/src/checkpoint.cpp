@@ -16,6 +16,7 @@
 #include "bindings.hpp"
 #include "safetensors/checkpoint.hpp"
 #include "safetensors/loader.hpp"
+#include "signals.hpp"
 
 namespace safetensors::python {
 
@@ -31,6 +32,12 @@ Dtype parse_dtype(const std::string& name) {
   const std::optional<Dtype> dtype = dtype_from_name(name);
   if (!dtype) raise(safetensor_error(), "dtype " + name + " is not a safetensors dtype");
   return *dtype;
+}
+
+// `options` with Ctrl-C checked at each progress report (about 256 per load).
+LoadOptions stop_on_signal(LoadOptions options) {
+  options.progress = [](std::uint64_t, std::uint64_t) { check_signals(); };
+  return options;
 }
 
 // Python hands in fresh memory (torch.empty) whose pages the workers fault in as they copy.
@@ -118,7 +125,7 @@ class PyCheckpoint {
     // `pinned` keeps the buffer and the plan is only read, so the workers need no GIL.
     py::gil_scoped_release release;
     prefer_huge_pages(bytes.first(std::min<std::size_t>(bytes.size(), plan.buffer_size)));
-    safetensors::load_into(checkpoint_, plan, bytes, options);
+    safetensors::load_into(checkpoint_, plan, bytes, stop_on_signal(options));
   }
 
  private:

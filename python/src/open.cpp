@@ -48,7 +48,9 @@ class OwnedSource final : public Source {
     if (errno == ENOENT) raise(PyExc_FileNotFoundError, "No such file or directory: " + path);
     if (errno == EACCES) raise(PyExc_PermissionError, "Permission denied: " + path);
   }
-  raise_error(error, error.code() == ErrorCode::io ? "" : "Error while deserializing header: ");
+  const bool os_level =
+      error.code() == ErrorCode::io || error.code() == ErrorCode::not_regular_file;
+  raise_error(error, os_level ? "" : "Error while deserializing header: ");
 }
 
 class PyFile {

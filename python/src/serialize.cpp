@@ -13,6 +13,7 @@
 #include "safetensors/dtype.hpp"
 #include "safetensors/file.hpp"
 #include "safetensors/writer.hpp"
+#include "signals.hpp"
 
 namespace safetensors::python {
 
@@ -189,6 +190,15 @@ Prepared prepare(py::handle tensor_dict, py::handle metadata) {
   return out;
 }
 
+// `options` (metadata borrowed, not copied) with Ctrl-C checked between chunks.
+WriteOptions stop_on_signal(const WriteOptions& options) {
+  WriteOptions out;
+  out.borrowed_metadata = options.metadata ? &*options.metadata : options.borrowed_metadata;
+  out.alignment = options.alignment;
+  out.between_chunks = check_signals;
+  return out;
+}
+
 py::bytes serialize(py::handle tensor_dict, py::handle metadata) {
   const Prepared prepared = prepare(tensor_dict, metadata);
   try {
@@ -200,10 +210,11 @@ py::bytes serialize(py::handle tensor_dict, py::handle metadata) {
     char* cursor = PyBytes_AS_STRING(raw);
     {
       py::gil_scoped_release release;
-      write_to_sink(prepared.tensors, prepared.options, [&](std::span<const std::byte> chunk) {
-        std::memcpy(cursor, chunk.data(), chunk.size());
-        cursor += chunk.size();
-      });
+      write_to_sink(prepared.tensors, stop_on_signal(prepared.options),
+                    [&](std::span<const std::byte> chunk) {
+                      std::memcpy(cursor, chunk.data(), chunk.size());
+                      cursor += chunk.size();
+                    });
     }
     return out;
   } catch (const Error& e) {
@@ -216,7 +227,8 @@ void serialize_file(py::handle tensor_dict, py::handle filename, py::handle meta
   const std::string path = fs_path(filename);
   try {
     py::gil_scoped_release release;
-    write_file(path, prepared.tensors, prepared.options);
+    // An interrupted write_file deletes its temporary and leaves the target as it was.
+    write_file(path, prepared.tensors, stop_on_signal(prepared.options));
   } catch (const Error& e) {
     raise_error(e, "Error while serializing: ");
   }
@@ -258,6 +270,7 @@ std::string dtype_code(const std::string& name) {
 }  // namespace
 
 void register_serialize(py::module_& module) {
+  register_signal_translator();
   module.def("_dtype_code", &dtype_code, py::arg("name"),
              "The format's name of a dtype given by framework (\"float32\") or format name.");
   module.def("serialize", &serialize, py::arg("tensor_dict"), py::arg("metadata") = py::none(),

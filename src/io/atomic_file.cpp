@@ -1,17 +1,20 @@
 #include "safetensors/output.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <initializer_list>
 #include <random>
 #include <string>
 #include <string_view>
 
+#include "io/posix.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors {
@@ -32,16 +35,18 @@ std::string concat(std::initializer_list<std::string_view> parts) {
 }
 
 [[noreturn]] void throw_io(const std::filesystem::path& target, std::string_view what, int err) {
-  throw Error(ErrorCode::io, concat({target.native(), ": ", what, ": ", std::strerror(err)}));
+  detail::throw_os_error(target.native(), what, err);
 }
 
+constexpr std::size_t suffix_length = 12;
+constexpr std::string_view suffix_digits = "0123456789abcdefghijklmnopqrstuvwxyz";
+
 std::string random_suffix() {
-  static constexpr char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
   thread_local std::mt19937_64 engine{std::random_device{}() ^
                                       (static_cast<std::uint64_t>(::getpid()) << 32)};
-  std::uniform_int_distribution<std::size_t> pick(0, sizeof(digits) - 2);
-  std::string suffix(12, '0');
-  for (char& c : suffix) c = digits[pick(engine)];
+  std::uniform_int_distribution<std::size_t> pick(0, suffix_digits.size() - 1);
+  std::string suffix(suffix_length, '0');
+  for (char& c : suffix) c = suffix_digits[pick(engine)];
   return suffix;
 }
 
@@ -50,28 +55,91 @@ std::filesystem::path directory_of(const std::filesystem::path& target) {
   return dir.empty() ? std::filesystem::path(".") : dir;
 }
 
+// Exactly what AtomicFile names its temporaries: the prefix and a random suffix.
+bool is_our_temp(std::string_view name, std::string_view prefix) {
+  if (name.size() != prefix.size() + suffix_length || !name.starts_with(prefix)) return false;
+  return name.substr(prefix.size()).find_first_not_of(suffix_digits) == std::string_view::npos;
+}
+
+int lock_retrying(int fd, int operation) {
+  int result;
+  do {
+    result = ::flock(fd, operation);
+  } while (result != 0 && errno == EINTR);
+  return result;
+}
+
+// Deletes the temporary `name` in `dir_fd` if its writer is gone. Every live writer holds
+// an exclusive flock on its temporary until the rename, and the kernel drops the lock when
+// the writer dies however it dies; a temporary we can lock is therefore abandoned. Best
+// effort: anything unexpected leaves the file alone.
+void remove_if_abandoned(int dir_fd, const char* name) {
+  const int fd = ::openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return;
+  struct stat held {};
+  struct stat now {};
+  // Still the same file under that name once locked: it was not renamed into place, or
+  // removed and replaced, in the meantime.
+  if (::fstat(fd, &held) == 0 && S_ISREG(held.st_mode) &&
+      lock_retrying(fd, LOCK_EX | LOCK_NB) == 0 &&
+      ::fstatat(dir_fd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == held.st_dev &&
+      now.st_ino == held.st_ino) {
+    (void)::unlinkat(dir_fd, name, 0);
+  }
+  ::close(fd);
+}
+
+// A writer killed before its rename (SIGKILL, power loss) leaves its temporary behind;
+// the next save to the same target removes those no live writer owns.
+void remove_abandoned_temps(const std::filesystem::path& dir, std::string_view prefix) {
+  DIR* listing = ::opendir(dir.c_str());
+  if (listing == nullptr) return;
+  const int dir_fd = ::dirfd(listing);
+  while (const dirent* entry = ::readdir(listing)) {
+    if (is_our_temp(entry->d_name, prefix)) remove_if_abandoned(dir_fd, entry->d_name);
+  }
+  ::closedir(listing);
+}
+
 }  // namespace
 
 AtomicFile::AtomicFile(std::filesystem::path target) : target_(std::move(target)) {
   if (!target_.has_filename()) throw_io(target_, "not a file name", EISDIR);
   const std::filesystem::path dir = directory_of(target_);
   const std::string hidden_prefix = concat({".", target_.filename().native(), ".tmp-"});
+  remove_abandoned_temps(dir, hidden_prefix);
   // O_EXCL makes a collision with another writer's temporary an error we retry, never a
   // shared file; the 0666 mode lets the umask decide permissions as for any new file.
   for (int attempt = 0; attempt < 100; ++attempt) {
     temp_ = dir / (hidden_prefix + random_suffix());
     fd_ = ::open(temp_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
-    if (fd_ >= 0) return;
-    if (errno != EEXIST && errno != EINTR) {
-      throw_io(target_, concat({"cannot create temporary file ", temp_.native()}), errno);
+    if (fd_ < 0) {
+      if (errno != EEXIST && errno != EINTR) {
+        throw_io(target_, concat({"cannot create temporary file ", temp_.native()}), errno);
+      }
+      continue;
     }
+    // The lock tells other writers' cleanup that this temporary is alive. One of them may
+    // have locked and removed it in the instant before we did: then we start over.
+    struct stat st {};
+    if (lock_retrying(fd_, LOCK_EX) != 0 || ::fstat(fd_, &st) != 0) {
+      const int err = errno;
+      ::close(fd_);
+      ::unlink(temp_.c_str());
+      fd_ = -1;
+      throw_io(target_, concat({"cannot lock temporary file ", temp_.native()}), err);
+    }
+    if (st.st_nlink > 0) return;
+    ::close(fd_);
+    fd_ = -1;
   }
   throw_io(target_, concat({"cannot create a unique temporary file in ", dir.native()}), EEXIST);
 }
 
 AtomicFile::~AtomicFile() {
-  if (fd_ >= 0) ::close(fd_);
+  // Unlinked before the close drops the lock, so no cleanup ever sees it unlocked.
   if (!committed_ && !temp_.empty()) ::unlink(temp_.c_str());
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void AtomicFile::write(std::span<const std::byte> bytes) {
@@ -106,13 +174,17 @@ void AtomicFile::start_writeback() noexcept {
 void AtomicFile::commit() {
   if (fd_ < 0) throw_io(target_, "commit called twice", EBADF);
   if (::fsync(fd_) != 0) throw_io(target_, concat({"fsync of ", temp_.native(), " failed"}), errno);
-  const int fd = fd_;
-  fd_ = -1;
-  if (::close(fd) != 0) throw_io(target_, concat({"close of ", temp_.native(), " failed"}), errno);
+  // Renamed while the descriptor, and so the lock, is still held: another writer's cleanup
+  // must not take the finished temporary for an abandoned one.
   if (::rename(temp_.c_str(), target_.c_str()) != 0) {
     throw_io(target_, concat({"rename from ", temp_.native(), " failed"}), errno);
   }
   committed_ = true;
+  const int fd = fd_;
+  fd_ = -1;
+  // After a successful fsync a failing close loses nothing; report it all the same.
+  if (::close(fd) != 0)
+    throw_io(target_, concat({"close of ", target_.native(), " failed"}), errno);
   // Without flushing the directory the rename itself may be lost on a crash, leaving the
   // old file (or none) although commit returned.
   const std::filesystem::path dir = directory_of(target_);

@@ -9,18 +9,15 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
-#include <system_error>
 
+#include "io/posix.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/source.hpp"
 
 namespace safetensors {
 namespace {
 
-[[noreturn]] void throw_os_error(const std::string& name, const std::string& what, int err) {
-  // std::system_category().message is thread-safe, unlike strerror.
-  throw Error(ErrorCode::io, name + ": " + what + ": " + std::system_category().message(err));
-}
+using detail::throw_os_error;
 
 void check_range(const std::string& name, std::uint64_t size, std::uint64_t offset,
                  std::uint64_t length) {
@@ -34,12 +31,7 @@ void check_range(const std::string& name, std::uint64_t size, std::uint64_t offs
 // Owns a descriptor so that every early exit of the constructors closes it.
 class Descriptor {
  public:
-  explicit Descriptor(const std::string& name) {
-    do {
-      fd_ = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
-    } while (fd_ < 0 && errno == EINTR);
-    if (fd_ < 0) throw_os_error(name, "cannot open", errno);
-  }
+  explicit Descriptor(const std::string& name) : fd_(detail::open_regular_file(name)) {}
   Descriptor(const Descriptor&) = delete;
   Descriptor& operator=(const Descriptor&) = delete;
   ~Descriptor() { ::close(fd_); }
@@ -49,7 +41,6 @@ class Descriptor {
   std::uint64_t size(const std::string& name) const {
     struct stat st {};
     if (::fstat(fd_, &st) != 0) throw_os_error(name, "cannot stat", errno);
-    if (S_ISDIR(st.st_mode)) throw_os_error(name, "cannot read", EISDIR);
     return static_cast<std::uint64_t>(st.st_size);
   }
 
@@ -82,7 +73,11 @@ std::span<const std::byte> map_file(const std::string& name, bool writable_priva
   // mmap refuses a zero length; an empty file simply maps to an empty span.
   if (size == 0) return {};
   const int protection = writable_private ? PROT_READ | PROT_WRITE : PROT_READ;
-  void* base = ::mmap(nullptr, size, protection, MAP_PRIVATE, fd.get(), 0);
+  // A writable private mapping is charged in full against the commit limit, so without
+  // MAP_NORESERVE a file larger than RAM + swap could not be opened. Only pages actually
+  // written take memory; under strict overcommit (mode 2) the kernel ignores the flag.
+  const int flags = writable_private ? MAP_PRIVATE | MAP_NORESERVE : MAP_PRIVATE;
+  void* base = ::mmap(nullptr, size, protection, flags, fd.get(), 0);
   if (base == MAP_FAILED) throw_os_error(name, "cannot map", errno);
   return {static_cast<const std::byte*>(base), size};
 }

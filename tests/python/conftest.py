@@ -15,6 +15,8 @@ if ALIAS_DIR not in sys.path:
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "sparse: needs a scratch file system that keeps sparse files (huge files)")
     # Scratch files go where ctest wants them, one directory per run.
     scratch = os.environ.get("SAFETENSORS_TEST_TMP")
     if scratch and not config.option.basetemp:

@@ -360,6 +360,59 @@ TEST(HeaderJson, LoneSurrogateEscapesAreInvalid) {
   }
 }
 
+// ---- Rule 5, our additions: NUL characters and the rank limit ----
+
+TEST(HeaderNul, InTensorName) {
+  EXPECT_TRUE(json_fails(object({entry("a\\u0000b", "U8", "[1]", 0, 1)}), 1,
+                         ErrorCode::nul_character, {"tensor `a\\x00b` contains a null byte"}));
+}
+
+TEST(HeaderNul, InMetadataKeyOrValue) {
+  EXPECT_TRUE(json_fails(R"({"__metadata__":{"k\u0000":"v"}})", 0, ErrorCode::nul_character,
+                         {"__metadata__ key `k\\x00` contains a null byte"}));
+  EXPECT_TRUE(json_fails(R"({"__metadata__":{"k":"v\u0000"}})", 0, ErrorCode::nul_character,
+                         {"__metadata__ key `k`: the value `v\\x00` contains a null byte"}));
+}
+
+TEST(HeaderNul, OtherControlCharactersAndUnknownFieldsAreFine) {
+  Header header = parse(R"({"__metadata__":{"k\u0001":"\u001f"},"w\u0002":{"dtype":"U8",)"
+                        R"("shape":[1],"data_offsets":[0,1],"extra":"\u0000"}})",
+                        1);
+  EXPECT_EQ(header.tensors[0].name, "w\x02");
+}
+
+TEST(HeaderNul, WinsOverALaterDuplicate) {
+  EXPECT_TRUE(json_fails(object({entry("a", "U8", "[1]", 0, 1), entry("a", "U8", "[1]", 1, 2),
+                                 entry("\\u0000", "U8", "[1]", 2, 3)}),
+                         3, ErrorCode::nul_character));
+}
+
+std::string shape_of_rank(std::size_t rank) {
+  std::string shape = "[";
+  for (std::size_t i = 0; i < rank; ++i) shape += i ? ",1" : "1";
+  return shape + "]";
+}
+
+TEST(HeaderRank, UpToTheLimitIsAccepted) {
+  Header header = parse(object({entry("w", "U8", shape_of_rank(max_rank), 0, 1)}), 1);
+  EXPECT_EQ(header.tensors[0].shape.size(), max_rank);
+}
+
+TEST(HeaderRank, AboveTheLimitIsRefusedWithTheRank) {
+  EXPECT_TRUE(json_fails(object({entry("w", "U8", shape_of_rank(max_rank + 1), 0, 1)}), 1,
+                         ErrorCode::too_many_dimensions, {"`w`", "65 dimensions", "64"}));
+  // The rank-16,000,000 header of the issue (32 MB) in small: refused, not held.
+  EXPECT_TRUE(json_fails(object({entry("w", "U8", shape_of_rank(1'000'000), 0, 1)}), 1,
+                         ErrorCode::too_many_dimensions, {"1000000 dimensions"}));
+}
+
+TEST(HeaderRank, MalformedElementBeyondTheLimitIsStillInvalid) {
+  std::string shape = shape_of_rank(max_rank + 5);
+  shape.insert(shape.size() - 1, ",-1");
+  EXPECT_TRUE(json_fails(object({entry("w", "U8", shape, 0, 1)}), 1, ErrorCode::invalid_header,
+                         {"negative"}));
+}
+
 // ---- Rule 6: duplicates ----
 
 TEST(HeaderDuplicates, TensorNames) {

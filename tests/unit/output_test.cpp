@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -241,6 +242,66 @@ TEST(WriteFile, KilledWriterLeavesThePreviousFile) {
   const std::vector<fs::path> left = temporaries_of(target.path());
   ASSERT_EQ(left.size(), 1u);
   EXPECT_GE(fs::file_size(left[0]), size / 2);
+  // The next save to the same target finds the dead writer's temporary unlocked.
+  write_file(target.path(),
+             std::vector{TensorData::from_bytes("t", Dtype::U8, {2}, bytes_of("ok"))});
+  EXPECT_TRUE(temporaries_of(target.path()).empty());
+}
+
+// A name AtomicFile could have chosen for `target`'s temporary.
+fs::path temp_name(const fs::path& target, std::string_view suffix) {
+  return target.parent_path() / ("." + target.filename().string() + ".tmp-" + std::string(suffix));
+}
+
+TEST(AtomicFile, RemovesOnlyAbandonedTemporariesOfItsTarget) {
+  ScratchPath target("atomic-stale");
+  ScratchPath other("atomic-stale-other");
+  const fs::path abandoned = temp_name(target.path(), "0123456789ab");
+  // Not ours: wrong length, wrong alphabet, something appended, another target's.
+  const std::vector<fs::path> foreign = {
+      temp_name(target.path(), "0123456789a"), temp_name(target.path(), "0123456789AB"),
+      temp_name(target.path(), "0123456789ab.bak"), temp_name(other.path(), "0123456789ab"),
+      target.path().parent_path() / (target.path().filename().string() + ".tmp-0123456789ab")};
+  for (const fs::path& path : foreign) test::write_file(path, bytes_of("keep"));
+  test::write_file(abandoned, bytes_of("stale"));
+  {
+    AtomicFile file(target.path());
+    EXPECT_FALSE(fs::exists(abandoned));
+    file.write(bytes_of("new"));
+    file.commit();
+  }
+  for (const fs::path& path : foreign) {
+    EXPECT_EQ(read_whole_file(path), "keep") << path;
+    fs::remove(path);
+  }
+  EXPECT_EQ(read_whole_file(target.path()), "new");
+}
+
+// A live writer keeps its temporary locked: another save to the same target leaves it alone,
+// and each commits its own file.
+TEST(AtomicFile, KeepsTheTemporaryOfALiveWriter) {
+  ScratchPath target("atomic-live");
+  AtomicFile first(target.path());
+  first.write(bytes_of("first"));
+  {
+    AtomicFile second(target.path());
+    EXPECT_TRUE(fs::exists(first.temp_path()));
+    second.write(bytes_of("second"));
+    second.commit();
+  }
+  // A temporary somebody else has locked (here: this process, through its own open file).
+  const fs::path locked = temp_name(target.path(), "lockedbyyou0");
+  test::write_file(locked, bytes_of("busy"));
+  const int fd = ::open(locked.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+  { AtomicFile third(target.path()); }
+  EXPECT_TRUE(fs::exists(locked));
+  ::close(fd);
+  first.commit();
+  EXPECT_EQ(read_whole_file(target.path()), "first");
+  { AtomicFile fourth(target.path()); }
+  EXPECT_FALSE(fs::exists(locked));
 }
 
 TEST(WriteFile, MappedReaderKeepsTheOldBytes) {

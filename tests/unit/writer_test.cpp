@@ -167,7 +167,8 @@ TEST(Writer, EmptyTensorOccupiesNoBytes) {
 }
 
 TEST(Writer, EscapesNamesAndMetadataLikeTheReference) {
-  const std::string weird = "q\"b\\s\b\t\n\f\r\x1f\x10\0\x7f/\xc3\xa9\xe6\x97\xa5"s;
+  // Every control character but NUL, which FORMAT.md refuses.
+  const std::string weird = "q\"b\\s\b\t\n\f\r\x1f\x10\x01\x7f/\xc3\xa9\xe6\x97\xa5"s;
   const std::vector tensors{
       TensorData::from_bytes("\xc3\xa9", Dtype::U8, {0}, {}),
       TensorData::from_bytes("z", Dtype::U8, {0}, {}),
@@ -180,7 +181,7 @@ TEST(Writer, EscapesNamesAndMetadataLikeTheReference) {
       "\xf0\0\0\0\0\0\0\0"s
       R"({"__metadata__":{"k\n":"v\"\u0001)"
       "\xc3\xa9"
-      R"("},"q\"b\\s\b\t\n\f\r\u001f\u0010\u0000)"
+      R"("},"q\"b\\s\b\t\n\f\r\u001f\u0010\u0001)"
       "\x7f/\xc3\xa9\xe6\x97\xa5"
       R"(":{"dtype":"U8","shape":[0],"data_offsets":[0,0]},)"
       R"("z":{"dtype":"U8","shape":[0],"data_offsets":[0,0]},)"
@@ -234,6 +235,28 @@ TEST(WriterRejects, DuplicateNames) {
 TEST(WriterRejects, TensorNamedMetadata) {
   const std::vector tensors{TensorData::from_bytes("__metadata__", Dtype::U8, {0}, {})};
   expect_error([&] { plan_write(tensors); }, ErrorCode::invalid_argument, {"__metadata__"});
+}
+
+// Readers refuse these (FORMAT.md), so the writer never produces them.
+TEST(WriterRejects, NulInNameOrMetadata) {
+  const std::vector named{TensorData::from_bytes("a\0b"s, Dtype::U8, {0}, {})};
+  expect_error([&] { plan_write(named); }, ErrorCode::nul_character, {"\"a\\u0000b\""});
+  const std::vector<TensorData> none;
+  WriteOptions options;
+  options.metadata = Metadata{{"k\0"s, "v"}};
+  expect_error([&] { plan_write(none, options); }, ErrorCode::nul_character,
+               {"\"k\\u0000\"", "key"});
+  options.metadata = Metadata{{"k", "v\0"s}};
+  expect_error([&] { plan_write(none, options); }, ErrorCode::nul_character, {"\"k\"", "value"});
+}
+
+TEST(WriterRejects, MoreDimensionsThanReadersAccept) {
+  const std::vector at_limit{TensorData::from_bytes(
+      "w", Dtype::U8, std::vector<std::uint64_t>(max_rank, 1), bytes_of("x"))};
+  EXPECT_NO_THROW(plan_write(at_limit));
+  const std::vector above{TensorData::from_bytes(
+      "w", Dtype::U8, std::vector<std::uint64_t>(max_rank + 1, 1), bytes_of("x"))};
+  expect_error([&] { plan_write(above); }, ErrorCode::too_many_dimensions, {"\"w\"", "64"});
 }
 
 TEST(WriterRejects, ShapeOverflow) {
@@ -326,7 +349,8 @@ TEST(Writer, RoundTripsEveryDtype) {
 
 // Escaped names, empty metadata, no tensors and a large alignment read back unchanged.
 TEST(Writer, RoundTripsEdgeCases) {
-  const std::string weird = "q\"b\\s\b\t\n\f\r\x1f\x10\0\x7f/\xc3\xa9\xe6\x97\xa5"s;
+  // Every control character but NUL, which FORMAT.md refuses.
+  const std::string weird = "q\"b\\s\b\t\n\f\r\x1f\x10\x01\x7f/\xc3\xa9\xe6\x97\xa5"s;
   const auto one = "\x2a"sv;
   const std::vector<std::vector<TensorData>> cases{
       {},
