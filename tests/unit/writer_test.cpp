@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -203,6 +204,39 @@ TEST(Writer, LargerAlignmentPadsTheHeaderOnly) {
   const std::string out = written(tensors, options);
   EXPECT_EQ(out, expected);
   EXPECT_EQ(out.size(), 4096u + 24u);
+}
+
+// FORMAT.md: spaces after the JSON until 8 + N is a multiple of the alignment, and none when
+// it already is. Names of 1 to 16 bytes take 8 + len(JSON) through every residue modulo 8
+// (and modulo 16) twice; each alignment is checked against the rule worked out here.
+TEST(Writer, PadsEveryResidueToTheAlignment) {
+  const std::string data(1, '\x7f');
+  std::set<std::uint64_t> residues;
+  for (const std::uint64_t alignment : {8u, 16u, 64u, 4096u}) {
+    for (std::size_t length = 1; length <= 16; ++length) {
+      const std::string name(length, 'n');
+      SCOPED_TRACE("alignment " + std::to_string(alignment) + ", name of " +
+                   std::to_string(length) + " bytes");
+      const std::string json =
+          "{\"" + name + R"(":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+      const std::uint64_t spaces = (alignment - (8 + json.size()) % alignment) % alignment;
+      if (alignment == 8) residues.insert((8 + json.size()) % 8);
+      const std::uint64_t n = json.size() + spaces;
+      std::string expected(8, '\0');
+      for (int i = 0; i < 8; ++i) expected[i] = static_cast<char>(n >> (8 * i));
+      expected += json + std::string(spaces, ' ') + data;
+
+      WriteOptions options;
+      options.alignment = alignment;
+      const std::vector tensors{TensorData::from_bytes(name, Dtype::U8, {1}, bytes_of(data))};
+      const std::string out = written(tensors, options);
+      EXPECT_EQ(out, expected);
+      EXPECT_EQ((8 + n) % alignment, 0u);
+      EXPECT_LT(spaces, alignment);
+      EXPECT_EQ(plan_write(tensors, options).header, expected.substr(0, 8 + n));
+    }
+  }
+  EXPECT_EQ(residues.size(), 8u) << "some residue modulo 8 was not tried";
 }
 
 TEST(Writer, SubByteDtypes) {
