@@ -656,7 +656,7 @@ def check_cast(scratch):
                                 "ids": tensors["ids"], "h": tensors["h"]}, {"format": "pt"})
     check("cast --dtype f16 converts the F32 tensor and copies the rest",
           r.returncode == 0 and read_bytes(out) == expected
-          and r.stdout == f"{out}: 3 tensors, 1 converted to F16, 28 B -> 20 B\n",
+          and r.stdout == f"{out}: 3 tensors, 1 converted to F16, 26 B -> 18 B\n",
           r.stdout + r.stderr + repr(read_bytes(out)[:200]))
     bf16 = os.path.join(scratch, "cast-bf16.safetensors")
     r = run("cast", source, bf16, "--dtype", "BFloat16")

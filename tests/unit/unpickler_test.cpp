@@ -867,24 +867,31 @@ TEST(Allowlist, IsExactlyThePinnedSet) {
 }
 
 // The predicate agrees with the list on every pairing of an allowed module with an allowed
-// name (e.g. torch.set or builtins.float are not allowed), and on prefixes and case.
+// name (e.g. torch.set or builtins.float are not allowed), and refuses other case, prefixes
+// and extensions of each.
 TEST(Allowlist, PredicateMatchesTheListExactly) {
   std::set<std::string_view> modules, names;
   for (const auto& [module, name] : pinned_allowlist) {
     modules.insert(module);
     names.insert(name);
   }
+  const auto agrees = [](std::string_view module, std::string_view name) {
+    EXPECT_EQ(is_allowed_global(module, name), pinned_allowlist.contains({module, name}))
+        << module << "." << name;
+  };
   for (std::string_view module : modules) {
+    agrees(std::string(module) + ".x", "OrderedDict");
+    agrees(module.substr(0, module.size() - 1), "OrderedDict");
     for (std::string_view name : names) {
-      EXPECT_EQ(is_allowed_global(module, name), pinned_allowlist.contains({module, name}))
-          << module << "." << name;
-      const std::string upper =
-          std::string(1, static_cast<char>(std::toupper(name[0]))) + std::string(name.substr(1));
-      if (upper != name) EXPECT_FALSE(is_allowed_global(module, upper)) << module << "." << upper;
-      EXPECT_FALSE(is_allowed_global(module, name.substr(0, name.size() - 1)))
-          << module << "." << name.substr(0, name.size() - 1);
-      EXPECT_FALSE(is_allowed_global(module, std::string(name) + "x")) << module << "." << name;
-      EXPECT_FALSE(is_allowed_global(std::string(module) + ".x", name)) << module << "." << name;
+      agrees(module, name);
+      std::string other_case(name);
+      const auto first = static_cast<unsigned char>(other_case[0]);
+      other_case[0] =
+          static_cast<char>(std::isupper(first) ? std::tolower(first) : std::toupper(first));
+      agrees(module, other_case);
+      agrees(module, name.substr(0, name.size() - 1));
+      agrees(module, std::string(name) + "x");
+      agrees(std::string(module) + ".x", name);
     }
   }
 }
