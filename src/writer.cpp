@@ -1,9 +1,12 @@
 #include "safetensors/writer.hpp"
 
+#include <simdjson.h>
+
 #include <algorithm>
 #include <string>
 #include <string_view>
 
+#include "header_text.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/output.hpp"
 
@@ -83,9 +86,31 @@ void check_alignment(std::uint64_t alignment) {
   }
 }
 
+// The reader refuses a header that is not UTF-8 (FORMAT.md rule 4): a name or metadata
+// string that is not would make a file nothing can open, so it is refused before writing.
+bool is_utf8(std::string_view text) {
+  return simdjson::validate_utf8(text.data(), text.size());
+}
+
+void check_metadata_utf8(const WriteOptions& options) {
+  if (!options.metadata) return;
+  for (const auto& [key, value] : *options.metadata) {
+    for (const std::string* text : {&key, &value}) {
+      if (!is_utf8(*text)) {
+        throw Error(ErrorCode::invalid_argument, std::string("metadata ") +
+                                                     (text == &key ? "key " : "value ") +
+                                                     detail::quote(*text) + " is not valid UTF-8");
+      }
+    }
+  }
+}
+
 std::uint64_t checked_byte_size(const TensorData& t) {
   if (t.name == metadata_key) {
     throw_tensor_error(ErrorCode::invalid_argument, t, "the name is reserved for the metadata");
+  }
+  if (!is_utf8(t.name)) {
+    throw_tensor_error(ErrorCode::invalid_argument, t, "the name is not valid UTF-8");
   }
   const ByteSize size = byte_size(t.dtype, t.shape);
   if (size.problem == SizeProblem::overflow) {
@@ -181,6 +206,7 @@ void stream_data(const WritePlan& plan, std::span<const TensorData> tensors, con
 
 WritePlan plan_write(std::span<const TensorData> tensors, const WriteOptions& options) {
   check_alignment(options.alignment);
+  check_metadata_utf8(options);
   std::vector<std::uint64_t> sizes;
   sizes.reserve(tensors.size());
   for (const TensorData& t : tensors) sizes.push_back(checked_byte_size(t));
