@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every check: formatting, a warnings-as-errors Release build with all tests, the unit
-# tests again under AddressSanitizer + UndefinedBehaviorSanitizer (clang), and a short fuzz
-# run. Every stage runs even when an earlier one fails (unless it depends on it); the
-# summary at the end lists each stage and the exit status is non-zero if any failed.
-#   FUZZ_SECONDS  seconds for the whole fuzz smoke run, split evenly among the fuzzers
-#                 (default 240: 60 s for each of the four)
+# tests again under AddressSanitizer + UndefinedBehaviorSanitizer (clang) together with a
+# replay of every fuzzer's seed corpus, and a short fuzz run. Every stage runs even when an
+# earlier one fails (unless it depends on it); the summary at the end lists each stage and
+# the exit status is non-zero if any failed.
+#   FUZZ_SECONDS  seconds for the whole fuzz smoke run, split evenly among the fuzzers (the
+#                 `run` lines of fuzz/run_smoke.sh; default 240)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
