@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "reader.hpp"
 #include "require.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/file.hpp"
@@ -20,24 +21,8 @@
 
 namespace {
 
+using fuzz::Reader;
 using fuzz::require;
-
-// Reads the input front to back; past its end every byte is 0.
-class Reader {
- public:
-  Reader(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
-  std::uint8_t byte() { return at_ < size_ ? data_[at_++] : 0; }
-  std::string text() {
-    std::string out(byte() % 12, '\0');
-    for (char& c : out) c = static_cast<char>(byte());
-    return out;
-  }
-
- private:
-  const std::uint8_t* data_;
-  std::size_t size_;
-  std::size_t at_ = 0;
-};
 
 struct Written {
   safetensors::Dtype dtype;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "reader.hpp"
 #include "require.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/file.hpp"
@@ -20,20 +21,9 @@
 
 namespace {
 
+using fuzz::Reader;
 using fuzz::require;
 using safetensors::SliceArg;
-
-// Reads the input front to back; past its end every byte is 0.
-class Reader {
- public:
-  Reader(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
-  std::uint8_t byte() { return at_ < size_ ? data_[at_++] : 0; }
-
- private:
-  const std::uint8_t* data_;
-  std::size_t size_;
-  std::size_t at_ = 0;
-};
 
 // An in-memory source that is not mapped, so File::slice takes its read path.
 class UnmappedSource : public safetensors::Source {
