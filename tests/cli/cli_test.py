@@ -638,6 +638,17 @@ def check_convert(scratch):
     r = run("convert", npz, npz)
     check("convert refuses to replace its input", r.returncode == 1 and "replace" in r.stderr
           and os.path.getsize(npz) > 0, r.stderr)
+    model_dir = os.path.join(scratch, "hostile-model")
+    os.makedirs(model_dir)
+    shutil.copy(os.path.join(hostile, "global_os.system.pt"),
+                os.path.join(model_dir, "pytorch_model.bin"))
+    r = run("convert", model_dir)
+    check("convert of a model directory refuses its dangerous pytorch_model.bin",
+          r.returncode == 1 and "`os.system`" in r.stderr
+          and os.listdir(model_dir) == ["pytorch_model.bin"], r.stderr + repr(os.listdir(model_dir)))
+    r = run("convert", model_dir, os.path.join(scratch, "never.safetensors"))
+    check("convert of a directory takes no OUT", r.returncode == 1 and "in place" in r.stderr
+          and os.listdir(model_dir) == ["pytorch_model.bin"], r.stderr)
     r = run("convert", os.path.join(scratch, "none.pt"), os.path.join(scratch, "none.safetensors"))
     check("convert of a missing file exits 1", r.returncode == 1
           and r.stderr.startswith("safetensors: ")
