@@ -152,6 +152,7 @@ INDEX_SEEDS = {
     "bad_no_weight_map": b'{"metadata":{}}',
     "bad_not_object": b'[{"weight_map":{}}]',
     "bad_utf8": b'{"weight_map":{"\xed\xa0\x80":"s"}}',
+    "lone_surrogate_escapes": b'{"metadata":{"k":"\\udc00x"},"weight_map":{"\\ud800":"s"}}',
     "shard_paths": index_json({"a": "../up.safetensors", "b": "/abs", "c": "x\\y", "d": "a/../b",
                                "e": "..hidden", "f": "ok/..x", "g": "nul\u0000"}),
 }
