@@ -124,6 +124,9 @@ SLICE_SEEDS = {
     "packed_rows": slice_seed("F4", [4, 6], span(1, 3)),
     "packed_misaligned": slice_seed("F4", [3, 3], span(), span(1, 2)),
     "packed_six_bit": slice_seed("F6_E2M3", [2, 4], index(1)),
+    # A dimension byte of 250 + k is 4096 + k: rows of 32 KiB, read run by run when unmapped.
+    "sparse_columns": slice_seed("F64", [3, 254], span(), span(0, 1)),
+    "sparse_packed": slice_seed("F4", [2, 250, 2], span(), span(None, None, 4)),
 }
 
 # ---- fuzz_index: index files as transformers writes them, and broken ones.
