@@ -579,7 +579,8 @@ def check_scan(scratch):
     for name in alone:
         path = os.path.join(hostile, name)
         r = run("scan", path)
-        if r.returncode != status[verdicts[name][0]] or not reports(r.stdout, path, *verdicts[name]):
+        verdict, culprit = verdicts[name]
+        if r.returncode != status[verdict] or not reports(r.stdout, path, verdict, culprit):
             wrong.append(f"{name}: rc={r.returncode}\n{r.stdout}{r.stderr}")
     check(f"scan of each of {len(alone)} files alone exits with its verdict", not wrong,
           "\n".join(wrong[:5]))
@@ -612,7 +613,8 @@ def check_scan(scratch):
               and all(by_file[n]["verdict"] == v for n, (v, _) in verdicts.items()))
         check("scan --json reports every file, verdict and global", ok, r.stdout[:2000])
     except (ValueError, KeyError, TypeError) as e:
-        check("scan --json reports every file, verdict and global", False, f"{e!r} {r.stdout[:500]!r}")
+        check("scan --json reports every file, verdict and global", False,
+              f"{e!r} {r.stdout[:500]!r}")
 
 
 def check_convert(scratch):
@@ -669,7 +671,8 @@ def check_convert(scratch):
     r = run("convert", model_dir)
     check("convert of a model directory refuses its dangerous pytorch_model.bin",
           r.returncode == 1 and "`os.system`" in r.stderr
-          and os.listdir(model_dir) == ["pytorch_model.bin"], r.stderr + repr(os.listdir(model_dir)))
+          and os.listdir(model_dir) == ["pytorch_model.bin"],
+          r.stderr + repr(os.listdir(model_dir)))
     r = run("convert", model_dir, os.path.join(scratch, "never.safetensors"))
     check("convert of a directory takes no OUT", r.returncode == 1 and "in place" in r.stderr
           and os.listdir(model_dir) == ["pytorch_model.bin"], r.stderr)

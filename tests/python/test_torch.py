@@ -23,8 +23,8 @@ TORCH_DTYPES = {
 AVAILABLE = {k: getattr(torch, v) for k, v in TORCH_DTYPES.items() if hasattr(torch, v)}
 EVERY_DTYPE = [
     pytest.param(name, marks=pytest.mark.skipif(
-        name not in AVAILABLE, reason=f"torch {torch.__version__} has no torch.{TORCH_DTYPES[name]}"))
-    for name in sorted(TORCH_DTYPES)
+        name not in AVAILABLE, reason=f"torch {torch.__version__} has no torch.{attribute}"))
+    for name, attribute in sorted(TORCH_DTYPES.items())
 ]
 
 
