@@ -176,7 +176,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   const st::ByteSize byte_size = st::byte_size(dtype, shape);
   // Packed shapes of a bit count the writer refuses, and tensors too large to check quickly.
-  if (!byte_size || byte_size.bytes > (std::uint64_t{1} << 20)) return 0;
+  if (!byte_size || byte_size.bytes > (std::uint64_t{1} << 18)) return 0;
   std::vector<std::byte> tensor(byte_size.bytes);
   // Input bytes mixed with the position, so that a read from the wrong place shows even
   // where the input has run out.
