@@ -48,3 +48,6 @@ run pickle -max_len=65536 -dict="$here/pickle.dict"
 run zip -max_len=262144
 run npy -max_len=65536
 run convert -max_len=65536
+run slice -max_len=4096
+run index -max_len=65536
+run roundtrip -max_len=4096

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Runs every check: formatting, a warnings-as-errors Release build with all tests, the unit
-# tests again under AddressSanitizer + UndefinedBehaviorSanitizer (clang), and a short fuzz
-# run. Every stage runs even when an earlier one fails (unless it depends on it); the
-# summary at the end lists each stage and the exit status is non-zero if any failed.
-#   FUZZ_SECONDS  seconds for the whole fuzz smoke run, split evenly among the fuzzers
-#                 (default 240: 60 s for each of the four)
+# tests again under AddressSanitizer + UndefinedBehaviorSanitizer (clang) together with a
+# replay of every fuzzer's seed corpus, and a short fuzz run. Every stage runs even when an
+# earlier one fails (unless it depends on it); the summary at the end lists each stage and
+# the exit status is non-zero if any failed.
+#   FUZZ_SECONDS  seconds for the whole fuzz smoke run, split evenly among the fuzzers (the
+#                 `run` lines of fuzz/run_smoke.sh; default 240)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 jobs=$(nproc 2>/dev/null || echo 2)
 fuzz_seconds=${FUZZ_SECONDS:-240}
-# Tests labelled "slow" (e.g. huge files) run only in the Release pass.
+# Tests labelled "slow" (those writing or inflating gigabytes, listed in tests/CMakeLists.txt)
+# run only in the Release pass.
 asan_exclude_labels=slow
 
 declare -a summary=()
@@ -57,7 +59,33 @@ build_release() {
   cmake --build build -j"$jobs"
 }
 
-test_release() { ctest --test-dir build --output-on-failure -j2; }
+# ctest shows the output of a passing test only with -V, so the skips inside one (pytest's
+# summary line per skip with its reason; GoogleTest's reason and [  SKIPPED ] lines) are
+# printed from the log ctest keeps of every test's output.
+show_skips() {
+  local log=$1/Testing/Temporary/LastTest.log
+  [[ -f $log ]] || return 0
+  local skips
+  skips=$(grep -E -B1 '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$log" | grep -v -x -e '--' || true)
+  skips+=$'\n'$(grep -E '^SKIPPED \[' "$log" || true)
+  skips=$(sed '/^$/d' <<<"$skips")
+  if [[ -n $skips ]]; then
+    printf 'Skipped in %s:\n%s\n' "$1" "$skips"
+  else
+    printf 'Nothing skipped in %s\n' "$1"
+  fi
+}
+
+# run_ctest DIR [ctest options...]: the tests, then what they skipped, then their status.
+run_ctest() {
+  local dir=$1 rc=0
+  shift
+  ctest --test-dir "$dir" --output-on-failure -j2 "$@" || rc=$?
+  show_skips "$dir"
+  return $rc
+}
+
+test_release() { run_ctest build; }
 
 build_asan() {
   CC=clang CXX=clang++ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -66,9 +94,7 @@ build_asan() {
   cmake --build build-asan -j"$jobs"
 }
 
-test_asan() {
-  ctest --test-dir build-asan --output-on-failure -j2 -LE "$asan_exclude_labels"
-}
+test_asan() { run_ctest build-asan -LE "$asan_exclude_labels"; }
 
 fuzz_smoke() { bash fuzz/run_smoke.sh build-asan "$fuzz_seconds"; }
 

@@ -1,9 +1,12 @@
 #include "safetensors/writer.hpp"
 
+#include <simdjson.h>
+
 #include <algorithm>
 #include <string>
 #include <string_view>
 
+#include "header_text.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/output.hpp"
 
@@ -87,6 +90,12 @@ void check_alignment(std::uint64_t alignment) {
   }
 }
 
+// The reader refuses a header that is not UTF-8 (FORMAT.md rule 4): a name or metadata
+// string that is not would make a file nothing can open, so it is refused before writing.
+bool is_utf8(std::string_view text) {
+  return simdjson::validate_utf8(text.data(), text.size());
+}
+
 std::uint64_t checked_byte_size(const TensorData& t) {
   if (t.name == metadata_key) {
     throw_tensor_error(ErrorCode::invalid_argument, t, "the name is reserved for the metadata");
@@ -97,6 +106,9 @@ std::uint64_t checked_byte_size(const TensorData& t) {
   if (t.shape.size() > max_rank) {
     throw_tensor_error(ErrorCode::too_many_dimensions, t,
                        "more than " + std::to_string(max_rank) + " dimensions");
+  }
+  if (!is_utf8(t.name)) {
+    throw_tensor_error(ErrorCode::invalid_argument, t, "the name is not valid UTF-8");
   }
   const ByteSize size = byte_size(t.dtype, t.shape);
   if (size.problem == SizeProblem::overflow) {
@@ -120,17 +132,20 @@ const Metadata* metadata_of(const WriteOptions& options) {
   return options.metadata ? &*options.metadata : nullptr;
 }
 
-// Readers refuse these (FORMAT.md), so writing them would only make an unreadable file.
+// Readers refuse text that is not UTF-8 and NUL characters (FORMAT.md), so writing either
+// would only make a file nothing opens: both are refused before a byte is written.
 void check_metadata(const Metadata* metadata) {
   if (!metadata) return;
   for (const auto& [key, value] : *metadata) {
-    const bool in_key = key.find('\0') != std::string::npos;
-    if (!in_key && value.find('\0') == std::string::npos) continue;
-    std::string message = "__metadata__ key ";
-    append_json_string(message, key);
-    message += in_key ? ": the key" : ": the value";
-    message += " contains a null byte (U+0000)";
-    throw Error(ErrorCode::nul_character, message);
+    for (const std::string* text : {&key, &value}) {
+      const bool has_nul = text->find('\0') != std::string::npos;
+      if (!has_nul && is_utf8(*text)) continue;
+      std::string message = "__metadata__ key ";
+      append_json_string(message, key);
+      message += text == &key ? ": the key" : ": the value";
+      message += has_nul ? " contains a null byte (U+0000)" : " is not valid UTF-8";
+      throw Error(has_nul ? ErrorCode::nul_character : ErrorCode::invalid_argument, message);
+    }
   }
 }
 

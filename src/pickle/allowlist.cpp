@@ -6,10 +6,7 @@
 namespace safetensors::pickle {
 namespace {
 
-struct Name {
-  std::string_view module;
-  std::string_view name;
-};
+using Name = GlobalName;
 
 constexpr Name allowed[] = {
     {"collections", "OrderedDict"},
@@ -104,6 +101,10 @@ bool within(std::string_view module, std::string_view package) noexcept {
 
 bool is_allowed_global(std::string_view module, std::string_view name) noexcept {
   return contains(allowed, module, name);
+}
+
+std::span<const GlobalName> allowed_globals() noexcept {
+  return allowed;
 }
 
 bool is_known_unsupported_global(std::string_view module, std::string_view name) noexcept {

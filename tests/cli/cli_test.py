@@ -500,12 +500,262 @@ def check_shard(scratch):
     broken("unmapped tensor", drop_entry, "`step`", "does not map")
 
 
+# ---------------------------------------------------------------- scan, convert, cast, bench
+
+HOSTILE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures",
+                              "pickles", "make_hostile_pickles.py")
+
+
+def hostile_fixtures(scratch):
+    """Runs make_hostile_pickles.py into scratch/hostile (standard library only; it writes
+    files and loads nothing). Returns the directory and the rows of its two manifests."""
+    out = os.path.join(scratch, "hostile")
+    subprocess.run([sys.executable, HOSTILE_SCRIPT, out], check=True)
+
+    def rows(name):
+        with open(os.path.join(out, name)) as f:
+            return [line.split() for line in f if line.strip()]
+
+    return out, rows("manifest.txt"), rows("convert.txt")
+
+
+def npy_bytes(descr, shape, data):
+    """A version 1.0 .npy file, written from the format's description."""
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (
+        descr, "".join(f"{d}," for d in shape))
+    header = header.encode("latin-1")
+    header += b" " * ((-(10 + len(header) + 1)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + data
+
+
+def npz_file(path, arrays):
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, (descr, shape, data) in arrays.items():
+            z.writestr(name + ".npy", npy_bytes(descr, shape, data))
+
+
+def check_subcommand_help(_scratch):
+    bad = []
+    for sub, word in [("scan", "allowlist"), ("convert", "PyTorch"), ("cast", "DTYPE"),
+                      ("bench", "throughput"), ("shard", "index")]:
+        r = run(sub, "--help")
+        if r.returncode != 0 or word not in r.stdout or sub not in r.stdout:
+            bad.append(f"{sub} --help: rc={r.returncode}\n{r.stdout}{r.stderr}")
+    check("scan, convert, cast, bench and shard --help exit 0", not bad, "\n".join(bad))
+
+
+def check_scan(scratch):
+    hostile, manifest, _ = hostile_fixtures(scratch)
+    verdicts = {row[0]: (row[1], row[2]) for row in manifest}
+    status = {"clean": 0, "dangerous": 1, "unreadable": 2}
+
+    def reports(text, path, verdict, culprit):
+        """Whether scan's text report for one file gives its verdict and names its global."""
+        lines = text.splitlines()
+        if not lines or not lines[0].startswith(f"{path}: {verdict} ("):
+            return False
+        return culprit == "-" or any("NOT ALLOWED" in line and line.rstrip().endswith(culprit)
+                                     for line in lines[1:])
+
+    # All files in one run (a process each would take a minute under the sanitizers): one
+    # report a file, in order, each with its verdict and its global.
+    everything = [os.path.join(hostile, name) for name in sorted(verdicts)]
+    r = run("scan", *everything)
+    blocks, wrong = r.stdout.split("\n" + hostile + "/"), []
+    for i, path in enumerate(everything):
+        text = (hostile + "/" + blocks[i] if i else blocks[i]) if i < len(blocks) else ""
+        verdict, culprit = verdicts[os.path.basename(path)]
+        if not reports(text, path, verdict, culprit):
+            wrong.append(text or f"{path}: no report")
+    check(f"scan gives each of {len(verdicts)} hostile fixtures its verdict and names its global",
+          r.returncode == 1 and len(blocks) == len(everything) and len(verdicts) > 700
+          and not wrong, "\n".join(wrong[:5]))
+    # Alone, a file's verdict is the exit status: every fixture but the dangerous globals (the
+    # run above names those), and one of them from each kind of file.
+    alone = [name for name in sorted(verdicts) if not name.startswith("global_")]
+    alone += ["global_builtins.getattr.pkl", "global_os.system.pt", "global_os.system.legacy.pt"]
+    wrong = []
+    for name in alone:
+        path = os.path.join(hostile, name)
+        r = run("scan", path)
+        verdict, culprit = verdicts[name]
+        if r.returncode != status[verdict] or not reports(r.stdout, path, verdict, culprit):
+            wrong.append(f"{name}: rc={r.returncode}\n{r.stdout}{r.stderr}")
+    check(f"scan of each of {len(alone)} files alone exits with its verdict", not wrong,
+          "\n".join(wrong[:5]))
+
+    clean = os.path.join(hostile, "benign.pkl")
+    r = run("scan", clean)
+    check("scan of a clean pickle exits 0 and reports clean",
+          r.returncode == 0 and r.stdout.startswith(f"{clean}: clean (pickle)\n")
+          and "NOT ALLOWED" not in r.stdout and r.stderr == "", r.stdout + r.stderr)
+    evil = os.path.join(hostile, "os_system.pkl")
+    r = run("scan", evil)
+    check("scan of os.system exits 1, names it and its offset",
+          r.returncode == 1 and r.stdout.startswith(f"{evil}: dangerous (pickle)\n")
+          and "  global   @ 2  NOT ALLOWED  os.system\n" in r.stdout and "DANGEROUS" in r.stdout,
+          r.stdout + r.stderr)
+    garbage = os.path.join(hostile, "garbage.bin")
+    r = run("scan", clean, garbage)
+    check("scan: unreadable and nothing dangerous exits 2", r.returncode == 2, r.stdout)
+    r = run("scan", clean, garbage, evil)
+    check("scan: anything dangerous exits 1", r.returncode == 1, r.stdout)
+
+    r = run("scan", "--json", *everything)
+    try:
+        doc = json.loads(r.stdout)
+        by_file = {os.path.basename(d["file"]): d for d in doc}
+        named = all(any(not g["allowed"] and g["module"] + "." + g["name"] == culprit
+                        for g in by_file[name]["globals"])
+                    for name, (_, culprit) in verdicts.items() if culprit != "-")
+        ok = (r.returncode == 1 and len(doc) == len(everything) and named
+              and all(by_file[n]["verdict"] == v for n, (v, _) in verdicts.items()))
+        check("scan --json reports every file, verdict and global", ok, r.stdout[:2000])
+    except (ValueError, KeyError, TypeError) as e:
+        check("scan --json reports every file, verdict and global", False,
+              f"{e!r} {r.stdout[:500]!r}")
+
+
+def check_convert(scratch):
+    hostile, _, refused = hostile_fixtures(scratch)
+    # One global of each module, in each kind of checkpoint (convert_test.cpp converts them
+    # all; a process each would take a minute under the sanitizers).
+    modules = {}
+    for name, culprit in refused:
+        modules.setdefault((culprit.rpartition(".")[0], name.endswith(".legacy.pt")), name)
+    sample = [(name, culprit) for name, culprit in refused if name in modules.values()]
+    wrong = []
+    for name, culprit in sample:
+        out_dir = os.path.join(scratch, "refused-" + name)
+        os.makedirs(out_dir)
+        out = os.path.join(out_dir, "out.safetensors")
+        r = run("convert", os.path.join(hostile, name), out)
+        if (r.returncode != 1 or f"`{culprit}`" not in r.stderr or r.stdout != ""
+                or os.listdir(out_dir)):
+            wrong.append(f"{name}: rc={r.returncode} {r.stderr!r} {os.listdir(out_dir)}")
+    check(f"convert refuses {len(sample)} dangerous globals (of {len(refused)}), naming each, "
+          "writing nothing", len(sample) > 100 and not wrong, "\n".join(wrong[:5]))
+
+    npz = os.path.join(scratch, "arrays.npz")
+    arrays = {"weight": ("<f4", [2, 2], f32(1.0, -2.0, 0.5, 8.0)),
+              "ids": ("<i8", [3], struct.pack("<3q", 7, -1, 2**40)),
+              "mask": ("|b1", [2], b"\x01\x00")}
+    npz_file(npz, arrays)
+    expected = canonical_bytes({"weight": ("F32", [2, 2], arrays["weight"][2]),
+                                "ids": ("I64", [3], arrays["ids"][2]),
+                                "mask": ("BOOL", [2], arrays["mask"][2])}, {"format": "np"})
+    out = os.path.join(scratch, "arrays.safetensors")
+    r = run("convert", npz, out)
+    check("convert of an .npz exits 0 and writes the canonical file",
+          r.returncode == 0 and read_bytes(out) == expected
+          and r.stdout.startswith(f"Converted 3 tensors (") and f"from npz to {out}" in r.stdout,
+          r.stdout + r.stderr)
+    os.remove(out)
+    r = run("convert", "--json", npz)  # OUT defaults to IN with .safetensors
+    try:
+        doc = json.loads(r.stdout)
+        ok = (r.returncode == 0 and doc["input_format"] == "npz" and doc["outputs"] == [out]
+              and sorted(doc["converted"]) == ["ids", "mask", "weight"]
+              and doc["bytes"] == len(expected) and read_bytes(out) == expected)
+        check("convert --json reports the conversion", ok, r.stdout + r.stderr)
+    except (ValueError, KeyError) as e:
+        check("convert --json reports the conversion", False, f"{e!r} {r.stdout!r} {r.stderr!r}")
+    r = run("convert", npz, npz)
+    check("convert refuses to replace its input", r.returncode == 1 and "replace" in r.stderr
+          and os.path.getsize(npz) > 0, r.stderr)
+    model_dir = os.path.join(scratch, "hostile-model")
+    os.makedirs(model_dir)
+    shutil.copy(os.path.join(hostile, "global_os.system.pt"),
+                os.path.join(model_dir, "pytorch_model.bin"))
+    r = run("convert", model_dir)
+    check("convert of a model directory refuses its dangerous pytorch_model.bin",
+          r.returncode == 1 and "`os.system`" in r.stderr
+          and os.listdir(model_dir) == ["pytorch_model.bin"],
+          r.stderr + repr(os.listdir(model_dir)))
+    r = run("convert", model_dir, os.path.join(scratch, "never.safetensors"))
+    check("convert of a directory takes no OUT", r.returncode == 1 and "in place" in r.stderr
+          and os.listdir(model_dir) == ["pytorch_model.bin"], r.stderr)
+    r = run("convert", os.path.join(scratch, "none.pt"), os.path.join(scratch, "none.safetensors"))
+    check("convert of a missing file exits 1", r.returncode == 1
+          and r.stderr.startswith("safetensors: ")
+          and not os.path.exists(os.path.join(scratch, "none.safetensors")), r.stderr)
+
+
+def check_cast(scratch):
+    source = os.path.join(scratch, "cast-in.safetensors")
+    values = (1.0, -2.5, 65504.0, 0.1)
+    tensors = {"w": ("F32", [2, 2], f32(*values)), "ids": ("I32", [2], struct.pack("<2i", 3, -4)),
+               "h": ("F16", [1], struct.pack("<e", 0.5))}
+    plain_file(source, tensors, {"format": "pt"})
+    out = os.path.join(scratch, "cast-out.safetensors")
+    r = run("cast", source, out, "--dtype", "f16")
+    expected = canonical_bytes({"w": ("F16", [2, 2], struct.pack("<4e", *values)),
+                                "ids": tensors["ids"], "h": tensors["h"]}, {"format": "pt"})
+    check("cast --dtype f16 converts the F32 tensor and copies the rest",
+          r.returncode == 0 and read_bytes(out) == expected
+          and r.stdout == f"{out}: 3 tensors, 1 converted to F16, 26 B -> 18 B\n",
+          r.stdout + r.stderr + repr(read_bytes(out)[:200]))
+    bf16 = os.path.join(scratch, "cast-bf16.safetensors")
+    r = run("cast", source, bf16, "--dtype", "BFloat16")
+    # bf16 is the top half of the f32 bits, rounded to nearest even; these values are exact.
+    exact = (1.0, -2.5, 65536.0, 0.0)
+    ok = r.returncode == 0
+    if ok:
+        got = read_bytes(bf16)
+        header_len = struct.unpack("<Q", got[:8])[0]
+        header = json.loads(got[8:8 + header_len])
+        ok = header["w"]["dtype"] == "BF16" and header["h"]["dtype"] == "BF16"
+        w_begin, w_end = header["w"]["data_offsets"]
+        w = got[8 + header_len + w_begin:8 + header_len + w_end]
+        top = [struct.unpack("<f", b"\x00\x00" + w[i:i + 2])[0] for i in range(0, 8, 2)]
+        ok = ok and top[:3] == list(exact[:3])
+    check("cast accepts a dtype alias in any case", ok, r.stdout + r.stderr)
+    r = run("cast", source, os.path.join(scratch, "never.safetensors"), "--dtype", "i8")
+    check("cast to a non-float dtype is a usage error", r.returncode == 2 and "i8" in r.stderr
+          and not os.path.exists(os.path.join(scratch, "never.safetensors")), r.stderr)
+    before = read_bytes(source)
+    r = run("cast", source, source, "--dtype", "f16")
+    check("cast refuses to replace its input", r.returncode == 1 and "replace" in r.stderr
+          and read_bytes(source) == before, r.stderr)
+
+
+def check_bench(scratch):
+    path = os.path.join(scratch, "bench.safetensors")
+    plain_file(path, {"a": ("F32", [256], f32(*range(256))), "b": ("U8", [100], bytes(100))})
+    r = run("bench", path, "--threads", "1,2", "--repeat", "1", "--no-cold",
+            "--methods", "pread,mmap")
+    rows = {tuple(line.split()[:2]) for line in r.stdout.splitlines() if line.split()}
+    check("bench smoke run exits 0 with a row per method and thread count",
+          r.returncode == 0 and r.stdout.startswith(f"{path}: 2 tensors in 1 file, 1.1 KiB")
+          and "memcpy (1 thread)" in r.stdout and "sequential read(2), warm" in r.stdout
+          and {("pread", "1"), ("pread", "2"), ("mmap", "1"), ("mmap", "2"),
+               ("owned", "1"), ("owned", "2")} <= rows
+          and "cold cache: not measured (--no-cold)" in r.stdout, r.stdout + r.stderr)
+    r = run("bench", path, "--dtype", "f16", "--threads", "1", "--repeat", "1", "--no-cold",
+            "--methods", "auto")
+    check("bench --dtype f16", r.returncode == 0 and "loading as F16" in r.stdout
+          and any(line.split()[:2] == ["auto", "1"] for line in r.stdout.splitlines()
+                  if line.split()), r.stdout + r.stderr)
+    empty = os.path.join(scratch, "bench-empty.safetensors")
+    plain_file(empty, {"e": ("F32", [0], b"")})
+    r = run("bench", empty, "--no-cold")
+    check("bench of a file without data exits 1", r.returncode == 1
+          and "holds no tensor data" in r.stderr, r.stderr)
+    for args in (["--threads", "0"], ["--methods", "teleport"]):
+        r = run("bench", path, "--no-cold", "--repeat", "1", *args)
+        check(f"bench refuses {args}", r.returncode == 1 and args[1] in r.stderr, r.stderr)
+
+
+SUBCOMMAND_GROUPS = (check_subcommand_help, check_scan, check_convert, check_cast, check_bench)
+
+
 def main():
     os.makedirs(SCRATCH_ROOT, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="cli-", dir=SCRATCH_ROOT)
     try:
         for group in (check_help_and_usage, check_inspect, check_validate, check_merge,
-                      check_get, check_shard):
+                      check_get, check_shard) + SUBCOMMAND_GROUPS:
             try:
                 group(scratch)
             except Exception as e:  # a crash in one group must not hide the others

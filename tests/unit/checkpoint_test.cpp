@@ -11,10 +11,13 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "../../src/checkpoint_index.hpp"
 #include "expect_error.hpp"
 #include "safetensors/error.hpp"
 #include "test_files.hpp"
@@ -320,6 +323,80 @@ TEST(WriteSharded, RefusesBadInput) {
   expect_error([&] { write_sharded(dir.path(), bad_utf8.span(), options); },
                ErrorCode::invalid_argument, {"UTF-8"});
   EXPECT_TRUE(fs::is_empty(dir.path())) << "refused before writing";
+}
+
+// Byte sequences that are not UTF-8: surrogate code points (which CESU-8 and careless
+// encoders produce, and which Python's json cannot write as one character), overlong forms,
+// code points past U+10FFFF, truncated and stray bytes.
+const std::vector<std::string> not_utf8 = {
+    "\xed\xa0\x80",              // U+D800, first high surrogate
+    "\xed\xaf\xbf",              // U+DBFF, last high surrogate
+    "\xed\xb0\x80",              // U+DC00, first low surrogate
+    "\xed\xbf\xbf",              // U+DFFF, last low surrogate
+    "\xed\xa0\xbd\xed\xb8\x80",  // U+1F600 as a CESU-8 surrogate pair
+    "\xc0\x80",                  // overlong NUL
+    "\xc1\xbf",                  // overlong U+007F
+    "\xe0\x9f\xbf",              // overlong U+07FF
+    "\xf0\x8f\xbf\xbf",          // overlong U+FFFF
+    "\xf4\x90\x80\x80",          // U+110000
+    "\xf5\x80\x80\x80",
+    "\xff",
+    "\x80",
+    "\xe2\x82",
+    "\xf0\x9f\x98",
+};
+
+// checkpoint_index_json writes what Python's json.dumps writes, which has no spelling for
+// these: every place a string goes (tensor name, shard name, metadata key and value) refuses.
+TEST(IndexJson, RefusesWhatIsNotUtf8) {
+  for (const std::string& bad : not_utf8) {
+    SCOPED_TRACE(::testing::PrintToString(bad));
+    const std::string text = "a" + bad + "z";
+    const auto refuses = [&](const std::vector<std::pair<std::string, std::string>>& weight_map,
+                             const std::optional<Metadata>& metadata) {
+      expect_error([&] { (void)detail::checkpoint_index_json(weight_map, 4, metadata); },
+                   ErrorCode::invalid_argument, {"not valid UTF-8"});
+    };
+    refuses({{text, "model-00001-of-00001.safetensors"}}, std::nullopt);
+    refuses({{"t", text}}, std::nullopt);
+    refuses({{"t", "s"}}, Metadata{{text, "v"}});
+    refuses({{"t", "s"}}, Metadata{{"k", text}});
+  }
+}
+
+// The code points next to the refused ranges are written, as json.dumps escapes them.
+TEST(IndexJson, WritesTheCodePointsAroundTheRefusedOnes) {
+  const std::vector<std::pair<std::string, std::string>> table = {
+      {"\xed\x9f\xbf", "\\ud7ff"},             // U+D7FF, below the surrogates
+      {"\xee\x80\x80", "\\ue000"},             // U+E000, above them
+      {"\xc2\x80", "\\u0080"},                 // smallest two-byte form
+      {"\xe0\xa0\x80", "\\u0800"},             // smallest three-byte form
+      {"\xf0\x90\x80\x80", "\\ud800\\udc00"},  // U+10000, smallest four-byte form
+      {"\xf4\x8f\xbf\xbf", "\\udbff\\udfff"},  // U+10FFFF, the last code point
+  };
+  for (const auto& [utf8, escaped] : table) {
+    const std::string json = detail::checkpoint_index_json({{"t" + utf8, "s" + utf8}}, 4,
+                                                           Metadata{{"k" + utf8, "v" + utf8}});
+    for (const char* prefix : {"\"t", "\"s", "\"k", "\"v"}) {
+      EXPECT_NE(json.find(prefix + escaped + "\""), std::string::npos)
+          << prefix << escaped << " in\n"
+          << json;
+    }
+  }
+}
+
+// The public writer refuses a surrogate in a tensor name before writing anything.
+TEST(WriteSharded, RefusesSurrogatesInNames) {
+  ScratchDir dir;
+  ShardOptions options;
+  options.max_shard_size = 4;
+  for (const std::string& bad : {std::string("\xed\xa0\x80"), std::string("\xed\xbf\xbf")}) {
+    Tensors tensors;
+    tensors.add("a" + bad, 4).add("b", 4);
+    expect_error([&] { write_sharded(dir.path(), tensors.span(), options); },
+                 ErrorCode::invalid_argument, {"UTF-8"});
+    EXPECT_TRUE(fs::is_empty(dir.path())) << "refused before writing";
+  }
 }
 
 TEST(ParseSize, Table) {

@@ -13,6 +13,7 @@
 #include "../../src/convert_copy.hpp"
 #include "../../src/convert_write.hpp"
 #include "../fixtures/torch/fixtures.hpp"
+#include "python_fixtures.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/file.hpp"
 
@@ -420,6 +421,33 @@ INSTANTIATE_TEST_SUITE_P(
       std::replace(name.begin(), name.end(), '.', '_');
       return name;
     });
+
+// Every dangerous global of make_hostile_pickles.py, called from the data.pkl of a torch zip
+// archive and from the main pickle of a legacy torch file: refused as forbidden, named, and
+// nothing written. The files are made with the standard library alone: this needs no torch.
+TEST(ConvertHostileGlobals, AreRefusedNamedAndWriteNothing) {
+  const test::Generated generated = test::run_fixture_script("make_hostile_pickles.py");
+  if (generated.status == -1) GTEST_SKIP() << "no " << test::system_python;
+  ASSERT_EQ(generated.status, 0) << "make_hostile_pickles.py failed";
+  const auto rows = test::read_manifest(generated.dir, "convert.txt");
+  ASSERT_GE(rows.size(), 400u);
+  const fs::path dir = test::unique_path("hostile-globals");
+  fs::create_directories(dir);
+  for (const auto& row : rows) {
+    ASSERT_EQ(row.size(), 2u);
+    SCOPED_TRACE(row[0]);
+    try {
+      convert_file(generated.dir / row[0], dir / "out.safetensors");
+      ADD_FAILURE() << "converted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::forbidden_pickle) << e.what();
+      EXPECT_NE(std::string(e.what()).find("`" + row[1] + "`"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(fs::is_empty(dir));
+  }
+  fs::remove_all(dir);
+  fs::remove_all(generated.dir);
+}
 
 }  // namespace
 }  // namespace safetensors

@@ -54,9 +54,10 @@ inline std::vector<std::byte> read_bytes(const std::filesystem::path& path) {
   return out;
 }
 
-/// The whitespace-separated words of each line of `dir/manifest.txt`.
-inline std::vector<std::vector<std::string>> read_manifest(const std::filesystem::path& dir) {
-  std::ifstream in(dir / "manifest.txt");
+/// The whitespace-separated words of each line of `dir/name`.
+inline std::vector<std::vector<std::string>> read_manifest(const std::filesystem::path& dir,
+                                                           std::string_view name = "manifest.txt") {
+  std::ifstream in(dir / name);
   std::vector<std::vector<std::string>> lines;
   for (std::string line; std::getline(in, line);) {
     std::istringstream words(line);

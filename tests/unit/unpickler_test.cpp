@@ -3,11 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <bit>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "../../src/pickle/allowlist.hpp"
@@ -781,6 +784,116 @@ TEST(Allowlist, ExactPairsOnly) {
   EXPECT_FALSE(is_allowed_global("torch._utils.x", "_rebuild_tensor"));
   EXPECT_FALSE(is_allowed_global("numpy", "load"));
   EXPECT_FALSE(is_allowed_global("", ""));
+}
+
+// The allowlist pinned pair by pair: a global added to it (or dropped) must be a change to
+// this test too. The hostile fixtures of scan_test.cpp and convert_test.cpp check the other
+// side, that the dangerous globals stay out.
+const std::set<std::pair<std::string_view, std::string_view>> pinned_allowlist = {
+    {"collections", "OrderedDict"},
+    {"torch._utils", "_rebuild_tensor"},
+    {"torch._utils", "_rebuild_tensor_v2"},
+    {"torch._utils", "_rebuild_tensor_v3"},
+    {"torch._utils", "_rebuild_parameter"},
+    {"torch._utils", "_rebuild_parameter_with_state"},
+    {"torch", "DoubleStorage"},
+    {"torch", "FloatStorage"},
+    {"torch", "HalfStorage"},
+    {"torch", "BFloat16Storage"},
+    {"torch", "LongStorage"},
+    {"torch", "IntStorage"},
+    {"torch", "ShortStorage"},
+    {"torch", "CharStorage"},
+    {"torch", "ByteStorage"},
+    {"torch", "BoolStorage"},
+    {"torch", "ComplexFloatStorage"},
+    {"torch", "ComplexDoubleStorage"},
+    {"torch.storage", "UntypedStorage"},
+    {"torch", "float32"},
+    {"torch", "float"},
+    {"torch", "float64"},
+    {"torch", "double"},
+    {"torch", "float16"},
+    {"torch", "half"},
+    {"torch", "bfloat16"},
+    {"torch", "int64"},
+    {"torch", "long"},
+    {"torch", "int32"},
+    {"torch", "int"},
+    {"torch", "int16"},
+    {"torch", "short"},
+    {"torch", "int8"},
+    {"torch", "uint8"},
+    {"torch", "bool"},
+    {"torch", "complex64"},
+    {"torch", "cfloat"},
+    {"torch", "complex128"},
+    {"torch", "cdouble"},
+    {"torch", "float8_e4m3fn"},
+    {"torch", "float8_e5m2"},
+    {"torch", "float8_e4m3fnuz"},
+    {"torch", "float8_e5m2fnuz"},
+    {"torch", "float8_e8m0fnu"},
+    {"torch", "uint16"},
+    {"torch", "uint32"},
+    {"torch", "uint64"},
+    {"torch", "Size"},
+    {"torch", "device"},
+    {"_codecs", "encode"},
+    {"builtins", "set"},
+    {"builtins", "frozenset"},
+    {"builtins", "bytearray"},
+    {"builtins", "complex"},
+    {"numpy.core.multiarray", "scalar"},
+    {"numpy.core.multiarray", "_reconstruct"},
+    {"numpy._core.multiarray", "scalar"},
+    {"numpy._core.multiarray", "_reconstruct"},
+    {"numpy", "dtype"},
+    {"numpy", "ndarray"},
+};
+
+TEST(Allowlist, IsExactlyThePinnedSet) {
+  std::set<std::pair<std::string_view, std::string_view>> listed;
+  for (const GlobalName& g : allowed_globals()) {
+    EXPECT_TRUE(listed.emplace(g.module, g.name).second) << g.module << "." << g.name << " twice";
+  }
+  for (const auto& [module, name] : listed) {
+    EXPECT_TRUE(pinned_allowlist.contains({module, name}))
+        << "newly allowed: " << module << "." << name;
+  }
+  for (const auto& [module, name] : pinned_allowlist) {
+    EXPECT_TRUE(listed.contains({module, name})) << "no longer listed: " << module << "." << name;
+  }
+}
+
+// The predicate agrees with the list on every pairing of an allowed module with an allowed
+// name (e.g. torch.set or builtins.float are not allowed), and refuses other case, prefixes
+// and extensions of each.
+TEST(Allowlist, PredicateMatchesTheListExactly) {
+  std::set<std::string_view> modules, names;
+  for (const auto& [module, name] : pinned_allowlist) {
+    modules.insert(module);
+    names.insert(name);
+  }
+  const auto agrees = [](std::string_view module, std::string_view name) {
+    EXPECT_EQ(is_allowed_global(module, name), pinned_allowlist.contains({module, name}))
+        << module << "." << name;
+  };
+  for (std::string_view module : modules) {
+    agrees(std::string(module) + ".x", "OrderedDict");
+    agrees(module.substr(0, module.size() - 1), "OrderedDict");
+    for (std::string_view name : names) {
+      agrees(module, name);
+      std::string other_case(name);
+      const auto first = static_cast<unsigned char>(other_case[0]);
+      other_case[0] =
+          static_cast<char>(std::isupper(first) ? std::tolower(first) : std::toupper(first));
+      agrees(module, other_case);
+      agrees(module, name.substr(0, name.size() - 1));
+      agrees(module, std::string(name) + "x");
+      agrees(std::string(module) + ".x", name);
+    }
+  }
 }
 
 TEST(Allowlist, KnownUnsupported) {

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -206,6 +207,39 @@ TEST(Writer, LargerAlignmentPadsTheHeaderOnly) {
   EXPECT_EQ(out.size(), 4096u + 24u);
 }
 
+// FORMAT.md: spaces after the JSON until 8 + N is a multiple of the alignment, and none when
+// it already is. Names of 1 to 16 bytes take 8 + len(JSON) through every residue modulo 8
+// (and modulo 16) twice; each alignment is checked against the rule worked out here.
+TEST(Writer, PadsEveryResidueToTheAlignment) {
+  const std::string data(1, '\x7f');
+  std::set<std::uint64_t> residues;
+  for (const std::uint64_t alignment : {8u, 16u, 64u, 4096u}) {
+    for (std::size_t length = 1; length <= 16; ++length) {
+      const std::string name(length, 'n');
+      SCOPED_TRACE("alignment " + std::to_string(alignment) + ", name of " +
+                   std::to_string(length) + " bytes");
+      const std::string json =
+          "{\"" + name + R"(":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+      const std::uint64_t spaces = (alignment - (8 + json.size()) % alignment) % alignment;
+      if (alignment == 8) residues.insert((8 + json.size()) % 8);
+      const std::uint64_t n = json.size() + spaces;
+      std::string expected(8, '\0');
+      for (int i = 0; i < 8; ++i) expected[i] = static_cast<char>(n >> (8 * i));
+      expected += json + std::string(spaces, ' ') + data;
+
+      WriteOptions options;
+      options.alignment = alignment;
+      const std::vector tensors{TensorData::from_bytes(name, Dtype::U8, {1}, bytes_of(data))};
+      const std::string out = written(tensors, options);
+      EXPECT_EQ(out, expected);
+      EXPECT_EQ((8 + n) % alignment, 0u);
+      EXPECT_LT(spaces, alignment);
+      EXPECT_EQ(plan_write(tensors, options).header, expected.substr(0, 8 + n));
+    }
+  }
+  EXPECT_EQ(residues.size(), 8u) << "some residue modulo 8 was not tried";
+}
+
 TEST(Writer, SubByteDtypes) {
   const auto e3 = "abcdef"sv, e2 = "ghi"sv, f4 = "jk"sv;
   const std::vector tensors{
@@ -257,6 +291,30 @@ TEST(WriterRejects, MoreDimensionsThanReadersAccept) {
   const std::vector above{TensorData::from_bytes(
       "w", Dtype::U8, std::vector<std::uint64_t>(max_rank + 1, 1), bytes_of("x"))};
   expect_error([&] { plan_write(above); }, ErrorCode::too_many_dimensions, {"\"w\"", "64"});
+}
+
+// The reader refuses a header that is not UTF-8, so the writer must not write one: a file
+// it wrote and nothing can open is a second verdict on the same bytes (found by
+// fuzz_roundtrip). Surrogates, overlong forms and stray bytes, in names and in metadata.
+TEST(WriterRejects, TextThatIsNotUtf8) {
+  for (const std::string& bad : {"\xed\xa0\x80"s, "\xed\xbf\xbf"s, "\xc0\x80"s, "\xff"s,
+                                 "\xf4\x90\x80\x80"s, "ok\xe2\x82"s}) {
+    SCOPED_TRACE(::testing::PrintToString(bad));
+    const std::vector named{TensorData::from_bytes(bad, Dtype::U8, {0}, {})};
+    expect_error([&] { plan_write(named); }, ErrorCode::invalid_argument, {"not valid UTF-8"});
+    const std::vector plain{TensorData::from_bytes("t", Dtype::U8, {0}, {})};
+    for (const Metadata& metadata : {Metadata{{bad, "v"}}, Metadata{{"k", bad}}}) {
+      WriteOptions options;
+      options.metadata = metadata;
+      expect_error([&] { plan_write(plain, options); }, ErrorCode::invalid_argument,
+                   {"metadata", "not valid UTF-8"});
+    }
+  }
+  // The code points around the refused ones are written and read back.
+  const std::vector edges{
+      TensorData::from_bytes("\xed\x9f\xbf\xee\x80\x80\xf4\x8f\xbf\xbf", Dtype::U8, {0}, {})};
+  EXPECT_EQ(parse_file_header(write_to_buffer(edges), "edges").tensors.at(0).name,
+            "\xed\x9f\xbf\xee\x80\x80\xf4\x8f\xbf\xbf");
 }
 
 TEST(WriterRejects, ShapeOverflow) {
