@@ -18,8 +18,8 @@ SHAPES = {
     "dim_2_63": [0, 2**63],
     "dim_2_64": [0, 2**64 - 1],
     "product_overflows": [0, 2**40, 2**40],
-    "rank_65": [1] * 65,
-    "rank_65_empty": [0] * 65,
+    "rank_64": [1] * 64,
+    "rank_64_empty": [0] * 64,
     "rank_40": [1] * 40,
 }
 
@@ -59,6 +59,18 @@ def test_unrepresentable_shapes_raise_safetensor_error(tmp_path, framework, labe
             assert "t" in str(error) and str(shape[:2])[:-1] in str(error), (how, str(error))
         else:
             assert list(result.shape) == shape, how
+
+
+@pytest.mark.parametrize("framework", ["np", "pt"])
+@pytest.mark.parametrize("shape", [[1] * 65, [0] * 65, [1] * 100_000], ids=["65", "65_empty", "100000"])
+def test_more_dimensions_than_the_library_supports_are_refused_at_open(tmp_path, framework, shape):
+    blob = raw_file("t", shape)
+    path = str(tmp_path / "deep.safetensors")
+    with open(path, "wb") as f:
+        f.write(blob)
+    for _, load in loaders(path, blob, framework):
+        with pytest.raises(SafetensorError, match=f"`t`.* {len(shape)} dimensions, more than the 64"):
+            load()
 
 
 @pytest.fixture(scope="module")
