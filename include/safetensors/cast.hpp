@@ -9,7 +9,8 @@
 namespace safetensors {
 
 /// True for the conversions `cast` supports: identity for every dtype; F32, F16 and BF16 to
-/// each other; F8_E4M3 and F8_E5M2 to F16, BF16 and F32.
+/// each other; the 8-bit floats (F8_E4M3, F8_E5M2, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ) to F16,
+/// BF16 and F32. Not yet: into the 8-bit floats, and the sub-byte F4/F6 formats.
 bool can_cast(Dtype from, Dtype to) noexcept;
 
 /// Converts `in` (elements of `from`) into `out` (the same number of elements of `to`).
