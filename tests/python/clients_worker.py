@@ -155,6 +155,22 @@ def run_transformers(out, tag, full=True):
                 assert tied, (flow, "lm_head and wte are no longer tied")
                 checks[f"{model_name}/{flow}/tied"] = tied
             results[f"{model_name}/{flow}"] = state
+        if full:
+            # accelerate's own loader on the sharded directory: it checks the metadata's
+            # {"format": "pt"} and reads through safe_open and load_file.
+            # (device_map=None would take torch.distributed's path, which needs a process group.)
+            from accelerate import init_empty_weights
+            from accelerate.utils import load_checkpoint_in_model
+
+            with init_empty_weights():
+                empty = cls(config)
+            empty.tie_weights()
+            directory = os.path.join(out, tag, model_name, "sharded-plain")
+            load_checkpoint_in_model(empty, directory, device_map={"": "cpu"})
+            state = plain(empty.state_dict())
+            for key, tensor in original.items():
+                assert torch.equal(state[key], tensor), (model_name, "accelerate", key)
+            results[f"{model_name}/accelerate"] = state
     return results, checks
 
 

@@ -1,8 +1,10 @@
 """transformers as a real client: save_pretrained + from_pretrained of tiny GPT-2, Llama and
 BERT models (random weights from configs, offline), single file and sharded, in bfloat16 with
-device_map="auto" and in float32 with device_map="cpu", through libsafetensors'
-install_as_safetensors() and through the reference package, in separate interpreters
-(clients_worker.py). Both must load the same state dicts, equal to the saved model's."""
+device_map="auto" and in float32 with device_map="cpu", and the sharded files again by
+accelerate's load_checkpoint_in_model (which checks the {"format": "pt"} metadata); through
+libsafetensors' install_as_safetensors() and through the reference package, in separate
+interpreters (clients_worker.py). Both must load the same state dicts, equal to the saved
+model's; the files written must be the same bytes."""
 
 import os
 
@@ -39,7 +41,7 @@ def test_each_side_used_the_package_it_claims(runs):
 
 
 def test_every_flow_ran(runs):
-    expected = {f"{model}/{flow}" for model in MODELS for flow in FLOWS}
+    expected = {f"{model}/{flow}" for model in MODELS for flow in FLOWS + ("accelerate",)}
     for side in ("reference", "ours"):
         assert set(runs[side]["results"]) == expected, side
     assert set(runs["late"]["results"]) == {f"gpt2/{flow}" for flow in LATE_FLOWS}
