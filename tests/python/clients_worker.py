@@ -9,8 +9,8 @@ FLOWS is `transformers` or `diffusers`. MODE says which `safetensors` the client
              package importable but not installed (the spy must see no call), then
              install_as_safetensors() (rebinding) and the same flows again.
 
-A spy counts calls of our safe_open and of the serializer our save_file uses, so that a side
-that claims to use our package is seen to. Results go to OUT_DIR/result.pt (torch.save): the
+A spy counts calls of our safe_open, of the serializer our save_file uses and of our
+load_file, so that a side that claims to use our package is seen to. Results go to OUT_DIR/result.pt (torch.save): the
 loaded state dicts per flow, the spy's counts, the names rebound, and the bytes' SHA-256 of
 every safetensors file written.
 
