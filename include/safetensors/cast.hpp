@@ -15,8 +15,8 @@ bool can_cast(Dtype from, Dtype to) noexcept;
 
 /// Converts `in` (elements of `from`) into `out` (the same number of elements of `to`).
 /// Results are bit-identical to torch 2's `tensor.to(dtype)`: round to nearest even, NaN and
-/// infinity preserved, NaN payloads as torch 2 leaves them. Throws `Error` (invalid_argument) for an unsupported pair or when
-/// the sizes do not describe the same element count.
+/// infinity preserved, NaN payloads as torch 2 leaves them. Throws `Error` (invalid_argument) for
+/// an unsupported pair or when the sizes do not describe the same element count.
 void cast(Dtype from, std::span<const std::byte> in, Dtype to, std::span<std::byte> out);
 
 }  // namespace safetensors

@@ -292,7 +292,8 @@ void expect_f8_table(Dtype from) {
         if (i == 2) continue;
         sign = signed_nans && (code & 0x80) != 0;
       } else if (from == Dtype::F8_E8M0 && i == 1) {
-        const float rounded = f16_to_float(detail::f32_to_f16(std::bit_cast<std::uint32_t>(expected)));
+        const float rounded =
+            f16_to_float(detail::f32_to_f16(std::bit_cast<std::uint32_t>(expected)));
         EXPECT_EQ(values[i], rounded) << dtype_name(from) << " code " << code;
       } else {
         EXPECT_EQ(values[i], expected) << dtype_name(from) << " code " << code;
@@ -319,12 +320,12 @@ TEST(Cast, F8FnuzWidenExactly) {
 // E8M0's powers of two at the ends of each target's range, and the one NaN of E8M0 and of
 // the FNUZ formats, as torch 2.13's `.to()` gives them.
 TEST(Cast, F8E8M0AndFnuzBitsAreTorchs) {
-  const std::vector<std::uint8_t> e8m0 = {0x00, 0x01, 0x66, 0x67, 0x70, 0x7F, 0x8E, 0x8F, 0xFE,
-                                          0xFF};
-  EXPECT_EQ(cast_all<std::uint32_t>(Dtype::F8_E8M0, e8m0, Dtype::F32),
-            (std::vector<std::uint32_t>{0x00400000, 0x00800000, 0x33000000, 0x33800000,
-                                        0x38000000, 0x3F800000, 0x47000000, 0x47800000,
-                                        0x7F000000, 0x7F800001}));
+  const std::vector<std::uint8_t> e8m0 = {0x00, 0x01, 0x66, 0x67, 0x70,
+                                          0x7F, 0x8E, 0x8F, 0xFE, 0xFF};
+  EXPECT_EQ(
+      cast_all<std::uint32_t>(Dtype::F8_E8M0, e8m0, Dtype::F32),
+      (std::vector<std::uint32_t>{0x00400000, 0x00800000, 0x33000000, 0x33800000, 0x38000000,
+                                  0x3F800000, 0x47000000, 0x47800000, 0x7F000000, 0x7F800001}));
   // 2^-25 ties to zero, 2^-24 is F16's smallest subnormal, 2^16 overflows.
   EXPECT_EQ(cast_all<std::uint16_t>(Dtype::F8_E8M0, e8m0, Dtype::F16),
             (std::vector<std::uint16_t>{0x0000, 0x0000, 0x0000, 0x0001, 0x0200, 0x3C00, 0x7800,
