@@ -12,6 +12,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "clients_worker.py")
 # The directory libsafetensors is imported from (the build tree's python/ under ctest).
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(libsafetensors.__file__)))
+# The spy's counts of a side that never called our package.
+NO_CALLS = {"safe_open": 0, "serialize_file": 0, "load_file": 0, "load": 0}
 
 
 def worker_env(tmp, extra=None):

@@ -10,7 +10,7 @@ FLOWS is `transformers` or `diffusers`. MODE says which `safetensors` the client
              install_as_safetensors() (rebinding) and the same flows again.
 
 A spy counts calls of our safe_open, of the serializer our save_file uses and of our
-load_file, so that a side that claims to use our package is seen to. Results go to OUT_DIR/result.pt (torch.save): the
+load_file and load, so that a side that claims to use our package is seen to. Results go to OUT_DIR/result.pt (torch.save): the
 loaded state dicts per flow, the spy's counts, the names rebound, and the bytes' SHA-256 of
 every safetensors file written.
 
@@ -31,7 +31,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 FLOWS, MODE, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
-CALLS = {"safe_open": 0, "serialize_file": 0, "load_file": 0}
+CALLS = {"safe_open": 0, "serialize_file": 0, "load_file": 0, "load": 0}
 REBOUND = []
 
 
@@ -62,6 +62,13 @@ def install_spy():
 
     # Through the module attribute, as diffusers calls it (safetensors.torch.load_file).
     st_torch.load_file = counting_load_file
+    load = st_torch.load
+
+    def counting_load(*args, **kwargs):
+        CALLS["load"] += 1
+        return load(*args, **kwargs)
+
+    st_torch.load = counting_load  # transformers' _safe_load_bytes, without mmap
     return libsafetensors
 
 
@@ -121,7 +128,9 @@ def transformers_flows(full):
              ("sharded-bf16-auto", "20KB", {dtype_key: torch.bfloat16, "device_map": "auto"})]
     if full:
         flows += [("single-bf16-auto", None, {dtype_key: torch.bfloat16, "device_map": "auto"}),
-                  ("sharded-plain", "20KB", {})]
+                  ("sharded-plain", "20KB", {}),
+                  # Read whole into memory: safetensors.torch.load of the file's bytes.
+                  ("sharded-nommap", "20KB", {"disable_mmap": True})]
     return flows
 
 

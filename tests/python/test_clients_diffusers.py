@@ -15,7 +15,7 @@ pytest.importorskip("diffusers", reason="diffusers is not installed (the test ve
 import torch  # noqa: E402
 
 import libsafetensors  # noqa: E402
-from clients_support import assert_same_state_dicts, run_workers  # noqa: E402
+from clients_support import NO_CALLS, assert_same_state_dicts, run_workers  # noqa: E402
 from libsafetensors.torch import load_file  # noqa: E402
 
 FLOWS = {"unet", "unet-fp16", "vae", "vae-fp16", "converted"}
@@ -78,7 +78,7 @@ def runs(tmp_path_factory, converted):
 def test_each_side_used_the_package_it_claims(runs):
     reference, ours = runs["reference"], runs["ours"]
     assert not reference["libsafetensors_imported"]
-    assert reference["calls"] == {"safe_open": 0, "serialize_file": 0, "load_file": 0}
+    assert reference["calls"] == NO_CALLS
     assert os.path.basename(os.path.dirname(reference["safetensors_file"])) == "safetensors"
     assert ours["safetensors_file"] == libsafetensors.__file__
     assert ours["calls"]["serialize_file"] == len(ours["files"]) == 4
@@ -105,7 +105,7 @@ def test_files_are_byte_identical_to_the_reference(runs):
 
 def test_install_after_diffusers_was_imported(runs):
     late = runs["late"]
-    assert late["calls_before_install"] == {"safe_open": 0, "serialize_file": 0, "load_file": 0}
+    assert late["calls_before_install"] == NO_CALLS
     assert "diffusers.models.modeling_utils.safetensors" in late["rebound"]
     assert "diffusers.models.model_loading_utils.safetensors" in late["rebound"]
     assert late["calls"]["serialize_file"] == 1 and late["calls"]["load_file"] == 1

@@ -14,10 +14,11 @@ pytest.importorskip("transformers", reason="transformers is not installed (the t
 pytest.importorskip("accelerate", reason="accelerate is not installed (the test venv has it)")
 
 import libsafetensors  # noqa: E402
-from clients_support import assert_same_state_dicts, run_workers  # noqa: E402
+from clients_support import NO_CALLS, assert_same_state_dicts, run_workers  # noqa: E402
 
 MODELS = ("gpt2", "llama", "bert")
-FLOWS = ("single-cpu", "sharded-bf16-auto", "single-bf16-auto", "sharded-plain")
+FLOWS = ("single-cpu", "sharded-bf16-auto", "single-bf16-auto", "sharded-plain",
+         "sharded-nommap")
 LATE_FLOWS = FLOWS[:2]  # the late install runs only GPT-2 in these two
 
 
@@ -30,13 +31,15 @@ def runs(tmp_path_factory):
 def test_each_side_used_the_package_it_claims(runs):
     reference, ours = runs["reference"], runs["ours"]
     assert not reference["libsafetensors_imported"]
-    assert reference["calls"] == {"safe_open": 0, "serialize_file": 0, "load_file": 0}
+    assert reference["calls"] == NO_CALLS
     assert os.path.basename(os.path.dirname(reference["safetensors_file"])) == "safetensors"
     assert ours["safetensors_file"] == libsafetensors.__file__
     # Every save_pretrained wrote each shard through our save_file; from_pretrained opened them.
     shards = sum(1 for name in ours["files"])
     assert ours["calls"]["serialize_file"] == shards
     assert ours["calls"]["safe_open"] >= shards
+    # disable_mmap=True reads each shard's bytes through our load.
+    assert ours["calls"]["load"] == sum(1 for name in ours["files"] if "/sharded-nommap/" in name)
     assert ours["rebound"] == []  # installed before transformers was imported
 
 
@@ -73,7 +76,7 @@ def test_tied_weights_survive(runs):
 def test_install_after_transformers_was_imported(runs):
     late = runs["late"]
     # Not installed: transformers went on with the reference, our spy saw nothing.
-    assert late["calls_before_install"] == {"safe_open": 0, "serialize_file": 0, "load_file": 0}
+    assert late["calls_before_install"] == NO_CALLS
     # Installed late: the names transformers took from the reference are rebound and used.
     for name in ("transformers.modeling_utils.safe_open",
                  "transformers.modeling_utils.safe_save_file",
