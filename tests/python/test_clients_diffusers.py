@@ -111,6 +111,21 @@ def test_install_after_diffusers_was_imported(runs):
     assert late["calls"]["serialize_file"] == 1 and late["calls"]["load_file"] == 1
 
 
+def test_legacy_format_ckpt_converts_too(tmp_path):
+    # Older training scripts wrote the pre-zip pickle format; convert reads it without running it.
+    if not os.access(cli_path(), os.X_OK):
+        pytest.skip("no safetensors command next to this package (set SAFETENSORS_CLI)")
+    state = sd_state_dict()
+    ckpt = str(tmp_path / "legacy.ckpt")
+    torch.save({"state_dict": state, "global_step": 3}, ckpt, _use_new_zipfile_serialization=False)
+    out = str(tmp_path / "legacy.safetensors")
+    run = subprocess.run([cli_path(), "convert", ckpt, out], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    loaded = load_file(out)
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], v) and loaded[k].dtype == v.dtype for k, v in state.items())
+
+
 def test_converted_checkpoint_loads_to_its_tensors(converted, runs):
     path, state, report = converted
     # global_step and epoch are not tensors: the report names what was left out.
