@@ -258,7 +258,8 @@ def load_checkpoint(
         path: a directory of shards with its index, an index file, a single safetensors file,
             or an open `libsafetensors.Checkpoint`.
         dtype: torch.float16, torch.bfloat16 or torch.float32: floating-point tensors are
-            converted to it while copying, exactly as `.to(dtype)` would; others are unchanged.
+            converted to it while copying, exactly as `.to(dtype)` would (all of them but F4
+            and F6, which are not converted yet); others are unchanged.
         device: where the tensors end up (they are loaded on the CPU first); a dict maps names
             or module prefixes to devices, as for `load_file`.
         threads: worker threads; None for the library's default (every core).
