@@ -81,12 +81,15 @@ void through_f32(const std::byte* in, std::byte* out, std::size_t count) {
   }
 }
 
-// The 8-bit formats widen exactly through a 256-entry table. NaNs (E4M3FN: S.1111.111,
-// E5M2: exponent all ones with a mantissa) get the bits torch 2's scalar conversions give
-// (torch 1.13 has no float8): to F32, E5M2 goes through F16 bits scaled by a float multiply,
-// which keeps sign and payload and sets the quiet bit, and E4M3FN's integer decoding gives
-// sign | 0x7FF00000; F16 is then made from that float like any other, BF16 is 0x7FC0 without
-// the sign (c10's round_to_nearest_even).
+// The 8-bit formats widen through a 256-entry table, exactly except E8M0 into F16 (its
+// powers of two beyond F16's range round like any float: to infinity or, below 2^-24, to
+// zero). NaNs (E4M3FN: S.1111.111, E5M2: exponent all ones with a mantissa, E8M0: 0xFF, the
+// FNUZ formats: 0x80) get the bits torch 2's scalar conversions give (torch 1.13 has no
+// float8): to F32, E5M2 goes through F16 bits scaled by a float multiply, which keeps sign and
+// payload and sets the quiet bit, E4M3FN's integer decoding gives sign | 0x7FF00000, and E8M0
+// and the FNUZ formats give 0x7F800001 (c10's NaN of them: the smallest signalling one);
+// F16 is then made from that float like any other, BF16 is 0x7FC0 without the sign (c10's
+// round_to_nearest_even).
 struct F8Tables {
   std::array<std::uint32_t, 256> f32{};
   std::array<std::uint16_t, 256> f16{};
@@ -100,14 +103,18 @@ F8Tables make_f8_tables(Dtype dtype) noexcept {
     const bool negative = (code & 0x80u) != 0;
     if (value != value) {
       const std::uint32_t sign = negative ? 0x80000000u : 0u;
-      tables.f32[code] = dtype == Dtype::F8_E5M2
-                             ? sign | 0x7FC00000u | (static_cast<std::uint32_t>(code & 3u) << 21)
-                             : sign | 0x7FF00000u;
+      if (dtype == Dtype::F8_E5M2) {
+        tables.f32[code] = sign | 0x7FC00000u | (static_cast<std::uint32_t>(code & 3u) << 21);
+      } else if (dtype == Dtype::F8_E4M3) {
+        tables.f32[code] = sign | 0x7FF00000u;
+      } else {
+        tables.f32[code] = 0x7F800001u;  // E8M0 and FNUZ: one NaN code each, no sign
+      }
       tables.f16[code] = f32_to_f16(tables.f32[code]);
       tables.bf16[code] = 0x7FC0u;
       continue;
     }
-    // Every E4M3/E5M2 value is exactly representable in F16, BF16 and F32: no rounding.
+    // Every value is exact in F32 and BF16 and, but for E8M0's, in F16.
     const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
     tables.f32[code] = bits;
     tables.f16[code] = f32_to_f16(bits);
@@ -119,7 +126,21 @@ F8Tables make_f8_tables(Dtype dtype) noexcept {
 const F8Tables& f8_tables(Dtype dtype) noexcept {
   static const F8Tables e4m3 = make_f8_tables(Dtype::F8_E4M3);
   static const F8Tables e5m2 = make_f8_tables(Dtype::F8_E5M2);
-  return dtype == Dtype::F8_E4M3 ? e4m3 : e5m2;
+  static const F8Tables e8m0 = make_f8_tables(Dtype::F8_E8M0);
+  static const F8Tables e4m3fnuz = make_f8_tables(Dtype::F8_E4M3FNUZ);
+  static const F8Tables e5m2fnuz = make_f8_tables(Dtype::F8_E5M2FNUZ);
+  switch (dtype) {
+    case Dtype::F8_E4M3:
+      return e4m3;
+    case Dtype::F8_E5M2:
+      return e5m2;
+    case Dtype::F8_E8M0:
+      return e8m0;
+    case Dtype::F8_E4M3FNUZ:
+      return e4m3fnuz;
+    default:
+      return e5m2fnuz;
+  }
 }
 
 template <class Out>
@@ -132,7 +153,8 @@ void lookup(const std::array<Out, 256>& table, const std::byte* in, std::byte* o
 }
 
 bool is_f8(Dtype dtype) noexcept {
-  return dtype == Dtype::F8_E4M3 || dtype == Dtype::F8_E5M2;
+  return dtype == Dtype::F8_E4M3 || dtype == Dtype::F8_E5M2 || dtype == Dtype::F8_E8M0 ||
+         dtype == Dtype::F8_E4M3FNUZ || dtype == Dtype::F8_E5M2FNUZ;
 }
 
 bool is_wide_float(Dtype dtype) noexcept {

@@ -120,7 +120,7 @@ Command add_cast(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand(
       "cast",
       "Copy a checkpoint (file, directory or index) into one safetensors file with its F32, F16, "
-      "BF16, F8_E4M3 and F8_E5M2 tensors converted to DTYPE, bit-identical to torch's "
+      "BF16 and 8-bit float (F8_*) tensors converted to DTYPE, bit-identical to torch's "
       "tensor.to(dtype). Other tensors and the metadata are copied unchanged. The data is "
       "streamed, so any size fits in memory; OUT is written atomically.");
   app->add_option("IN", options->input, "Input file, checkpoint directory or index")->required();

@@ -4,7 +4,8 @@
 offers the API of the reference release 0.8: `safe_open`, `serialize`, `serialize_file`,
 `deserialize`, `SafetensorError`, and the framework helpers in the submodules. `Checkpoint`
 and `load_checkpoint` (in `libsafetensors.torch` and `libsafetensors.numpy`) add sharded
-checkpoints and the parallel loader.
+checkpoints and the parallel loader. `install_as_safetensors()` makes code that imports
+`safetensors` (transformers, diffusers) use this package instead.
 """
 
 import operator
@@ -23,6 +24,7 @@ from libsafetensors._core import (
     serialize_file,
 )
 from libsafetensors._open import _backend, safe_open
+from libsafetensors._shim import install_as_safetensors, uninstall_as_safetensors
 
 __all__ = [
     "Checkpoint",
@@ -30,9 +32,11 @@ __all__ = [
     "TensorSpec",
     "__version__",
     "deserialize",
+    "install_as_safetensors",
     "safe_open",
     "serialize",
     "serialize_file",
+    "uninstall_as_safetensors",
 ]
 
 

@@ -257,8 +257,9 @@ def load_checkpoint(
     Args:
         path: a directory of shards with its index, an index file, a single safetensors file,
             or an open `libsafetensors.Checkpoint`.
-        dtype: torch.float16, torch.bfloat16 or torch.float32: floating-point tensors are
-            converted to it while copying, exactly as `.to(dtype)` would; others are unchanged.
+        dtype: torch.float16, torch.bfloat16 or torch.float32: F32, F16, BF16 and 8-bit float
+            (F8_*) tensors are converted to it while copying, exactly as `.to(dtype)` would;
+            others (F64, F4 and F6 included) are unchanged.
         device: where the tensors end up (they are loaded on the CPU first); a dict maps names
             or module prefixes to devices, as for `load_file`.
         threads: worker threads; None for the library's default (every core).

@@ -268,7 +268,8 @@ TEST(Cast, WindowsAtAnyOffsetMatchTheWholeArray) {
   }
 }
 
-// The F8 formats widen exactly: every code matches values.hpp's decoder in every target.
+// The F8 formats widen exactly (E8M0 into F16 aside, rounded as from F32): every code
+// matches values.hpp's decoder in every target.
 void expect_f8_table(Dtype from) {
   std::vector<std::uint8_t> codes(256);
   for (unsigned i = 0; i < 256; ++i) codes[i] = static_cast<std::uint8_t>(i);
@@ -280,16 +281,24 @@ void expect_f8_table(Dtype from) {
     const float values[] = {std::bit_cast<float>(f32[code]), f16_to_float(f16[code]),
                             bf16_to_float(bf16[code])};
     // The sign is read from the bits: the decoders need not keep the sign of a NaN. A NaN
-    // in BF16 loses its sign as in torch (F8NaNBitsAreTorchs checks the bits).
+    // in BF16 loses its sign as in torch (F8NaNBitsAreTorchs checks the bits); E8M0 and the
+    // FNUZ formats have one NaN, without a sign.
     const bool signs[] = {(f32[code] >> 31) != 0, (f16[code] >> 15) != 0, (bf16[code] >> 15) != 0};
+    const bool signed_nans = from == Dtype::F8_E4M3 || from == Dtype::F8_E5M2;
     for (int i = 0; i < 3; ++i) {
+      bool sign = std::signbit(expected);
       if (std::isnan(expected)) {
         EXPECT_TRUE(std::isnan(values[i])) << dtype_name(from) << " code " << code;
         if (i == 2) continue;
+        sign = signed_nans && (code & 0x80) != 0;
+      } else if (from == Dtype::F8_E8M0 && i == 1) {
+        const float rounded =
+            f16_to_float(detail::f32_to_f16(std::bit_cast<std::uint32_t>(expected)));
+        EXPECT_EQ(values[i], rounded) << dtype_name(from) << " code " << code;
       } else {
         EXPECT_EQ(values[i], expected) << dtype_name(from) << " code " << code;
       }
-      EXPECT_EQ(signs[i], (code & 0x80) != 0) << dtype_name(from) << " code " << code;
+      EXPECT_EQ(signs[i], sign) << dtype_name(from) << " code " << code;
     }
   }
 }
@@ -299,6 +308,40 @@ TEST(Cast, F8E4M3WidensExactly) {
 }
 TEST(Cast, F8E5M2WidensExactly) {
   expect_f8_table(Dtype::F8_E5M2);
+}
+TEST(Cast, F8E8M0Widens) {
+  expect_f8_table(Dtype::F8_E8M0);
+}
+TEST(Cast, F8FnuzWidenExactly) {
+  expect_f8_table(Dtype::F8_E4M3FNUZ);
+  expect_f8_table(Dtype::F8_E5M2FNUZ);
+}
+
+// E8M0's powers of two at the ends of each target's range, and the one NaN of E8M0 and of
+// the FNUZ formats, as torch 2.13's `.to()` gives them.
+TEST(Cast, F8E8M0AndFnuzBitsAreTorchs) {
+  const std::vector<std::uint8_t> e8m0 = {0x00, 0x01, 0x66, 0x67, 0x70,
+                                          0x7F, 0x8E, 0x8F, 0xFE, 0xFF};
+  EXPECT_EQ(
+      cast_all<std::uint32_t>(Dtype::F8_E8M0, e8m0, Dtype::F32),
+      (std::vector<std::uint32_t>{0x00400000, 0x00800000, 0x33000000, 0x33800000, 0x38000000,
+                                  0x3F800000, 0x47000000, 0x47800000, 0x7F000000, 0x7F800001}));
+  // 2^-25 ties to zero, 2^-24 is F16's smallest subnormal, 2^16 overflows.
+  EXPECT_EQ(cast_all<std::uint16_t>(Dtype::F8_E8M0, e8m0, Dtype::F16),
+            (std::vector<std::uint16_t>{0x0000, 0x0000, 0x0000, 0x0001, 0x0200, 0x3C00, 0x7800,
+                                        0x7C00, 0x7C00, 0x7E00}));
+  EXPECT_EQ(cast_all<std::uint16_t>(Dtype::F8_E8M0, e8m0, Dtype::BF16),
+            (std::vector<std::uint16_t>{0x0040, 0x0080, 0x3300, 0x3380, 0x3800, 0x3F80, 0x4700,
+                                        0x4780, 0x7F00, 0x7FC0}));
+  for (Dtype fnuz : {Dtype::F8_E4M3FNUZ, Dtype::F8_E5M2FNUZ}) {
+    const std::vector<std::uint8_t> codes = {0x00, 0x80};
+    EXPECT_EQ(cast_all<std::uint32_t>(fnuz, codes, Dtype::F32),
+              (std::vector<std::uint32_t>{0x00000000, 0x7F800001}));
+    EXPECT_EQ(cast_all<std::uint16_t>(fnuz, codes, Dtype::F16),
+              (std::vector<std::uint16_t>{0x0000, 0x7E00}));
+    EXPECT_EQ(cast_all<std::uint16_t>(fnuz, codes, Dtype::BF16),
+              (std::vector<std::uint16_t>{0x0000, 0x7FC0}));
+  }
 }
 
 TEST(Cast, F8InfinityAndNaN) {
@@ -354,7 +397,12 @@ TEST(Cast, SupportedPairs) {
     EXPECT_FALSE(can_cast(Dtype::F64, to));
     EXPECT_FALSE(can_cast(Dtype::I32, to));
     EXPECT_FALSE(can_cast(to, Dtype::F64));
-    EXPECT_FALSE(can_cast(Dtype::F8_E4M3FNUZ, to));
+    EXPECT_TRUE(can_cast(Dtype::F8_E8M0, to));
+    EXPECT_TRUE(can_cast(Dtype::F8_E4M3FNUZ, to));
+    EXPECT_TRUE(can_cast(Dtype::F8_E5M2FNUZ, to));
+    EXPECT_FALSE(can_cast(to, Dtype::F8_E8M0));
+    EXPECT_FALSE(can_cast(Dtype::F4, to));  // not yet
+    EXPECT_FALSE(can_cast(Dtype::F6_E3M2, to));
   }
   EXPECT_FALSE(can_cast(Dtype::F8_E4M3, Dtype::F8_E5M2));
   EXPECT_FALSE(can_cast(Dtype::I8, Dtype::U8));
