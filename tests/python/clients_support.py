@@ -62,6 +62,16 @@ def run_workers(flows, modes, tmp, extra_env=None, timeout=240):
     return results
 
 
+def assert_each_side_used_its_package(runs):
+    """The reference side never touched libsafetensors; our side ran through it."""
+    reference, ours = runs["reference"], runs["ours"]
+    assert not reference["libsafetensors_imported"]
+    assert reference["calls"] == NO_CALLS
+    assert os.path.basename(os.path.dirname(reference["safetensors_file"])) == "safetensors"
+    assert ours["safetensors_file"] == libsafetensors.__file__
+    return ours
+
+
 def assert_same_state_dicts(ours, reference):
     assert ours.keys() == reference.keys()
     for flow, state in reference.items():

@@ -15,7 +15,8 @@ pytest.importorskip("diffusers", reason="diffusers is not installed (the test ve
 import torch  # noqa: E402
 
 import libsafetensors  # noqa: E402
-from clients_support import NO_CALLS, assert_same_state_dicts, run_workers  # noqa: E402
+from clients_support import (NO_CALLS, assert_each_side_used_its_package,  # noqa: E402
+                             assert_same_state_dicts, run_workers)  # noqa: E402
 from libsafetensors.torch import load_file  # noqa: E402
 
 FLOWS = {"unet", "unet-fp16", "vae", "vae-fp16", "converted"}
@@ -76,11 +77,7 @@ def runs(tmp_path_factory, converted):
 
 
 def test_each_side_used_the_package_it_claims(runs):
-    reference, ours = runs["reference"], runs["ours"]
-    assert not reference["libsafetensors_imported"]
-    assert reference["calls"] == NO_CALLS
-    assert os.path.basename(os.path.dirname(reference["safetensors_file"])) == "safetensors"
-    assert ours["safetensors_file"] == libsafetensors.__file__
+    ours = assert_each_side_used_its_package(runs)
     assert ours["calls"]["serialize_file"] == len(ours["files"]) == 4
     # from_pretrained and the converted checkpoint: safetensors.torch.load_file each.
     assert ours["calls"]["load_file"] == 5
