@@ -35,9 +35,10 @@ Progress::~Progress() {
 void Progress::update(std::uint64_t done) {
   done_ = done;
   if (!shown_) return;
-  // The first call draws at once, so the line appears even for a short operation.
+  // last_draw_ starts at the clock's epoch, so the first call draws at once: the line
+  // appears even for a short operation (and is erased at its end).
   const auto now = std::chrono::steady_clock::now();
-  if (drawn_width_ != 0 && now - last_draw_ < redraw_interval) return;
+  if (now - last_draw_ < redraw_interval) return;
   last_draw_ = now;
   draw();
 }
