@@ -111,7 +111,9 @@ Command add_convert(CLI::App& parent) {
   app->add_option("--key", options->key,
                   "Key of the weights in a training checkpoint (default: state_dict when "
                   "present, else the top level)");
-  app->add_flag("--json", options->json, "Print the report as JSON");
+  app->add_flag("--json", options->json,
+                "Print the report as JSON: input_format, outputs, converted (tensor names), "
+                "deduplicated (removed: kept), dropped, bytes");
   return {app, [options] { return run_convert(*options); }};
 }
 
