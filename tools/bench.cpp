@@ -206,6 +206,7 @@ class Bench {
         checkpoint_(Checkpoint::open(options.path, Backend::pread)),
         progress_("benchmarking", measurements(), Progress::Unit::items) {
     if (!options.dtype.empty()) base_.dtype = parse_cast_dtype(options.dtype);
+    plan_ = plan_load(checkpoint_, base_);
     for (const File& file : checkpoint_.files()) files_.push_back(file.name());
     if (checkpoint_.total_bytes() == 0) {
       throw Error(ErrorCode::invalid_argument, options.path + " holds no tensor data");
@@ -222,16 +223,15 @@ class Bench {
     result.repeat = options_.repeat;
     result.cold_requested = options_.cold;
     measure_baselines(result);
-    const LoadPlan plan = plan_load(checkpoint_, base_);
-    const Buffer buffer = make_buffer(plan.buffer_size);
-    const std::span<std::byte> target(buffer.get(), plan.buffer_size);
+    const Buffer buffer = make_buffer(plan_.buffer_size);
+    const std::span<std::byte> target(buffer.get(), plan_.buffer_size);
     for (const auto& [name, method] : methods_) {
       for (unsigned threads : thread_counts_) {
         LoadOptions run = base_;
         run.method = method;
         run.threads = threads;
-        result.rows.push_back(
-            measure_row(result, name, threads, [&] { load_into(checkpoint_, plan, target, run); }));
+        result.rows.push_back(measure_row(result, name, threads, true,
+                                          [&] { load_into(checkpoint_, plan_, target, run); }));
       }
     }
     // What a caller of load() sees: a new allocation each time, its page faults included.
@@ -239,7 +239,7 @@ class Bench {
       LoadOptions run = base_;
       run.threads = threads;
       result.rows.push_back(
-          measure_row(result, "owned", threads, [&] { (void)load(checkpoint_, run); }));
+          measure_row(result, "owned", threads, false, [&] { (void)load(checkpoint_, run); }));
     }
     progress_.clear();
     return result;
@@ -270,17 +270,17 @@ class Bench {
     if (result.dropped) {
       result.cold_read_gbps = gbps(bytes, seconds_of([&] { sequential_read(files_); }));
     }
-    dropped_ = result.dropped.has_value();
   }
 
+  // Warm, and cold too when the cache can be dropped and `cold` is asked for.
   BenchRow measure_row(const BenchResult& result, const std::string& name, unsigned threads,
-                       const std::function<void()>& load_once) {
+                       bool cold, const std::function<void()>& load_once) {
     step(fmt::format("{}, {} thread{}", name, threads, threads == 1 ? "" : "s"));
     BenchRow row;
     row.method = name;
     row.threads = threads;
     row.warm_gbps = gbps(result.bytes, best_seconds(options_.repeat, load_once));
-    if (dropped_ && name != "owned") {
+    if (cold && result.dropped) {
       drop_cache(files_);
       row.cold_gbps = gbps(result.bytes, seconds_of(load_once));
     }
@@ -293,8 +293,8 @@ class Bench {
   Checkpoint checkpoint_;
   Progress progress_;
   LoadOptions base_;
+  LoadPlan plan_;
   std::vector<std::string> files_;
-  bool dropped_ = false;
   std::uint64_t steps_done_ = 0;
 };
 
