@@ -1,6 +1,7 @@
 #include "progress.hpp"
 
 #include <fmt/core.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,18 +16,29 @@ namespace {
 
 // A person cannot read faster; more redraws only cost time.
 constexpr auto redraw_interval = std::chrono::milliseconds(100);
-// Wider than the terminal, the line would wrap and '\r' could no longer erase it.
-constexpr std::size_t max_width = 79;
+// Wider than the terminal, the line would wrap and '\r' could no longer erase it; 79 columns
+// when the terminal does not say its width.
+constexpr std::size_t default_width = 79;
 constexpr std::size_t bar_width = 20;
 
 std::string amount(std::uint64_t value, Progress::Unit unit) {
   return unit == Progress::Unit::bytes ? human_size(value) : std::to_string(value);
 }
 
+std::size_t terminal_width() {
+  winsize size{};
+  if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &size) != 0 || size.ws_col < 2) return default_width;
+  return std::min<std::size_t>(default_width, size.ws_col - 1u);
+}
+
 }  // namespace
 
 Progress::Progress(std::string label, std::uint64_t total, Unit unit)
-    : shown_(::isatty(STDERR_FILENO) == 1), label_(std::move(label)), total_(total), unit_(unit) {}
+    : shown_(::isatty(STDERR_FILENO) == 1),
+      width_(shown_ ? terminal_width() : default_width),
+      label_(std::move(label)),
+      total_(total),
+      unit_(unit) {}
 
 Progress::~Progress() {
   clear();
@@ -50,7 +62,12 @@ void Progress::draw() {
   std::string line = fmt::format("{} [{}{}] {:3}% {} / {}", printable(label_),
                                  std::string(filled, '#'), std::string(bar_width - filled, ' '),
                                  percent, amount(done, unit_), amount(total_, unit_));
-  if (line.size() > max_width) line.resize(max_width);
+  if (line.size() > width_) {
+    // Cut before a character, not inside a UTF-8 sequence of a file name.
+    std::size_t end = width_;
+    while (end > 0 && (static_cast<unsigned char>(line[end]) & 0xC0) == 0x80) --end;
+    line.resize(end);
+  }
   // Spaces cover what a longer previous line left.
   const std::size_t pad = drawn_width_ > line.size() ? drawn_width_ - line.size() : 0;
   fmt::print(stderr, "\r{}{}", line, std::string(pad, ' '));

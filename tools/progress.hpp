@@ -41,6 +41,7 @@ class Progress {
   void draw();
 
   bool shown_;
+  std::size_t width_;  // columns the line may take
   std::string label_;
   std::uint64_t total_;
   Unit unit_;
