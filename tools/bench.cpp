@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cli_common.hpp"
+#include "progress.hpp"
 #include "safetensors/safetensors.hpp"
 #include "touched_buffer.hpp"
 
@@ -33,6 +34,7 @@ struct BenchCliOptions {
   std::string methods = "pread,mmap,direct";
   unsigned repeat = 3;
   bool cold = true;
+  bool json = false;
 };
 
 // Data is "cold" when at most this fraction of its pages is still cached after dropping.
@@ -169,107 +171,218 @@ double gbps(std::uint64_t bytes, double seconds) {
   return static_cast<double>(bytes) / seconds / 1e9;
 }
 
-int run_bench(const BenchCliOptions& options) {
-  const std::vector<unsigned> thread_counts = parse_threads(options.threads);
-  const auto methods = parse_methods(options.methods);
-  // Opened without a mapping, so no page of the data is pinned by this process.
-  const Checkpoint checkpoint = Checkpoint::open(options.path, Backend::pread);
-  LoadOptions base;
-  if (!options.dtype.empty()) base.dtype = parse_cast_dtype(options.dtype);
-  const LoadPlan plan = plan_load(checkpoint, base);
-  const std::uint64_t bytes = checkpoint.total_bytes();
-  std::vector<std::string> files;
-  for (const File& file : checkpoint.files()) files.push_back(file.name());
-  if (bytes == 0) throw Error(ErrorCode::invalid_argument, options.path + " holds no tensor data");
+// One row of the table: a load method at a thread count.
+struct BenchRow {
+  std::string method;
+  unsigned threads = 0;
+  double warm_gbps = 0;
+  std::optional<double> cold_gbps;  // when the cache could be dropped
+};
 
-  fmt::print("{}: {} tensors in {} file{}, {} of tensor data; loading as {}\n",
-             printable(options.path), checkpoint.tensors().size(), files.size(),
-             files.size() == 1 ? "" : "s", human_size(bytes),
-             base.dtype ? std::string(dtype_name(*base.dtype)) : "stored dtypes");
-  fmt::print(
-      "GB/s counts tensor bytes read from the files (10^9 bytes per second); best of {}.\n\n",
-      options.repeat);
-
-  const Buffer buffer = make_buffer(plan.buffer_size);
-  const std::span<std::byte> target(buffer.get(), plan.buffer_size);
-  // memcpy of the same number of bytes, memory to memory, one thread.
-  const std::size_t copy_bytes =
-      static_cast<std::size_t>(std::min<std::uint64_t>(bytes, 1ull << 30));
+// Everything measured, printed afterwards as a table or as JSON.
+struct BenchResult {
+  std::string path;
+  std::size_t tensors = 0;
+  std::size_t files = 0;
+  std::uint64_t bytes = 0;
+  std::optional<Dtype> dtype;
+  unsigned repeat = 0;
+  bool cold_requested = true;
   double memcpy_gbps = 0;
-  {
-    const Buffer from = make_buffer(copy_bytes), to = make_buffer(copy_bytes);
-    memcpy_gbps =
-        gbps(copy_bytes,
-             best_seconds(options.repeat, [&] { std::memcpy(to.get(), from.get(), copy_bytes); }));
-  }
-  const double read_gbps =
-      gbps(bytes, best_seconds(options.repeat, [&] { sequential_read(files); }));
+  double read_gbps = 0;
+  std::optional<double> cold_read_gbps;
+  std::optional<std::string> dropped;  // how the cache was dropped
+  std::vector<BenchRow> rows;          // "owned" rows last
+};
 
-  std::optional<std::string> dropped;
-  double cold_read_gbps = 0;
-  if (options.cold) {
-    dropped = drop_cache(files);
-    if (dropped) cold_read_gbps = gbps(bytes, seconds_of([&] { sequential_read(files); }));
-  }
-
-  fmt::print("{:<34}{:>9}\n", "baseline", "GB/s");
-  fmt::print("{:<34}{:>9.2f}\n", "memcpy (1 thread)", memcpy_gbps);
-  fmt::print("{:<34}{:>9.2f}\n", "sequential read(2), warm", read_gbps);
-  if (dropped) fmt::print("{:<34}{:>9.2f}\n", "sequential read(2), cold", cold_read_gbps);
-  fmt::print("\n{:<8}{:>8}{:>11}{:>10}{:>10}", "method", "threads", "warm GB/s", "x memcpy",
-             "x read");
-  if (dropped) fmt::print("{:>11}{:>12}", "cold GB/s", "x cold read");
-  fmt::print("\n");
-
-  for (const auto& [name, method] : methods) {
-    for (unsigned threads : thread_counts) {
-      LoadOptions run = base;
-      run.method = method;
-      run.threads = threads;
-      const double warm = gbps(
-          bytes, best_seconds(options.repeat, [&] { load_into(checkpoint, plan, target, run); }));
-      fmt::print("{:<8}{:>8}{:>11.2f}{:>10.2f}{:>10.2f}", name, threads, warm, warm / memcpy_gbps,
-                 warm / read_gbps);
-      if (dropped) {
-        drop_cache(files);
-        const double cold =
-            gbps(bytes, seconds_of([&] { load_into(checkpoint, plan, target, run); }));
-        fmt::print("{:>11.2f}{:>12.2f}", cold, cold / cold_read_gbps);
-      }
-      fmt::print("\n");
+// A checkpoint opened for benchmarking, what it is loaded as, and the progress of the runs.
+class Bench {
+ public:
+  explicit Bench(const BenchCliOptions& options)
+      : options_(options),
+        thread_counts_(parse_threads(options.threads)),
+        methods_(parse_methods(options.methods)),
+        // Opened without a mapping, so no page of the data is pinned by this process.
+        checkpoint_(Checkpoint::open(options.path, Backend::pread)),
+        progress_("benchmarking", measurements(), Progress::Unit::items) {
+    if (!options.dtype.empty()) base_.dtype = parse_cast_dtype(options.dtype);
+    plan_ = plan_load(checkpoint_, base_);
+    for (const File& file : checkpoint_.files()) files_.push_back(file.name());
+    if (checkpoint_.total_bytes() == 0) {
+      throw Error(ErrorCode::invalid_argument, options.path + " holds no tensor data");
     }
   }
-  // What a caller of load() sees: a new allocation each time, its page faults included.
-  for (unsigned threads : thread_counts) {
-    LoadOptions run = base;
-    run.threads = threads;
-    const double owned =
-        gbps(bytes, best_seconds(options.repeat, [&] { (void)load(checkpoint, run); }));
-    fmt::print("{:<8}{:>8}{:>11.2f}{:>10.2f}{:>10.2f}\n", "owned", threads, owned,
-               owned / memcpy_gbps, owned / read_gbps);
+
+  BenchResult run() {
+    BenchResult result;
+    result.path = options_.path;
+    result.tensors = checkpoint_.tensors().size();
+    result.files = files_.size();
+    result.bytes = checkpoint_.total_bytes();
+    result.dtype = base_.dtype;
+    result.repeat = options_.repeat;
+    result.cold_requested = options_.cold;
+    measure_baselines(result);
+    const Buffer buffer = make_buffer(plan_.buffer_size);
+    const std::span<std::byte> target(buffer.get(), plan_.buffer_size);
+    for (const auto& [name, method] : methods_) {
+      for (unsigned threads : thread_counts_) {
+        LoadOptions run = base_;
+        run.method = method;
+        run.threads = threads;
+        result.rows.push_back(measure_row(result, name, threads, true,
+                                          [&] { load_into(checkpoint_, plan_, target, run); }));
+      }
+    }
+    // What a caller of load() sees: a new allocation each time, its page faults included.
+    for (unsigned threads : thread_counts_) {
+      LoadOptions run = base_;
+      run.threads = threads;
+      result.rows.push_back(
+          measure_row(result, "owned", threads, false, [&] { (void)load(checkpoint_, run); }));
+    }
+    progress_.clear();
+    return result;
+  }
+
+ private:
+  std::uint64_t measurements() const { return 1 + (methods_.size() + 1) * thread_counts_.size(); }
+
+  // Shows the measurement about to run.
+  void step(const std::string& what) {
+    progress_.relabel("bench: " + what);
+    progress_.update(steps_done_++);
+  }
+
+  void measure_baselines(BenchResult& result) {
+    step("memcpy and read(2)");
+    const std::uint64_t bytes = result.bytes;
+    // memcpy of the same number of bytes, memory to memory, one thread.
+    const std::size_t copy_bytes =
+        static_cast<std::size_t>(std::min<std::uint64_t>(bytes, 1ull << 30));
+    const Buffer from = make_buffer(copy_bytes), to = make_buffer(copy_bytes);
+    result.memcpy_gbps =
+        gbps(copy_bytes,
+             best_seconds(options_.repeat, [&] { std::memcpy(to.get(), from.get(), copy_bytes); }));
+    result.read_gbps = gbps(bytes, best_seconds(options_.repeat, [&] { sequential_read(files_); }));
+    if (!options_.cold) return;
+    result.dropped = drop_cache(files_);
+    if (result.dropped) {
+      result.cold_read_gbps = gbps(bytes, seconds_of([&] { sequential_read(files_); }));
+    }
+  }
+
+  // Warm, and cold too when the cache can be dropped and `cold` is asked for.
+  BenchRow measure_row(const BenchResult& result, const std::string& name, unsigned threads,
+                       bool cold, const std::function<void()>& load_once) {
+    step(fmt::format("{}, {} thread{}", name, threads, threads == 1 ? "" : "s"));
+    BenchRow row;
+    row.method = name;
+    row.threads = threads;
+    row.warm_gbps = gbps(result.bytes, best_seconds(options_.repeat, load_once));
+    if (cold && result.dropped) {
+      drop_cache(files_);
+      row.cold_gbps = gbps(result.bytes, seconds_of(load_once));
+    }
+    return row;
+  }
+
+  const BenchCliOptions& options_;
+  std::vector<unsigned> thread_counts_;
+  std::vector<std::pair<std::string, LoadMethod>> methods_;
+  Checkpoint checkpoint_;
+  Progress progress_;
+  LoadOptions base_;
+  LoadPlan plan_;
+  std::vector<std::string> files_;
+  std::uint64_t steps_done_ = 0;
+};
+
+void print_text(const BenchResult& r) {
+  fmt::print("{}: {} tensors in {} file{}, {} of tensor data; loading as {}\n", printable(r.path),
+             r.tensors, r.files, r.files == 1 ? "" : "s", human_size(r.bytes),
+             r.dtype ? std::string(dtype_name(*r.dtype)) : "stored dtypes");
+  fmt::print(
+      "GB/s counts tensor bytes read from the files (10^9 bytes per second); best of {}.\n\n",
+      r.repeat);
+  fmt::print("{:<34}{:>9}\n", "baseline", "GB/s");
+  fmt::print("{:<34}{:>9.2f}\n", "memcpy (1 thread)", r.memcpy_gbps);
+  fmt::print("{:<34}{:>9.2f}\n", "sequential read(2), warm", r.read_gbps);
+  if (r.cold_read_gbps)
+    fmt::print("{:<34}{:>9.2f}\n", "sequential read(2), cold", *r.cold_read_gbps);
+  fmt::print("\n{:<8}{:>8}{:>11}{:>10}{:>10}", "method", "threads", "warm GB/s", "x memcpy",
+             "x read");
+  if (r.cold_read_gbps) fmt::print("{:>11}{:>12}", "cold GB/s", "x cold read");
+  fmt::print("\n");
+  for (const BenchRow& row : r.rows) {
+    fmt::print("{:<8}{:>8}{:>11.2f}{:>10.2f}{:>10.2f}", row.method, row.threads, row.warm_gbps,
+               row.warm_gbps / r.memcpy_gbps, row.warm_gbps / r.read_gbps);
+    if (row.cold_gbps) {
+      fmt::print("{:>11.2f}{:>12.2f}", *row.cold_gbps, *row.cold_gbps / *r.cold_read_gbps);
+    }
+    fmt::print("\n");
   }
   fmt::print(
       "(rows above load into memory touched beforehand; \"owned\" is load() with method "
       "auto into new memory)\n");
-  if (!options.cold) {
+  if (!r.cold_requested) {
     fmt::print("\ncold cache: not measured (--no-cold)\n");
-  } else if (dropped) {
-    fmt::print("\ncold cache: dropped with {} before each cold run\n", *dropped);
+  } else if (r.dropped) {
+    fmt::print("\ncold cache: dropped with {} before each cold run\n", *r.dropped);
   } else {
     fmt::print(
         "\ncold cache: not possible here (posix_fadvise left the pages cached and "
         "/proc/sys/vm/drop_caches could not be written); only warm results are shown\n");
   }
-  return 0;
 }
 
+std::string json_optional(const std::optional<double>& value) {
+  return value ? json_number(*value) : "null";
+}
+
+// GB/s as numbers; null where a cold figure was not measured.
+void print_json(const BenchResult& r) {
+  std::vector<std::string> rows;
+  for (const BenchRow& row : r.rows) {
+    rows.push_back(JsonObject()
+                       .text("method", row.method)
+                       .number("threads", std::uint64_t{row.threads})
+                       .number("warm_gbps", row.warm_gbps)
+                       .raw("cold_gbps", json_optional(row.cold_gbps))
+                       .str());
+  }
+  JsonObject out;
+  out.text("file", r.path)
+      .number("tensors", std::uint64_t{r.tensors})
+      .number("files", std::uint64_t{r.files})
+      .number("bytes", r.bytes)
+      .raw("dtype", r.dtype ? json_string(dtype_name(*r.dtype)) : "null")
+      .number("repeat", std::uint64_t{r.repeat})
+      .number("memcpy_gbps", r.memcpy_gbps)
+      .number("read_gbps", r.read_gbps)
+      .raw("cold_read_gbps", json_optional(r.cold_read_gbps))
+      .raw("cold_cache_dropped_with", r.dropped ? json_string(*r.dropped) : "null")
+      .raw("rows", json_array(rows));
+  fmt::print("{}\n", out.str());
+}
+
+int run_bench(const BenchCliOptions& options) {
+  const BenchResult result = Bench(options).run();
+  if (options.json) {
+    print_json(result);
+  } else {
+    print_text(result);
+  }
+  return 0;
+}
 }  // namespace
 
 Command add_bench(CLI::App& parent) {
   auto options = std::make_shared<BenchCliOptions>();
   CLI::App* app = parent.add_subcommand(
       "bench",
-      "Measure how fast a checkpoint loads into memory: throughput per load method and thread "
+      "Measure how fast a checkpoint loads\n\n"
+      "Measures how fast a checkpoint loads into memory: throughput per load method and thread "
       "count with the page cache warm and, where the files can be evicted from it, cold; next "
       "to memcpy of the same number of bytes and a plain sequential read(2) of the files.");
   app->add_option("PATH", options->path, "Safetensors file, checkpoint directory or index")
@@ -283,6 +396,10 @@ Command add_bench(CLI::App& parent) {
       ->check(CLI::Range(1u, 1000u))
       ->capture_default_str();
   app->add_flag("!--no-cold", options->cold, "Skip the cold-cache measurements");
+  app->add_flag("--json", options->json,
+                "Print the results as JSON: file, tensors, files, bytes, dtype, repeat, "
+                "memcpy_gbps, read_gbps, cold_read_gbps, cold_cache_dropped_with, rows (method, "
+                "threads, warm_gbps, cold_gbps); null where not measured");
   return {app, [options] { return run_bench(*options); }};
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli_common.hpp"
+#include "progress.hpp"
 #include "safetensors/safetensors.hpp"
 
 namespace safetensors::cli {
@@ -22,6 +23,7 @@ struct CastCliOptions {
   std::string input;
   std::string output;
   std::string dtype;
+  bool json = false;
 };
 
 // Streams one tensor's bytes in the target dtype. The writer asks for chunks in increasing
@@ -88,10 +90,23 @@ int run_cast(const CastCliOptions& options) {
   }
   WriteOptions write;
   if (input.metadata()) write.borrowed_metadata = &*input.metadata();
-  write_file(options.output, tensors, write);
-  fmt::print("{}: {} tensors, {} converted to {}, {} -> {}\n", printable(options.output),
-             tensors.size(), converted, dtype_name(to), human_size(bytes_in),
-             human_size(bytes_out));
+  TrackedWrite tracked("casting", tensors, bytes_out);
+  write_file(options.output, tracked.tensors(), write);
+  tracked.finish();
+  if (options.json) {
+    fmt::print("{}\n", JsonObject()
+                           .text("output", options.output)
+                           .text("dtype", dtype_name(to))
+                           .number("tensors", std::uint64_t{tensors.size()})
+                           .number("converted", std::uint64_t{converted})
+                           .number("bytes_in", bytes_in)
+                           .number("bytes_out", bytes_out)
+                           .str());
+  } else {
+    fmt::print("{}: {} tensors, {} converted to {}, {} -> {}\n", printable(options.output),
+               tensors.size(), converted, dtype_name(to), human_size(bytes_in),
+               human_size(bytes_out));
+  }
   return 0;
 }
 
@@ -119,7 +134,8 @@ Command add_cast(CLI::App& parent) {
   auto options = std::make_shared<CastCliOptions>();
   CLI::App* app = parent.add_subcommand(
       "cast",
-      "Copy a checkpoint (file, directory or index) into one safetensors file with its F32, F16, "
+      "Copy a checkpoint with its float tensors cast to f32/f16/bf16\n\n"
+      "Copies a checkpoint (file, directory or index) into one safetensors file with its F32, F16, "
       "BF16 and 8-bit float (F8_*) tensors converted to DTYPE, bit-identical to torch's "
       "tensor.to(dtype). Other tensors and the metadata are copied unchanged. The data is "
       "streamed, so any size fits in memory; OUT is written atomically.");
@@ -137,6 +153,9 @@ Command add_cast(CLI::App& parent) {
             return {};
           },
           "DTYPE"));
+  app->add_flag("--json", options->json,
+                "Print the summary as JSON: output, dtype, tensors, converted, bytes_in, "
+                "bytes_out");
   return {app, [options] { return run_cast(*options); }};
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 
 namespace safetensors::cli {
@@ -113,6 +114,39 @@ std::string json_string(std::string_view text) {
     ++i;
   }
   return out + "\"";
+}
+
+std::string json_numbers(const std::vector<std::uint64_t>& values) {
+  std::vector<std::string> encoded;
+  encoded.reserve(values.size());
+  for (std::uint64_t value : values) encoded.push_back(std::to_string(value));
+  return json_array(encoded);
+}
+
+std::string json_array(const std::vector<std::string>& encoded) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < encoded.size(); ++i) out += (i == 0 ? "" : ",") + encoded[i];
+  return out + "]";
+}
+
+std::string json_number(double value) {
+  return std::isfinite(value) ? fmt::format("{}", value) : "null";
+}
+
+std::string json_element(const std::string& text) {
+  if (text == "true" || text == "false") return text;
+  // format_element writes numbers as to_chars does: digits, '-', '.', 'e', '+' only.
+  const bool number =
+      !text.empty() && text.find_first_not_of("0123456789-.e+") == std::string::npos;
+  return number ? text : json_string(text);
+}
+
+JsonObject& JsonObject::raw(std::string_view key, std::string_view encoded) {
+  if (out_.size() > 1) out_ += ',';
+  out_ += json_string(key);
+  out_ += ':';
+  out_ += encoded;
+  return *this;
 }
 
 std::string printable(std::string_view text) {

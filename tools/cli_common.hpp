@@ -47,6 +47,40 @@ std::string shape_text(const std::vector<std::uint64_t>& shape);
 /// always parses; file names are not guaranteed to be UTF-8.
 std::string json_string(std::string_view text);
 
+/// A JSON array of numbers: "[32000,4096]".
+std::string json_numbers(const std::vector<std::uint64_t>& values);
+
+/// A JSON array of values already encoded (json_string, numbers, objects).
+std::string json_array(const std::vector<std::string>& encoded);
+
+/// A number as JSON: shortest text that round-trips; null when not finite (JSON has no NaN).
+std::string json_number(double value);
+
+/// A value printed by format_element as JSON: numbers and true/false as they are, what JSON
+/// cannot hold as a number (nan, inf, complex pairs) as a string.
+std::string json_element(const std::string& text);
+
+/// One JSON object, built field by field in the order given. Strings are escaped with
+/// json_string; `raw` takes a value already encoded.
+class JsonObject {
+ public:
+  JsonObject& raw(std::string_view key, std::string_view encoded);
+  JsonObject& text(std::string_view key, std::string_view value) {
+    return raw(key, json_string(value));
+  }
+  JsonObject& number(std::string_view key, std::uint64_t value) {
+    return raw(key, std::to_string(value));
+  }
+  JsonObject& number(std::string_view key, double value) { return raw(key, json_number(value)); }
+  JsonObject& boolean(std::string_view key, bool value) {
+    return raw(key, value ? "true" : "false");
+  }
+  std::string str() const { return out_ + "}"; }
+
+ private:
+  std::string out_ = "{";
+};
+
 /// Text safe to print on a terminal: control bytes shown as \xNN so a crafted tensor name
 /// cannot move the cursor or inject escape sequences.
 std::string printable(std::string_view text);

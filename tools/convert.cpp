@@ -1,15 +1,13 @@
 // `safetensors convert`: PyTorch and numpy checkpoints to safetensors, without running code.
 #include <fmt/core.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
 
 #include "cli_common.hpp"
+#include "progress.hpp"
 #include "safetensors/convert.hpp"
 #include "safetensors/error.hpp"
 
@@ -18,52 +16,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Smaller inputs convert in well under a second; a bar would only flicker.
-constexpr std::uint64_t progress_threshold = std::uint64_t{64} << 20;
-
 struct ConvertCliOptions {
   std::string input;
   std::string output;
   std::string key;
   bool json = false;
-};
-
-std::uint64_t input_size(const fs::path& input) {
-  std::error_code ec;
-  if (!fs::is_directory(input, ec)) {
-    const auto size = fs::file_size(input, ec);
-    return ec ? 0 : size;
-  }
-  std::uint64_t total = 0;
-  for (const auto& entry : fs::directory_iterator(input, ec)) {
-    if (entry.path().extension() == ".bin" && entry.is_regular_file(ec)) {
-      total += entry.file_size(ec);
-    }
-  }
-  return total;
-}
-
-// Redraws one stderr line at most every 100 ms (and at the end).
-class ProgressBar {
- public:
-  void update(std::uint64_t done, std::uint64_t total) {
-    const auto now = std::chrono::steady_clock::now();
-    if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
-    last_ = now;
-    const unsigned percent = total ? static_cast<unsigned>(done * 100 / total) : 100;
-    const unsigned filled = percent * 30 / 100;
-    fmt::print(stderr, "\rconverting and verifying [{}{}] {:3}% {} / {}", std::string(filled, '#'),
-               std::string(30 - filled, ' '), percent, human_size(done), human_size(total));
-    std::fflush(stderr);
-    drawn_ = true;
-  }
-  ~ProgressBar() {
-    if (drawn_) fmt::print(stderr, "\n");
-  }
-
- private:
-  std::chrono::steady_clock::time_point last_{};
-  bool drawn_ = false;
 };
 
 void print_json(const ConvertReport& report) {
@@ -107,13 +64,8 @@ int run_convert(const ConvertCliOptions& options) {
   const fs::path input = options.input;
   ConvertOptions convert;
   convert.state_dict_key = options.key;
-  std::unique_ptr<ProgressBar> bar;
-  if (::isatty(STDERR_FILENO) && input_size(input) > progress_threshold) {
-    bar = std::make_unique<ProgressBar>();
-    convert.progress = [&bar](std::uint64_t done, std::uint64_t total) {
-      bar->update(done, total);
-    };
-  }
+  Progress progress("converting and verifying", 0);
+  if (progress.shown()) convert.progress = progress.callback();
   ConvertReport report;
   if (fs::is_directory(input)) {
     if (!options.output.empty()) {
@@ -131,7 +83,7 @@ int run_convert(const ConvertCliOptions& options) {
     }
     report = convert_file(input, output, convert);
   }
-  bar.reset();
+  progress.clear();
   if (options.json) {
     print_json(report);
   } else {
@@ -146,7 +98,8 @@ Command add_convert(CLI::App& parent) {
   auto options = std::make_shared<ConvertCliOptions>();
   CLI::App* app = parent.add_subcommand(
       "convert",
-      "Convert a PyTorch checkpoint (zip or legacy format, .bin/.pt/.pth/.ckpt) or a numpy "
+      "Convert PyTorch and numpy checkpoints to safetensors\n\n"
+      "Converts a PyTorch checkpoint (zip or legacy format, .bin/.pt/.pth/.ckpt) or a numpy "
       ".npy/.npz file to safetensors without running any code from it. IN may be a model "
       "directory: pytorch_model.bin becomes model.safetensors, a sharded set with "
       "pytorch_model.bin.index.json becomes model-*.safetensors shards and "
@@ -158,7 +111,9 @@ Command add_convert(CLI::App& parent) {
   app->add_option("--key", options->key,
                   "Key of the weights in a training checkpoint (default: state_dict when "
                   "present, else the top level)");
-  app->add_flag("--json", options->json, "Print the report as JSON");
+  app->add_flag("--json", options->json,
+                "Print the report as JSON: input_format, outputs, converted (tensor names), "
+                "deduplicated (removed: kept), dropped, bytes");
   return {app, [options] { return run_convert(*options); }};
 }
 

@@ -165,14 +165,6 @@ void print_text(const Listing& listing) {
   }
 }
 
-std::string json_numbers(const std::vector<std::uint64_t>& values) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    out += (i == 0 ? "" : ",") + std::to_string(values[i]);
-  }
-  return out + "]";
-}
-
 std::string json_shards(const std::vector<Shard>& shards) {
   std::string out = "[";
   for (std::size_t i = 0; i < shards.size(); ++i) {
@@ -238,7 +230,8 @@ Command add_inspect(CLI::App& parent) {
   auto options = std::make_shared<InspectOptions>();
   CLI::App* app = parent.add_subcommand(
       "inspect",
-      "Show a file's tensors (name, dtype, shape, size, data offsets), totals per dtype, the "
+      "List the tensors, totals and metadata of a file\n\n"
+      "Shows a file's tensors (name, dtype, shape, size, data offsets), totals per dtype, the "
       "header size and the metadata. The file is validated first. A directory or an index "
       "(*.json) is shown as a sharded checkpoint: each tensor's shard, and a summary per "
       "shard.");

@@ -8,6 +8,7 @@
 
 #include "checkpoint_input.hpp"
 #include "cli_common.hpp"
+#include "progress.hpp"
 #include "safetensors/safetensors.hpp"
 
 namespace safetensors::cli {
@@ -17,6 +18,7 @@ struct MergeOptions {
   std::vector<std::string> inputs;
   std::string output;
   std::uint64_t alignment = 8;
+  bool json = false;
 };
 
 int run_merge(const MergeOptions& options) {
@@ -30,9 +32,20 @@ int run_merge(const MergeOptions& options) {
   WriteOptions write;
   write.borrowed_metadata = merged.metadata();
   write.alignment = options.alignment;
-  write_file(options.output, merged.tensors(), write);
-  fmt::print("{}: {} tensors from {} files, {} of data\n", printable(options.output),
-             merged.tensors().size(), merged.files(), human_size(merged.bytes()));
+  TrackedWrite tracked("merging", merged.tensors(), merged.bytes());
+  write_file(options.output, tracked.tensors(), write);
+  tracked.finish();
+  if (options.json) {
+    fmt::print("{}\n", JsonObject()
+                           .text("output", options.output)
+                           .number("tensors", std::uint64_t{merged.tensors().size()})
+                           .number("files", std::uint64_t{merged.files()})
+                           .number("bytes", merged.bytes())
+                           .str());
+  } else {
+    fmt::print("{}: {} tensors from {} files, {} of data\n", printable(options.output),
+               merged.tensors().size(), merged.files(), human_size(merged.bytes()));
+  }
   return 0;
 }
 
@@ -42,7 +55,8 @@ Command add_merge(CLI::App& parent) {
   auto options = std::make_shared<MergeOptions>();
   CLI::App* app = parent.add_subcommand(
       "merge",
-      "Write the union of the inputs' tensors and metadata to one file, in the canonical "
+      "Write the union of several inputs to one file\n\n"
+      "Writes the union of the inputs' tensors and metadata to one file, in the canonical "
       "layout (dtype order, then name). An input is a file, a sharded checkpoint's directory "
       "or its index (*.json). A tensor name in two inputs, or a metadata key with two "
       "different values, is an error. The output is written atomically.");
@@ -62,6 +76,8 @@ Command add_merge(CLI::App& parent) {
           },
           "POWER OF TWO >= 8"))
       ->capture_default_str();
+  app->add_flag("--json", options->json,
+                "Print the summary as JSON: output, tensors, files, bytes (of tensor data)");
   return {app, [options] { return run_merge(*options); }};
 }
 

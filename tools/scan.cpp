@@ -73,7 +73,8 @@ Command add_scan(CLI::App& parent) {
   auto options = std::make_shared<ScanOptions>();
   CLI::App* app = parent.add_subcommand(
       "scan",
-      "Report what loading each pickle-based file (raw pickle, PyTorch .bin/.pt/.pth/.ckpt in "
+      "Report what loading a pickle would import, safely\n\n"
+      "Reports what loading each pickle-based file (raw pickle, PyTorch .bin/.pt/.pth/.ckpt in "
       "the zip or legacy format, .npy, .npz) would import, without running anything: every "
       "global with whether it is on the tensor-data allowlist, and every structural finding. "
       "Verdict per file: clean, dangerous or unreadable. Exit status 0 when all files are "

@@ -8,6 +8,7 @@
 
 #include "checkpoint_input.hpp"
 #include "cli_common.hpp"
+#include "progress.hpp"
 #include "safetensors/safetensors.hpp"
 
 namespace safetensors::cli {
@@ -18,6 +19,7 @@ struct ShardCommandOptions {
   std::string output;
   std::string max_shard_size = "5GB";
   std::string prefix = "model";
+  bool json = false;
 };
 
 int run_shard(const ShardCommandOptions& options) {
@@ -32,9 +34,23 @@ int run_shard(const ShardCommandOptions& options) {
   TensorUnion merged;
   for (const Checkpoint& input : inputs) merged.add(input);
   if (const Metadata* metadata = merged.metadata()) shard_options.write.metadata = *metadata;
-  const auto written = write_sharded(options.output, merged.tensors(), shard_options);
-  for (const std::filesystem::path& path : written) fmt::print("{}\n", printable(path.string()));
+  TrackedWrite tracked("sharding", merged.tensors(), merged.bytes());
+  const auto written = write_sharded(options.output, tracked.tensors(), shard_options);
+  tracked.finish();
   const std::size_t shards = written.size() == 1 ? 1 : written.size() - 1;
+  if (options.json) {
+    std::vector<std::string> files;
+    for (const std::filesystem::path& path : written) files.push_back(json_string(path.string()));
+    fmt::print("{}\n", JsonObject()
+                           .text("output", options.output)
+                           .raw("files", json_array(files))
+                           .number("shards", std::uint64_t{shards})
+                           .number("tensors", std::uint64_t{merged.tensors().size()})
+                           .number("bytes", merged.bytes())
+                           .str());
+    return 0;
+  }
+  for (const std::filesystem::path& path : written) fmt::print("{}\n", printable(path.string()));
   fmt::print("{}: {} tensors in {} shard{}, {} of data\n", printable(options.output),
              merged.tensors().size(), shards, shards == 1 ? "" : "s", human_size(merged.bytes()));
   return 0;
@@ -46,7 +62,8 @@ Command add_shard(CLI::App& parent) {
   auto options = std::make_shared<ShardCommandOptions>();
   CLI::App* app = parent.add_subcommand(
       "shard",
-      "Write the union of the inputs' tensors and metadata into a directory as shards named "
+      "Split tensors into transformers-style shards and an index\n\n"
+      "Writes the union of the inputs' tensors and metadata into a directory as shards named "
       "like transformers' (model-00001-of-00003.safetensors) plus model.safetensors.index.json, "
       "filled in the canonical order (dtype order, then name). A shard is closed before a "
       "tensor that would make it exceed the maximum size; a larger tensor gets a shard of its "
@@ -73,6 +90,9 @@ Command add_shard(CLI::App& parent) {
       ->capture_default_str();
   app->add_option("--prefix", options->prefix, "Shard file names start with this")
       ->capture_default_str();
+  app->add_flag("--json", options->json,
+                "Print the summary as JSON: output, files (written, the index last), shards, "
+                "tensors, bytes");
   return {app, [options] { return run_shard(*options); }};
 }
 

@@ -10,6 +10,7 @@
 
 #include "checkpoint_input.hpp"
 #include "cli_common.hpp"
+#include "progress.hpp"
 #include "safetensors/safetensors.hpp"
 
 namespace safetensors::cli {
@@ -18,36 +19,92 @@ namespace {
 struct ValidateOptions {
   std::vector<std::string> paths;
   bool quiet = false;
+  bool json = false;
 };
 
-// True when `path` is a valid file or checkpoint; otherwise prints "FILE: <code>: <message>" on
-// stderr.
-bool validate_one(const std::string& path, bool quiet) {
+// The verdict on one input. `shards` is 0 for a single file (no index).
+struct Verdict {
+  std::string path;
+  bool valid = false;
+  std::size_t tensors = 0;
+  std::size_t shards = 0;
+  std::string error;  // the error code's name when invalid
+  std::string message;
+};
+
+Verdict validate_one(const std::string& path) {
+  Verdict verdict;
+  verdict.path = path;
   try {
     if (is_checkpoint_path(path)) {
       const Checkpoint checkpoint = Checkpoint::open(path);
-      const std::size_t shards = checkpoint.files().size();
-      if (!quiet && checkpoint.index_path().empty()) {
-        fmt::print("{}: OK ({} tensors)\n", printable(path), checkpoint.tensors().size());
-      } else if (!quiet) {
-        fmt::print("{}: OK ({} tensors in {} shard{})\n", printable(path),
-                   checkpoint.tensors().size(), shards, shards == 1 ? "" : "s");
-      }
-      return true;
+      verdict.tensors = checkpoint.tensors().size();
+      if (!checkpoint.index_path().empty()) verdict.shards = checkpoint.files().size();
+    } else {
+      verdict.tensors = File::open(path).size();
     }
-    const File file = File::open(path);
-    if (!quiet) fmt::print("{}: OK ({} tensors)\n", printable(path), file.size());
-    return true;
+    verdict.valid = true;
   } catch (const Error& e) {
     // Library messages already start with the file's name; say it once.
     std::string_view message = e.what();
     const std::string prefix = path + ": ";
     if (message.starts_with(prefix)) message.remove_prefix(prefix.size());
-    fmt::print(stderr, "{}: {}: {}\n", printable(path), error_code_name(e.code()), message);
+    verdict.error = error_code_name(e.code());
+    verdict.message = message;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "{}: error: {}\n", printable(path), e.what());
+    verdict.error = "error";
+    verdict.message = e.what();
   }
-  return false;
+  return verdict;
+}
+
+// "FILE: OK (N tensors)" on stdout, or "FILE: <code>: <message>" on stderr.
+void print_text(const Verdict& v, bool quiet) {
+  if (!v.valid) {
+    fmt::print(stderr, "{}: {}: {}\n", printable(v.path), v.error, printable(v.message));
+    return;
+  }
+  if (quiet) return;
+  if (v.shards == 0) {
+    fmt::print("{}: OK ({} tensors)\n", printable(v.path), v.tensors);
+  } else {
+    fmt::print("{}: OK ({} tensors in {} shard{})\n", printable(v.path), v.tensors, v.shards,
+               v.shards == 1 ? "" : "s");
+  }
+}
+
+std::string json_verdict(const Verdict& v) {
+  JsonObject out;
+  out.text("file", v.path).boolean("valid", v.valid);
+  if (v.valid) {
+    out.number("tensors", std::uint64_t{v.tensors});
+    if (v.shards != 0) out.number("shards", std::uint64_t{v.shards});
+  } else {
+    out.text("error", v.error).text("message", v.message);
+  }
+  return out.str();
+}
+
+int run_validate(const ValidateOptions& options) {
+  // One file opens in an instant; a progress line is worth it for a batch.
+  Progress progress("validating", options.paths.size(), Progress::Unit::items);
+  const bool batch = options.paths.size() > 1;
+  bool all_valid = true;
+  std::vector<std::string> json;
+  for (std::size_t i = 0; i < options.paths.size(); ++i) {
+    if (batch) progress.update(i);
+    const Verdict verdict = validate_one(options.paths[i]);
+    all_valid = all_valid && verdict.valid;
+    progress.clear();
+    if (options.json) {
+      json.push_back(json_verdict(verdict));
+    } else {
+      print_text(verdict, options.quiet);
+    }
+  }
+  progress.clear();
+  if (options.json) fmt::print("{}\n", json_array(json));
+  return all_valid ? 0 : 1;
 }
 
 }  // namespace
@@ -56,21 +113,18 @@ Command add_validate(CLI::App& parent) {
   auto options = std::make_shared<ValidateOptions>();
   CLI::App* app = parent.add_subcommand(
       "validate",
-      "Check that each file follows the safetensors format exactly (header, offsets, sizes, no "
-      "trailing bytes). A directory or an index (*.json) is checked as a sharded checkpoint: "
-      "every shard, and that the index and the shards name the same tensors, each once, with "
-      "the right total size. Prints 'FILE: OK (N tensors)' for a good file and 'FILE: <error>: "
-      "<message>' on stderr for a bad one. Exit status 0 when every file is valid, 1 otherwise.");
+      "Check that files follow the safetensors format exactly\n\n"
+      "Checks the header, offsets, sizes and that no bytes trail. A directory or an index "
+      "(*.json) is checked as a sharded checkpoint: every shard, and that the index and the "
+      "shards name the same tensors, each once, with the right total size. Prints 'FILE: OK "
+      "(N tensors)' for a good file and 'FILE: <error>: <message>' on stderr for a bad one; "
+      "with --json, one array on stdout with an object per input: file, valid, tensors and "
+      "shards, or error and message. Exit status 0 when every file is valid, 1 otherwise.");
   app->add_option("FILE", options->paths, "Files, checkpoint directories or indexes to check")
       ->required();
   app->add_flag("-q,--quiet", options->quiet, "Print nothing for valid files");
-  return {app, [options] {
-            bool all_valid = true;
-            for (const std::string& path : options->paths) {
-              all_valid = validate_one(path, options->quiet) && all_valid;
-            }
-            return all_valid ? 0 : 1;
-          }};
+  app->add_flag("--json", options->json, "Print the verdicts as a JSON array");
+  return {app, [options] { return run_validate(*options); }};
 }
 
 }  // namespace safetensors::cli

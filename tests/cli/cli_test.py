@@ -747,7 +747,154 @@ def check_bench(scratch):
         check(f"bench refuses {args}", r.returncode == 1 and args[1] in r.stderr, r.stderr)
 
 
-SUBCOMMAND_GROUPS = (check_subcommand_help, check_scan, check_convert, check_cast, check_bench)
+# ---------------------------------------------------------------- help, --json and progress
+
+SUBCOMMANDS = ["inspect", "validate", "merge", "get", "shard", "scan", "convert", "cast", "bench"]
+
+
+def check_help_one_line_each(_scratch):
+    """`safetensors --help` lists one short line per subcommand, as git does."""
+    lines = run("--help").stdout.splitlines()
+    start = lines.index("Subcommands:") + 1 if "Subcommands:" in lines else len(lines)
+    listing = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        listing.append(line)
+    names = [line.split()[0] for line in listing]
+    check("--help lists exactly one line per subcommand", names == SUBCOMMANDS,
+          "\n".join(lines))
+    long_lines = [line for line in listing if len(line) >= 80]
+    check("--help subcommand lines are shorter than 80 columns", not long_lines,
+          "\n".join(long_lines))
+    bad = []
+    for sub, line in zip(names, listing):
+        summary = line[len(line) - len(line.lstrip()):].split(None, 1)[1]
+        r = run(sub, "--help")
+        text = r.stdout
+        if (r.returncode != 0 or not text.startswith(summary + "\n\n")
+                or len(text.split("Usage:")[0]) < 2 * len(summary)
+                or any(len(row) >= 80 for row in text.split("Usage:")[0].splitlines())):
+            bad.append(f"{sub}: {text[:300]!r}")
+    check("SUB --help starts with the summary and keeps the details, wrapped", not bad,
+          "\n".join(bad))
+
+
+def run_json(*args):
+    """Runs a subcommand with --json; (exit status, parsed document or None, raw output)."""
+    r = run(*args, "--json")
+    try:
+        return r.returncode, json.loads(r.stdout), r.stdout + r.stderr
+    except ValueError:
+        return r.returncode, None, r.stdout + r.stderr
+
+
+def check_json_outputs(scratch):
+    path = os.path.join(scratch, "j.safetensors")
+    plain_file(path, {"w": ("F32", [2, 2], f32(1.5, float("nan"), float("-inf"), 2.0)),
+                      'odd "name"\n': ("U16", [3], u16(1, 2, 3)),
+                      "flag": ("BOOL", [2], b"\x01\x00")}, {"format": "pt"})
+    missing = os.path.join(scratch, "j-missing.safetensors")
+
+    rc, doc, out = run_json("validate", path, missing)
+    check("validate --json", rc == 1 and doc == [
+        {"file": path, "valid": True, "tensors": 3},
+        {"file": missing, "valid": False, "error": "io",
+         "message": doc[1].get("message") if doc and len(doc) > 1 else None}]
+        and "cannot open" in doc[1]["message"], out)
+
+    rc, doc, out = run_json("get", path, "w", "-n", "3")
+    check("get --json holds the description and the first values", rc == 0 and doc == {
+        "file": path, "name": "w", "dtype": "F32", "shape": [2, 2],
+        "data_offsets": doc.get("data_offsets") if doc else None, "bytes": 16, "elements": 4,
+        "values": [1.5, "nan", "-inf"]} and doc["data_offsets"][1] - doc["data_offsets"][0] == 16,
+        out)
+    rc, doc, out = run_json("get", path, 'odd "name"\n')
+    check("get --json escapes names, BOOL values are booleans",
+          rc == 0 and doc["name"] == 'odd "name"\n' and doc["values"] == [1, 2, 3], out)
+    rc, doc, out = run_json("get", path, "flag")
+    check("get --json of BOOL", rc == 0 and doc["values"] == [True, False], out)
+
+    merged = os.path.join(scratch, "j-merged.safetensors")
+    rc, doc, out = run_json("merge", path, "-o", merged)
+    check("merge --json", rc == 0 and doc == {"output": merged, "tensors": 3, "files": 1,
+                                              "bytes": 24}, out)
+
+    shards = os.path.join(scratch, "j-shards")
+    rc, doc, out = run_json("shard", path, "-o", shards, "--max-shard-size", "16")
+    check("shard --json", rc == 0 and doc["output"] == shards and doc["shards"] == 2
+          and doc["tensors"] == 3 and doc["bytes"] == 24 and len(doc["files"]) == 3
+          and doc["files"][-1].endswith("model.safetensors.index.json")
+          and all(os.path.exists(f) for f in doc["files"]), out)
+
+    cast = os.path.join(scratch, "j-cast.safetensors")
+    rc, doc, out = run_json("cast", path, cast, "--dtype", "bf16")
+    check("cast --json", rc == 0 and doc == {"output": cast, "dtype": "BF16", "tensors": 3,
+                                             "converted": 1, "bytes_in": 24, "bytes_out": 16},
+          out)
+
+    rc, doc, out = run_json("bench", path, "--threads", "1", "--repeat", "1", "--no-cold",
+                            "--methods", "pread")
+    rows = [(row["method"], row["threads"]) for row in doc["rows"]] if doc else []
+    check("bench --json", rc == 0 and doc["file"] == path and doc["bytes"] == 24
+          and doc["dtype"] is None and doc["cold_read_gbps"] is None
+          and doc["memcpy_gbps"] > 0 and rows == [("pread", 1), ("owned", 1)]
+          and all(row["warm_gbps"] > 0 and row["cold_gbps"] is None for row in doc["rows"]),
+          out)
+
+
+def run_on_terminal(*args):
+    """Runs the command with stderr on a pseudo-terminal; (exit status, stdout, terminal)."""
+    import pty
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=slave,
+                            stdin=subprocess.DEVNULL)
+    os.close(slave)
+    screen = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the command closed the terminal's last writer
+            break
+        if not data:
+            break
+        screen += data
+    out = proc.stdout.read()
+    proc.wait()
+    os.close(master)
+    return proc.returncode, out.decode(), screen.decode(errors="replace")
+
+
+def check_progress(scratch):
+    path = os.path.join(scratch, "p.safetensors")
+    plain_file(path, {"w": ("F32", [4], f32(1, 2, 3, 4))})
+    npy = os.path.join(scratch, "p.npy")
+    with open(npy, "wb") as f:
+        f.write(npy_bytes("<f4", [4], f32(1, 2, 3, 4)))
+    out = lambda name: os.path.join(scratch, name)  # noqa: E731
+    cases = [("merging", ["merge", path, "-o", out("p-m.safetensors")]),
+             ("sharding", ["shard", path, "-o", out("p-shards")]),
+             ("casting", ["cast", path, out("p-c.safetensors"), "--dtype", "f16"]),
+             ("validating", ["validate", path, path]),
+             ("converting", ["convert", npy, out("p-conv.safetensors")]),
+             ("bench:", ["bench", path, "--threads", "1", "--repeat", "1", "--no-cold",
+                         "--methods", "pread"])]
+    shown, quiet = [], []
+    for label, args in cases:
+        rc, stdout, screen = run_on_terminal(*args)
+        # Drawn, then erased: the screen's last line ends blank after a carriage return.
+        erased = screen.rstrip(" ").endswith("\r") and label not in screen.split("\r")[-2]
+        if rc != 0 or label not in screen or not erased or "%" in stdout:
+            shown.append(f"{args[0]}: rc={rc} screen={screen!r} stdout={stdout!r}")
+        r = run(*args)
+        if r.returncode != 0 or r.stderr:
+            quiet.append(f"{args[0]}: rc={r.returncode} stderr={r.stderr!r}")
+    check("progress is drawn and erased on a terminal", not shown, "\n".join(shown))
+    check("progress stays out of a pipe", not quiet, "\n".join(quiet))
+
+
+SUBCOMMAND_GROUPS = (check_subcommand_help, check_scan, check_convert, check_cast, check_bench,
+                     check_help_one_line_each, check_json_outputs, check_progress)
 
 
 def main():
