@@ -256,10 +256,12 @@ def slice_arguments(key, shape):
     """Turns an index expression into `_core.File.slice` arguments, one per dimension.
 
     Semantics are the reference's for numpy and the frameworks built on it (torch: see
-    `_SafeSlice._torch_item`): negative positions count from the end, a stop beyond the
-    dimension or an index outside it is an error, steps must be positive, `...` stands for the
-    dimensions not named, and an empty list selects nothing. Booleans are refused: numpy reads
-    them as masks, the reference as the integers 0 and 1.
+    `_SafeSlice._torch_item`): negative positions count from the end; an index outside the
+    dimension, or a slice starting at or after its end (so any slice of an empty dimension) or
+    stopping after it, is an error; steps must be positive, `...` stands for the dimensions not
+    named, and an empty list selects nothing. Negative slice bounds (which the reference fails
+    on with OverflowError) and ranges that end before they start (SystemError) are Python's.
+    Booleans are refused: numpy reads them as masks, the reference as the integers 0 and 1.
     Ranges come back with start and step at most the dimension's size, which selects the same.
     """
     if isinstance(key, list):
@@ -289,8 +291,8 @@ def slice_arguments(key, shape):
     for dim in reversed(range(len(parsed))):
         arg = parsed[dim][1]
         size = shape[dim]
-        asked = arg[0] if len(arg) == 1 else arg[1] - 1
-        if (arg[0] >= size) if len(arg) == 1 else (arg[1] > size):
+        asked = arg[0] if len(arg) == 1 or arg[0] >= size else arg[1] - 1
+        if arg[0] >= size or (len(arg) == 3 and arg[1] > size):
             raise SafetensorError(
                 f"Error during slicing {shown} with shape {list(shape)}: index {asked} out of "
                 f"bounds for tensor dimension #{dim} of size {size}")
@@ -358,8 +360,12 @@ def _parse_item(dim, item, shape):
             text += f":{step}"
         if step is not None and step <= 0:
             raise SafetensorError(f"Slice step must be a positive integer, got {step}")
-        start = 0 if start is None else max(start + size, 0) if start < 0 else min(start, size)
+        # Negative bounds count from the end and clamp, and a range that ends before it
+        # starts is empty, as in Python (the reference fails there: OverflowError,
+        # SystemError). A start at or after the end is refused in slice_arguments.
+        start = 0 if start is None else max(start + size, 0) if start < 0 else start
         stop = size if stop is None else max(stop + size, 0) if stop < 0 else stop
+        stop = max(stop, min(start, size))
         step = 1 if step is None else min(step, max(size, 1))
         return text, (start, stop, step)
     _refuse_booleans((None,) * dim + (item,))
