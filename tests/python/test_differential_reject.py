@@ -3,10 +3,10 @@ header's JSON edited, the length field changed, truncation, bytes appended) are 
 both packages or refused by both with the same kind of error; when both accept, they read the
 same tensors and metadata.
 
-We are stricter than the reference in a few places, each listed in docs/FORMAT.md
-("Deliberate differences") and recognised here precisely (`ours_stricter`): duplicate keys,
-NUL characters in names or metadata, and a header the reference parses but that is not the
-shape the format describes (see `STRICTER` below).
+We are stricter than the reference in two places, listed in docs/FORMAT.md ("Deliberate
+differences") and recognised here precisely (`ours_stricter`): duplicate keys anywhere in the
+header, and NUL characters in names or metadata. Any other file we refuse and the reference
+reads, or the other way round, fails the test.
 """
 
 import json
