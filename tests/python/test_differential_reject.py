@@ -178,8 +178,12 @@ def ours_stricter(blob):
     walk(pairs)
     if any(seen):
         return "duplicate key"
-    if "\0" in text or "\\u0000" in text:
-        return "NUL character"
+    texts = [k for k, _ in pairs]
+    for key, value in pairs:
+        if key == "__metadata__" and isinstance(value, list):
+            texts += [t for kv in value for t in kv if isinstance(t, str)]
+    if any("\0" in t for t in texts):
+        return "NUL character in a name or in metadata"
     return None
 
 
