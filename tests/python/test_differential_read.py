@@ -302,3 +302,22 @@ def _huge_slice_bound(key):
     return any(isinstance(item, slice) and any(
         v is not None and not -(1 << 63) <= v < 1 << 63 for v in (item.start, item.stop, item.step))
         for item in items)
+
+
+@pytest.mark.parametrize("framework", ["np", "pt"] if torch is not None else ["np"])
+def test_the_mismatches_a_gpu_run_found_are_gone(scratch, framework):
+    # [:, 5:9] of a [3, 4] tensor: torch's empty [3, 0] (numpy: SafetensorError in both); [:]
+    # of a 0-d tensor: torch's IndexError (numpy: SafetensorError in both).
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    path = write(scratch, "known.st", REF_NUMPY.save({"c": array, "s": np.array(3.0)}))
+    for backend in ("mmap", "pread"):
+        with libsafetensors.safe_open(path, framework, backend=backend) as ours, \
+                REF.safe_open(path, framework) as theirs:
+            for name, key in [("c", (slice(None), slice(5, 9))), ("s", slice(None))]:
+                mine = outcome(lambda: ours.get_slice(name)[key])
+                ref = outcome(lambda: theirs.get_slice(name)[key])
+                assert mine[0] == ref[0], (name, key, mine, ref)
+                if mine[0] == "ok":
+                    assert as_bytes(mine[1]) == as_bytes(ref[1]) and mine[1].shape == (3, 0)
+                else:
+                    assert same_error(mine[1], ref[1]), (mine, ref)
