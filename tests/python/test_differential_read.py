@@ -321,3 +321,20 @@ def test_the_mismatches_a_gpu_run_found_are_gone(scratch, framework):
                     assert as_bytes(mine[1]) == as_bytes(ref[1]) and mine[1].shape == (3, 0)
                 else:
                     assert same_error(mine[1], ref[1]), (mine, ref)
+
+
+@pytest.mark.skipif(torch is None or not hasattr(torch, "float4_e2m1fn_x2"),
+                    reason="this torch has no float4_e2m1fn_x2")
+def test_f4_slices_index_the_tensor_get_tensor_gives(scratch):
+    # Difference (docs/FORMAT.md): the reference fails on F4 slices; ours index the packed
+    # tensor as torch does.
+    packed = torch.arange(24, dtype=torch.uint8).reshape(2, 3, 4).view(torch.float4_e2m1fn_x2)
+    path = write(scratch, "f4.st", REF_TORCH.save({"f": packed}))
+    with libsafetensors.safe_open(path, "pt") as ours, REF.safe_open(path, "pt") as theirs:
+        whole = ours.get_tensor("f")
+        assert as_bytes(whole) == as_bytes(theirs.get_tensor("f"))
+        for key in [0, (slice(None), 1), (Ellipsis, slice(1, 3)), (1, 2, 3), slice(0, 9)]:
+            with pytest.raises(RuntimeError):
+                theirs.get_slice("f")[key]
+            got = ours.get_slice("f")[key]
+            assert got.dtype == packed.dtype and as_bytes(got) == as_bytes(packed[key]), key
