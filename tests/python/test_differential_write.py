@@ -82,9 +82,12 @@ def _our_refusals(tensors, metadata):
         reasons.append(("SafetensorError", "null byte"))
     if _unsupported_torch(tensors):
         reasons.append(("SafetensorError", "dtype"))
+        # The reference fails on the dtype before it looks at sharing or contiguity; we look
+        # at those first.
         if len({id(t) for t in tensors.values()}) < len(tensors):
-            # The reference fails on the dtype before it looks at sharing; we look first.
             reasons.append(("RuntimeError", "share memory"))
+        if not all(t.is_contiguous() for t in tensors.values()):
+            reasons.append(("ValueError", "non contiguous"))
     return reasons
 
 
