@@ -1,5 +1,6 @@
 """`safe_open`: lazy access to the tensors of a file, as the reference's safe_open."""
 
+import numbers
 import operator
 
 from libsafetensors import _core
@@ -224,7 +225,24 @@ class _SafeSlice:
         return self._dtype
 
     def __getitem__(self, key):
-        args = slice_arguments(key, self._shape)
+        if self._convert.framework == "pt":
+            return self._torch_item(key)
+        return self._read(slice_arguments(key, self._shape))
+
+    def _torch_item(self, key):
+        """`key` with torch's indexing semantics, as the reference gives for framework="pt":
+        bounds clamp, out-of-range indexes raise IndexError, `None` and lists work. Plain keys
+        (ints, slices with positive steps, one `...`) are read from the file directly; anything
+        else indexes the whole tensor, so that results and errors are torch's own."""
+        _refuse_booleans(key)
+        args = None if self._dtype == "F4" else _torch_slice_arguments(key, self._shape)
+        if args is not None:
+            return self._read(args)
+        whole = self._convert.tensor(self._file.tensor(self._name), self._dtype, self._shape,
+                                     self._name)
+        return whole[key]
+
+    def _read(self, args):
         if 0 in self._shape:
             # Nothing to read. Only such tensors may have dimensions beyond int64, which the
             # library's slice arguments cannot carry.
@@ -237,9 +255,12 @@ class _SafeSlice:
 def slice_arguments(key, shape):
     """Turns an index expression into `_core.File.slice` arguments, one per dimension.
 
-    Semantics are the reference's on every backend and framework: negative positions count
-    from the end, a stop beyond the dimension or an index outside it is an error, steps must be
-    positive, `...` stands for the dimensions not named, and an empty list selects nothing.
+    Semantics are the reference's for numpy and the frameworks built on it (torch: see
+    `_SafeSlice._torch_item`): negative positions count from the end; an index outside the
+    dimension, or a slice starting at or after its end (so any slice of an empty dimension) or
+    stopping after it, is an error; steps must be positive, `...` stands for the dimensions not
+    named, and an empty list selects nothing. Negative slice bounds (which the reference fails
+    on with OverflowError) and ranges that end before they start (SystemError) are Python's.
     Booleans are refused: numpy reads them as masks, the reference as the integers 0 and 1.
     Ranges come back with start and step at most the dimension's size, which selects the same.
     """
@@ -270,14 +291,62 @@ def slice_arguments(key, shape):
     for dim in reversed(range(len(parsed))):
         arg = parsed[dim][1]
         size = shape[dim]
-        asked = arg[0] if len(arg) == 1 else arg[1] - 1
-        if (arg[0] >= size) if len(arg) == 1 else (arg[1] > size):
+        asked = arg[0] if len(arg) == 1 or arg[0] >= size else arg[1] - 1
+        if arg[0] >= size or (len(arg) == 3 and arg[1] > size):
             raise SafetensorError(
                 f"Error during slicing {shown} with shape {list(shape)}: index {asked} out of "
                 f"bounds for tensor dimension #{dim} of size {size}")
         args.append(arg)
     args.reverse()
     return args
+
+
+def _refuse_booleans(key):
+    for dim, item in enumerate(key if isinstance(key, tuple) else (key,)):
+        if isinstance(item, bool) or type(item).__name__ in ("bool_", "bool"):
+            raise SafetensorError(f"Unsupported slice index {item!r} at position {dim}: "
+                                  "booleans are not indexes (numpy reads them as masks, torch "
+                                  "as a new axis, the reference as 0 and 1); use 0 or 1")
+
+
+def _torch_slice_arguments(key, shape):
+    """`_core.File.slice` arguments for a key torch would take as plain basic indexing of a
+    tensor of `shape`, or None for any other key (torch then decides, errors included)."""
+    items = list(key) if isinstance(key, tuple) else [key]
+    ellipses = 0
+    for item in items:
+        if item is Ellipsis:
+            ellipses += 1
+        elif not isinstance(item, slice) and not _is_int(item):
+            return None
+    if ellipses > 1:
+        return None
+    if ellipses:
+        at = items.index(Ellipsis)
+        items[at:at + 1] = [slice(None)] * max(len(shape) - (len(items) - 1), 0)
+    if len(items) > len(shape):
+        return None
+    args = []
+    for item, size in zip(items, shape):
+        if isinstance(item, slice):
+            # Bounds beyond 64 bits clamp as Python's own slices do (torch truncates them).
+            bounds = (item.start, item.stop, item.step)
+            if not all(v is None or _is_int(v) for v in bounds):
+                return None
+            if item.step is not None and item.step <= 0:
+                return None
+            start, stop, step = slice(*(None if v is None else int(v) for v in bounds)).indices(
+                size)
+            args.append((start, max(start, stop), min(step, max(size, 1))))
+        else:
+            if not -size <= item < size:
+                return None
+            args.append((int(item) % size,))
+    return args
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _parse_item(dim, item, shape):
@@ -289,18 +358,17 @@ def _parse_item(dim, item, shape):
         text = f"{'' if start is None else start}:{'' if stop is None else stop}"
         if step is not None and step != 1:
             text += f":{step}"
-        if step == 0:
-            raise ValueError("slice step cannot be zero")
-        if step is not None and step < 0:
-            raise SafetensorError(f"Negative slice steps are not supported (step {step} for "
-                                  f"dimension {dim})")
-        start = 0 if start is None else max(start + size, 0) if start < 0 else min(start, size)
+        if step is not None and step <= 0:
+            raise SafetensorError(f"Slice step must be a positive integer, got {step}")
+        # Negative bounds count from the end and clamp, and a range that ends before it
+        # starts is empty, as in Python (the reference fails there: OverflowError,
+        # SystemError). A start at or after the end is refused in slice_arguments.
+        start = 0 if start is None else max(start + size, 0) if start < 0 else start
         stop = size if stop is None else max(stop + size, 0) if stop < 0 else stop
+        stop = max(stop, min(start, size))
         step = 1 if step is None else min(step, max(size, 1))
         return text, (start, stop, step)
-    if isinstance(item, bool) or type(item).__name__ in ("bool_", "bool"):
-        raise SafetensorError(f"Unsupported slice index {item!r} at position {dim}: booleans "
-                              "are not indexes (numpy reads them as masks); use 0 or 1")
+    _refuse_booleans((None,) * dim + (item,))
     index = _integer(item, dim)
     if index < 0:
         if index + size < 0:

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from libsafetensors import _plan_load
+from libsafetensors import TensorSpec, _plan_load  # noqa: F401 - TensorSpec: the reference's
 from libsafetensors._convert import numpy_dtype, representable
 from libsafetensors._core import (  # noqa: F401 - deserialize is part of this module's API
     SafetensorError, deserialize, serialize, serialize_file)

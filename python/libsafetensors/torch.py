@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 
-from libsafetensors import _core, _plan_load
+from libsafetensors import TensorSpec, _core, _plan_load  # noqa: F401 - TensorSpec: API
 from libsafetensors._convert import Converter, representable, torch_dtype
-from libsafetensors._core import serialize, serialize_file
+from libsafetensors._core import deserialize, serialize, serialize_file  # noqa: F401 - API
 from libsafetensors._open import safe_open
 
 __all__ = [

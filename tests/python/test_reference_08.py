@@ -1,5 +1,6 @@
-"""Behaviour of the reference's release 0.8 that our package follows: NUL characters refused in
-names and metadata, the OS error types when opening, and `safe_open.prefetch`."""
+"""Behaviour of the reference's release 0.8 that our package follows: the OS error types when
+opening, and `safe_open.prefetch`; and NUL characters refused in names and metadata, which 0.8
+accepts (a deliberate difference, docs/FORMAT.md; test_differential_*.py check it against 0.8)."""
 
 import ctypes
 import json
