@@ -11,7 +11,10 @@ fail on purpose (EXPECTED_FAILURES below) as strict expected failures, skips vis
 files of frameworks that are not installed, and at the end of the session fails the run unless
 every `safetensors` name the tests used was ours.
 
-    PYTHONPATH=build/python .venv/bin/python scripts/reference_suite.py [pytest options...]
+    PYTHONPATH=build/python .venv/bin/python scripts/reference_suite.py [pytest arguments...]
+
+(pytest runs in build/reference-suite/safetensors-0.8.0/bindings/python/: name tests as
+tests/test_simple.py::ReadmeTestCase, say.)
 
 Only the test folder and the pytest settings (setup.cfg) are unpacked, never the reference's
 own Python sources. The sdist is downloaded once and kept in build/reference-suite/; set
@@ -46,15 +49,16 @@ EXPECTED_FAILURES = {
         "bytes where the reference raises RuntimeError",
 }
 
-# Test files whose module-level imports need a framework, and what they need: skipped, with
-# the reason, when any of it is missing (the reference's CI installs them all).
-FRAMEWORK_FILES = {
-    "test_flax_comparison.py": ("jax", "flax"),
-    "test_tf_comparison.py": ("tensorflow", "h5py"),
+# Test files (whose module-level imports need a framework) and tests that need modules the
+# reference's CI installs, and what they need: skipped, with the reason, when any is missing.
+REQUIREMENTS = {
+    "tests/test_flax_comparison.py": ("jax", "flax"),
+    "tests/test_tf_comparison.py": ("tensorflow", "h5py"),
+    "tests/test_handle.py::ReadmeTestCase::test_fsspec": ("fsspec",),
 }
 
 CONFTEST = '''\
-"""Written by libsafetensors' scripts/reference_suite.py: runs these tests against libsafetensors."""
+"""Written by libsafetensors' scripts/reference_suite.py: these tests run against it."""
 
 import importlib.util
 import json
@@ -74,7 +78,13 @@ import safetensors  # noqa: E402
 assert safetensors is libsafetensors, safetensors
 
 EXPECTED_FAILURES = json.loads(EXPECTED_FAILURES_JSON)
-FRAMEWORK_FILES = json.loads(FRAMEWORK_FILES_JSON)
+REQUIREMENTS = json.loads(REQUIREMENTS_JSON)
+
+
+def _missing(test):
+    missing = [name for name in REQUIREMENTS.get(test, ())
+               if importlib.util.find_spec(name) is None]
+    return " and ".join(missing) + " not installed" if missing else None
 
 
 class _MissingFramework(pytest.Module):
@@ -85,11 +95,10 @@ class _MissingFramework(pytest.Module):
 
 
 def pytest_pycollect_makemodule(module_path, parent):
-    needs = FRAMEWORK_FILES.get(module_path.name)
-    missing = [name for name in needs or () if importlib.util.find_spec(name) is None]
+    missing = _missing(f"tests/{module_path.name}")
     if missing:
         module = _MissingFramework.from_parent(parent, path=module_path)
-        module.reason = f"{module_path.name}: {' and '.join(missing)} not installed"
+        module.reason = f"{module_path.name}: {missing}"
         return module
     return None
 
@@ -99,6 +108,9 @@ def pytest_collection_modifyitems(config, items):
     # Only ids of the files collected: a run of some files or tests (-k) may leave others out.
     unknown = {test for test in EXPECTED_FAILURES if test.split("::")[0] in files}
     for item in items:
+        missing = _missing(item.nodeid)
+        if missing:
+            item.add_marker(pytest.mark.skip(reason=missing))
         reason = EXPECTED_FAILURES.get(item.nodeid)
         if reason is not None:
             unknown.discard(item.nodeid)
@@ -202,15 +214,17 @@ def _unpack(sdist):
     tests = target / "bindings" / "python" / "tests"
     settings = (f"HERE = {str(tests) + os.sep!r}\n"
                 f"EXPECTED_FAILURES_JSON = {json.dumps(EXPECTED_FAILURES)!r}\n"
-                f"FRAMEWORK_FILES_JSON = {json.dumps(FRAMEWORK_FILES)!r}")
+                f"REQUIREMENTS_JSON = {json.dumps(REQUIREMENTS)!r}")
     (tests / "conftest.py").write_text(CONFTEST.replace("# SETTINGS", settings))
     return tests.parent
 
 
 def main():
     where = _unpack(_fetch_sdist())
-    command = [sys.executable, "-m", "pytest", "-ra", "-p", "no:cacheprovider", "tests",
-               *sys.argv[1:]]
+    arguments = sys.argv[1:]
+    if not any(a == "tests" or a.startswith("tests/") for a in arguments):
+        arguments.insert(0, "tests")  # the whole suite unless some of it is named
+    command = [sys.executable, "-m", "pytest", "-ra", "-p", "no:cacheprovider", *arguments]
     print(f"running the reference {VERSION}'s tests in {where}: {' '.join(command)}", flush=True)
     env = dict(os.environ)
     if env.get("PYTHONPATH"):  # the tests run in another folder: relative entries made absolute
