@@ -184,12 +184,16 @@ def _fetch_sdist():
     index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
     request = urllib.request.Request(f"{index}/safetensors/",
                                      headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        files = json.load(response)["files"]
-    url = next(entry["url"] for entry in files if entry["filename"] == SDIST)
-    print(f"downloading {url}", flush=True)
-    with urllib.request.urlopen(url, timeout=300) as response:
-        data = response.read()
+    try:  # the index's JSON page (PEP 691) names the file's URL
+        with urllib.request.urlopen(request, timeout=60) as response:
+            files = json.load(response)["files"]
+        url = next(entry["url"] for entry in files if entry["filename"] == SDIST)
+        print(f"downloading {url}", flush=True)
+        with urllib.request.urlopen(url, timeout=300) as response:
+            data = response.read()
+    except (OSError, ValueError, KeyError, StopIteration) as error:
+        sys.exit(f"cannot fetch {SDIST} from {index}: {error!r}; set SAFETENSORS_REFERENCE_SDIST "
+                 "to a local copy")
     SCRATCH.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".part")
     partial.write_bytes(data)
@@ -200,6 +204,8 @@ def _fetch_sdist():
 def _unpack(sdist):
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
     if digest != SDIST_SHA256:
+        if sdist == SCRATCH / SDIST:
+            sdist.unlink()  # a damaged download: fetched again next time
         sys.exit(f"{sdist}: SHA-256 {digest}, expected {SDIST_SHA256}")
     base = f"safetensors-{VERSION}/bindings/python/"
     target = SCRATCH / f"safetensors-{VERSION}"
