@@ -100,12 +100,35 @@ fuzz_smoke() { bash fuzz/run_smoke.sh build-asan "$fuzz_seconds"; }
 
 pip_install() { bash scripts/check-pip-install.sh; }
 
+# The reference's own tests (fetched from PyPI into build/reference-suite/, never stored here)
+# against the package built in build/python, through install_as_safetensors().
+reference_suite_summary=build/reference-suite/summary.txt
+reference_suite() {
+  local log=build/reference-suite/pytest.log rc=0
+  mkdir -p build/reference-suite
+  rm -f "$reference_suite_summary"
+  PYTHONPATH="$PWD/build/python" .venv/bin/python scripts/reference_suite.py -q 2>&1 |
+    tee "$log" || rc=$?
+  # pytest's last line: "N passed, N skipped, N xfailed in Ts" (failed, errors too if any).
+  grep -E '^=* ?[0-9]+ (passed|failed|skipped|xfailed|error)' "$log" | tail -n 1 |
+    sed -E 's/^=+ //; s/ =+$//' >"$reference_suite_summary" || true
+  printf 'reference 0.8 suite: %s\n' "$(cat "$reference_suite_summary")"
+  return $rc
+}
+
 stage "install dependencies" bash scripts/install-deps.sh || true
 stage "clang-format check" check_format || true
 if stage "Release build (-Werror) in build/" build_release; then
   stage "Release tests (ctest)" test_release || true
+  if [[ -x .venv/bin/python ]]; then
+    stage "reference 0.8 suite through the shim" reference_suite || true
+    [[ ! -s $reference_suite_summary ]] || summary+=("      $(cat "$reference_suite_summary")")
+  else
+    skip "reference 0.8 suite through the shim" "no .venv/"
+  fi
 else
   skip "Release tests (ctest)" "the build failed"
+  skip "reference 0.8 suite through the shim" "the build failed"
 fi
 stage "pip install . into a fresh venv (build/pip-venv)" pip_install || true
 if stage "ASan+UBSan build (clang) in build-asan/" build_asan; then
