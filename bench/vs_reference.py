@@ -409,22 +409,25 @@ def main():
     for key, label in planned_rows():
         section, variant, peer = key
         if section == "open" and variant == "process":
-            ours, theirs = med(("open", "whole", "cli")), med(("open", "whole", "reference_py"))
+            ours, theirs = ("open", "whole", "cli"), ("open", "whole", "reference_py")
         elif section == "open" and variant == "process_py":
-            ours, theirs = (med(("open", "whole", "ours_py")),
-                            med(("open", "whole", "reference_py")))
+            ours, theirs = ("open", "whole", "ours_py"), ("open", "whole", "reference_py")
         else:
-            ours, theirs = med((section, variant, "ours")), med((section, variant, peer))
-        table.append((label, ours, theirs))
+            ours, theirs = (section, variant, "ours"), (section, variant, peer)
+        # The ratio in each repetition: ours and the peer ran next to each other.
+        each = [a / b for a, b in zip(samples[ours], samples[theirs])]
+        table.append((label, med(ours), med(theirs), min(each), max(each)))
 
     print()
-    print("| | ours | peer | ours/peer |")
-    print("|---|---:|---:|---:|")
-    for label, ours, theirs in table:
+    print("| | ours | peer | ours/peer | per repetition |")
+    print("|---|---:|---:|---:|---:|")
+    for label, ours, theirs, low, high in table:
         fmt = "%.0f" if label.startswith("... peak RSS") else "%.4f"
-        print("| %s | %s | %s | %.2f |" % (label, fmt % ours, fmt % theirs, ours / theirs))
+        print("| %s | %s | %s | %.2f | %.2f–%.2f |" % (label, fmt % ours, fmt % theirs,
+                                                       ours / theirs, low, high))
     print()
-    print("Seconds (RSS in MB), medians of %d; ours/peer below 1 means ours is faster." % reps)
+    print("Seconds (RSS in MB), medians of %d; ours/peer below 1 means ours is faster; the last "
+          "column is the range of the ratio within each repetition." % reps)
     print("Load average (1, 5, 15 min) at start: %s, at end: %s; %.0f s in all." %
           (load_at_start, load_text(), time.time() - started))
     if scratch_owner:
