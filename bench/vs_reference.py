@@ -283,8 +283,8 @@ def planned_rows():
             rows.append((("load", mode, peer), "`load_file`, %s, vs %s" % (mode, label)))
     for variant in ("call", "with_fsync"):
         for peer, label in SAVE_PEERS:
-            what = "`save_file`" if variant == "call" else "`save_file` + fsync"
-            rows.append((("save", variant, peer), "%s vs %s" % (what, label)))
+            fsync = "" if variant == "call" else " + fsync"
+            rows.append((("save", variant, peer), "`save_file`%s vs %s%s" % (fsync, label, fsync)))
     rows.append((("open", "inproc", "reference"), "`safe_open` + `keys()`, in process"))
     rows.append((("open", "process", "reference"),
                  "`safetensors validate` vs `python -c` reference safe_open, whole process"))
