@@ -13,7 +13,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 fuzz_seconds=${FUZZ_SECONDS:-240}
 # Tests labelled "slow" (those writing or inflating gigabytes, listed in tests/CMakeLists.txt)
 # run only in the Release pass.
-asan_exclude_labels=slow
+asan_exclude_labels="slow|bench"
 
 declare -a summary=()
 failed=0
