@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 
+from model_shapes import gpt2_shapes
+
 SKIP_STATUS = 77
 
 
@@ -132,21 +134,8 @@ CONVERT_BASELINE = ("import sys, torch\nfrom safetensors.torch import save_file\
 
 # --------------------------------------------------------------------------- the inputs
 
-def gpt2_shapes(quick):
-    layers, d, vocab, positions = (2, 64, 1000, 128) if quick else (12, 768, 50257, 1024)
-    shapes = {"wte.weight": [vocab, d], "wpe.weight": [positions, d],
-              "ln_f.weight": [d], "ln_f.bias": [d]}
-    for i in range(layers):
-        p = "h.%d." % i
-        shapes.update({
-            p + "ln_1.weight": [d], p + "ln_1.bias": [d],
-            p + "attn.c_attn.weight": [d, 3 * d], p + "attn.c_attn.bias": [3 * d],
-            p + "attn.c_proj.weight": [d, d], p + "attn.c_proj.bias": [d],
-            p + "ln_2.weight": [d], p + "ln_2.bias": [d],
-            p + "mlp.c_fc.weight": [d, 4 * d], p + "mlp.c_fc.bias": [4 * d],
-            p + "mlp.c_proj.weight": [4 * d, d], p + "mlp.c_proj.bias": [d],
-        })
-    return shapes
+def gpt2_shapes_for(quick):
+    return gpt2_shapes(layers=2, d=64, vocab=1000, positions=128) if quick else gpt2_shapes()
 
 
 def write_safetensors(path, entries, metadata=None):
@@ -169,7 +158,7 @@ def write_safetensors(path, entries, metadata=None):
 def make_inputs(scratch, quick, many):
     import torch
     torch.manual_seed(0)
-    sd = {name: torch.randn(shape) for name, shape in gpt2_shapes(quick).items()}
+    sd = {name: torch.randn(shape) for name, shape in gpt2_shapes_for(quick).items()}
     paths = {"st": os.path.join(scratch, "gpt2.safetensors"),
              "pt": os.path.join(scratch, "gpt2.bin"),
              "many": os.path.join(scratch, "many.safetensors")}

@@ -7,6 +7,7 @@ that explore beyond the fixed set (the seed is printed with any failure).
 """
 
 import json
+import math
 import os
 import struct
 
@@ -37,6 +38,19 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)
 NAMES = st.one_of(TEXT, st.sampled_from(["a", "b", "weight", "", "é", "__metadata__"]))
 METADATA = st.one_of(st.none(), st.dictionaries(TEXT, TEXT, max_size=3))
 SHAPES = st.lists(st.integers(0, 4), max_size=4)
+
+
+def draw_torch_tensor(draw, dtype, shape):
+    """A torch tensor of `dtype` and `shape` made of bytes hypothesis draws (bools as 0/1)."""
+    import torch
+
+    size = math.prod(shape) * dtype.itemsize
+    raw = bytearray(draw(st.binary(min_size=size, max_size=size)))
+    if dtype == torch.bool:
+        raw = bytearray(b & 1 for b in raw)
+    flat = (torch.frombuffer(raw, dtype=torch.uint8) if size
+            else torch.empty(0, dtype=torch.uint8))
+    return flat.view(dtype).reshape(shape)
 
 
 def split_metadata(blob):

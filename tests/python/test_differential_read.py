@@ -21,7 +21,8 @@ import struct
 import pytest
 
 import reference_oracle
-from differential import METADATA, SHAPES, TEXT, outcome, prop, same_error
+from differential import (METADATA, SHAPES, TEXT, draw_torch_tensor, outcome, prop,
+                          same_error)
 
 REF, REF_TORCH, REF_NUMPY = reference_oracle.require()
 
@@ -150,14 +151,7 @@ def torch_dicts(draw):
     tensors = {}
     for name in names:
         dtype = REF_TORCH._TYPES[draw(st.sampled_from(TORCH_READABLE))]
-        shape = draw(SHAPES)
-        size = math.prod(shape) * dtype.itemsize
-        raw = bytearray(draw(st.binary(min_size=size, max_size=size)))
-        if dtype == torch.bool:
-            raw = bytearray(b & 1 for b in raw)
-        flat = (torch.frombuffer(raw, dtype=torch.uint8) if size
-                else torch.empty(0, dtype=torch.uint8))
-        tensors[name] = flat.view(dtype).reshape(shape)
+        tensors[name] = draw_torch_tensor(draw, dtype, draw(SHAPES))
     return tensors
 
 

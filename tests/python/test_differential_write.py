@@ -19,7 +19,8 @@ import os
 import pytest
 
 import reference_oracle
-from differential import METADATA, NAMES, SHAPES, outcome, prop, same_error, split_metadata
+from differential import (METADATA, NAMES, SHAPES, draw_torch_tensor, outcome, prop,
+                          same_error, split_metadata)
 
 REF, REF_TORCH, REF_NUMPY = reference_oracle.require()
 
@@ -147,13 +148,7 @@ if REF_TORCH is not None:
 def torch_tensors(draw):
     dtype = draw(st.sampled_from(TORCH_DTYPES + UNSUPPORTED_TORCH))
     shape = draw(SHAPES)
-    size = math.prod(shape) * dtype.itemsize
-    raw = bytearray(draw(st.binary(min_size=size, max_size=size)))
-    if dtype == torch.bool:
-        raw = bytearray(b & 1 for b in raw)
-    flat = (torch.frombuffer(raw, dtype=torch.uint8) if size
-            else torch.empty(0, dtype=torch.uint8))
-    tensor = flat.view(dtype).reshape(shape)
+    tensor = draw_torch_tensor(draw, dtype, shape)
     if len(shape) >= 2 and shape[0] > 1 and shape[1] > 1 and draw(st.integers(0, 19)) == 0:
         tensor = tensor.transpose(0, 1)  # not contiguous: both refuse it
     return tensor
