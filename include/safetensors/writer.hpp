@@ -66,8 +66,9 @@ struct WritePlan {
 };
 
 /// Checks the tensors and lays them out. Throws `Error`: duplicate_key (a name twice),
-/// invalid_argument (a tensor named `__metadata__`, a bad alignment), nul_character (in a
-/// name or metadata), too_many_dimensions (rank above max_rank), overflow, misaligned,
+/// invalid_argument (a tensor named `__metadata__`, a bad alignment, a name or metadata that
+/// is not UTF-8), nul_character (in a name or metadata), too_many_dimensions (rank above
+/// max_rank), overflow, misaligned,
 /// size_mismatch (borrowed bytes of the wrong length); each message names the tensor.
 WritePlan plan_write(std::span<const TensorData> tensors, const WriteOptions& options = {});
 
