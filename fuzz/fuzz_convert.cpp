@@ -9,8 +9,8 @@
 #include <span>
 #include <vector>
 
-#include "../src/convert_copy.hpp"
-#include "../src/convert_plan.hpp"
+#include "../src/convert/copy.hpp"
+#include "../src/convert/plan.hpp"
 #include "require.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/source.hpp"

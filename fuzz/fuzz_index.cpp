@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "../src/checkpoint_index.hpp"
+#include "../src/checkpoint/index.hpp"
 #include "require.hpp"
 #include "safetensors/error.hpp"
 

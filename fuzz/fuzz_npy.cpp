@@ -7,7 +7,7 @@
 #include <span>
 #include <vector>
 
-#include "../src/pickle/npy.hpp"
+#include "../src/npy/npy.hpp"
 #include "require.hpp"
 #include "safetensors/error.hpp"
 
@@ -20,7 +20,7 @@ constexpr std::uint64_t max_convert = std::uint64_t{1} << 20;
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  namespace npy = safetensors::npy;
+  namespace npy = safetensors::detail::npy;
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
   try {
     // A prefix shorter than the header must be refused, never read past.

@@ -12,8 +12,8 @@
 
 namespace {
 
-using safetensors::pickle::Pickle;
-using safetensors::pickle::ValueId;
+using safetensors::detail::pickle::Pickle;
+using safetensors::detail::pickle::ValueId;
 
 using fuzz::require;
 
@@ -28,8 +28,8 @@ void check_arena(const Pickle& p, std::size_t input_size) {
   }
 }
 
-safetensors::pickle::Options options(safetensors::pickle::Mode mode) {
-  safetensors::pickle::Options o;
+safetensors::detail::pickle::Options options(safetensors::detail::pickle::Mode mode) {
+  safetensors::detail::pickle::Options o;
   o.mode = mode;
   o.max_values = 1u << 20;  // keeps libFuzzer's memory limit out of reach
   o.max_memo_entries = 1u << 16;
@@ -39,7 +39,7 @@ safetensors::pickle::Options options(safetensors::pickle::Mode mode) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  namespace pk = safetensors::pickle;
+  namespace pk = safetensors::detail::pickle;
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
 
   std::optional<Pickle> strict;

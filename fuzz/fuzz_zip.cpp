@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "../src/pickle/zip.hpp"
+#include "../src/zip/archive.hpp"
 #include "require.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/source.hpp"
@@ -18,7 +18,7 @@ namespace {
 
 using fuzz::require;
 
-void check_entries(const safetensors::zip::Archive& archive, std::size_t input_size) {
+void check_entries(const safetensors::detail::zip::Archive& archive, std::size_t input_size) {
   std::set<std::string> names;
   for (const auto& e : archive.entries()) {
     require(names.insert(e.name).second, "duplicate name accepted");
@@ -51,13 +51,13 @@ void check_entries(const safetensors::zip::Archive& archive, std::size_t input_s
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
   const auto source = safetensors::make_memory_source(bytes, "fuzz.zip");
-  safetensors::zip::Limits limits;
+  safetensors::detail::zip::Limits limits;
   limits.max_entries = 256;
   limits.max_inflated_size = std::uint64_t{4} << 20;
   limits.max_ratio = 200;
   for (const bool single_folder : {false, true}) {
     try {
-      const auto archive = safetensors::zip::Archive::open(*source, limits, single_folder);
+      const auto archive = safetensors::detail::zip::Archive::open(*source, limits, single_folder);
       check_entries(archive, size);
     } catch (const safetensors::Error&) {
     }

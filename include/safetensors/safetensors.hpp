@@ -1,6 +1,7 @@
 // Umbrella include: the whole public C++ API of libsafetensors.
 #pragma once
 
+#include "safetensors/atomic_file.hpp"
 #include "safetensors/cast.hpp"
 #include "safetensors/checkpoint.hpp"
 #include "safetensors/convert.hpp"
@@ -9,7 +10,6 @@
 #include "safetensors/file.hpp"
 #include "safetensors/header.hpp"
 #include "safetensors/loader.hpp"
-#include "safetensors/output.hpp"
 #include "safetensors/scan.hpp"
 #include "safetensors/slice.hpp"
 #include "safetensors/source.hpp"

@@ -1,4 +1,4 @@
-#include "safetensors/output.hpp"
+#include "safetensors/atomic_file.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>

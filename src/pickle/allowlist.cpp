@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <array>
 
-namespace safetensors::pickle {
+namespace safetensors::detail::pickle {
 namespace {
 
 using Name = GlobalName;
@@ -112,4 +112,4 @@ bool is_known_unsupported_global(std::string_view module, std::string_view name)
          within(module, "torch.jit");
 }
 
-}  // namespace safetensors::pickle
+}  // namespace safetensors::detail::pickle

@@ -4,7 +4,7 @@
 #include <span>
 #include <string_view>
 
-namespace safetensors::pickle {
+namespace safetensors::detail::pickle {
 
 struct GlobalName {
   std::string_view module;
@@ -28,4 +28,4 @@ std::span<const GlobalName> allowed_globals() noexcept;
 /// TorchScript): lets errors say "unsupported" instead of "forbidden".
 bool is_known_unsupported_global(std::string_view module, std::string_view name) noexcept;
 
-}  // namespace safetensors::pickle
+}  // namespace safetensors::detail::pickle

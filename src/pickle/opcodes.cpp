@@ -1,6 +1,6 @@
 #include "pickle/opcodes.hpp"
 
-namespace safetensors::pickle::op {
+namespace safetensors::detail::pickle::op {
 
 namespace {
 
@@ -134,4 +134,4 @@ bool can_start_pickle(std::uint8_t opcode) noexcept {
   }
 }
 
-}  // namespace safetensors::pickle::op
+}  // namespace safetensors::detail::pickle::op

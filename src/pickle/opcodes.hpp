@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string_view>
 
-namespace safetensors::pickle::op {
+namespace safetensors::detail::pickle::op {
 
 enum Opcode : std::uint8_t {
   MARK = '(',
@@ -89,4 +89,4 @@ bool is_refused(std::uint8_t opcode) noexcept;
 /// 0-1 that pushes something onto an empty stack. Lets the scanner tell pickles from text.
 bool can_start_pickle(std::uint8_t opcode) noexcept;
 
-}  // namespace safetensors::pickle::op
+}  // namespace safetensors::detail::pickle::op

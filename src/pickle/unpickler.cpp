@@ -16,7 +16,7 @@
 #include "pickle/unpickler_text.hpp"
 #include "safetensors/error.hpp"
 
-namespace safetensors::pickle {
+namespace safetensors::detail::pickle {
 namespace {
 
 // Ends the parse: strict mode turns it into an Error, scan mode into a finding.
@@ -214,8 +214,8 @@ class Unpickler {
 
   // Two's-complement little-endian bytes of any length.
   ValueId add_long(std::string bytes) {
-    std::string canonical = detail::canonical_twos_complement(std::move(bytes));
-    if (auto small = detail::to_int64(canonical)) return add_integer(*small);
+    std::string canonical = canonical_twos_complement(std::move(bytes));
+    if (auto small = to_int64(canonical)) return add_integer(*small);
     Value v;
     v.kind = Kind::big_integer;
     v.text = std::move(canonical);
@@ -369,7 +369,7 @@ class Unpickler {
   std::uint64_t text_memo_key() {
     const std::string_view line = read_line();
     // Python reads memo keys with int(text) in base 10, where leading zeros are fine.
-    const auto bytes = detail::parse_decimal(line, true);
+    const auto bytes = parse_decimal(line, true);
     if (!bytes) malformed(opcode_text() + " argument is not a decimal integer");
     if (!bytes->empty() && (static_cast<unsigned char>(bytes->back()) & 0x80) != 0) {
       malformed(opcode_text() + " has a negative memo key");
@@ -389,7 +389,7 @@ class Unpickler {
   }
 
   void push_global(std::string_view module, std::string_view name) {
-    const bool valid = detail::is_module_path(module) && detail::is_identifier(name);
+    const bool valid = is_module_path(module) && is_identifier(name);
     // Protocols 0-2 come from Python 2, whose builtins lived in __builtin__; CPython maps it.
     const std::string_view resolved = proto_ < 3 && module == "__builtin__" ? "builtins" : module;
     const bool ok = valid && allowed(resolved, name);
@@ -647,7 +647,7 @@ class Unpickler {
           push(add(std::move(v)));
           break;
         }
-        auto bytes = detail::parse_decimal(line);
+        auto bytes = parse_decimal(line);
         if (!bytes) malformed("INT argument is not a decimal integer");
         push(add_long(std::move(*bytes)));
         break;
@@ -655,7 +655,7 @@ class Unpickler {
       case op::LONG: {
         std::string_view line = read_line();
         if (!line.empty() && line.back() == 'L') line.remove_suffix(1);
-        auto bytes = detail::parse_decimal(line);
+        auto bytes = parse_decimal(line);
         if (!bytes) malformed("LONG argument is not a decimal integer");
         push(add_long(std::move(*bytes)));
         break;
@@ -676,7 +676,7 @@ class Unpickler {
         push(add_long(std::string(read_counted(4, true))));
         break;
       case op::FLOAT: {
-        const auto value = detail::parse_float(read_line());
+        const auto value = parse_float(read_line());
         if (!value) malformed("FLOAT argument is not a number");
         Value v;
         v.kind = Kind::floating;
@@ -695,7 +695,7 @@ class Unpickler {
         break;
       }
       case op::STRING: {
-        const auto text = detail::decode_quoted_string(read_line());
+        const auto text = decode_quoted_string(read_line());
         if (!text) malformed("STRING argument is not a quoted, correctly escaped string");
         push(add_text(Kind::bytes, *text));
         break;
@@ -717,7 +717,7 @@ class Unpickler {
         push(add_text(Kind::bytearray, read_counted(8)));
         break;
       case op::UNICODE: {
-        const auto text = detail::decode_raw_unicode_escape(read_line());
+        const auto text = decode_raw_unicode_escape(read_line());
         if (!text) malformed("UNICODE argument has a malformed \\u escape");
         push(add_text(Kind::string, *text));
         break;
@@ -729,7 +729,7 @@ class Unpickler {
                                : opcode_ == op::BINUNICODE     ? 4
                                                                : 8;
         const std::string_view text = read_counted(width);
-        if (!detail::is_utf8(text, true)) malformed(opcode_text() + " string is not valid UTF-8");
+        if (!is_utf8(text, true)) malformed(opcode_text() + " string is not valid UTF-8");
         push(add_text(Kind::string, text));
         break;
       }
@@ -813,7 +813,7 @@ class Unpickler {
       case op::GLOBAL: {
         const std::string_view module = read_line();
         const std::string_view name = read_line();
-        if (!detail::is_utf8(module, false) || !detail::is_utf8(name, false)) {
+        if (!is_utf8(module, false) || !is_utf8(name, false)) {
           malformed("GLOBAL names are not valid UTF-8");
         }
         push_global(module, name);
@@ -873,4 +873,4 @@ Pickle unpickle(std::span<const std::byte> data, const Options& options, std::st
   return Unpickler(data, options).run(origin);
 }
 
-}  // namespace safetensors::pickle
+}  // namespace safetensors::detail::pickle

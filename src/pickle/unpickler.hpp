@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-namespace safetensors::pickle {
+namespace safetensors::detail::pickle {
 
 /// Index of a value in `Pickle::values`. Values refer to each other by id, so shared and
 /// even cyclic structures (possible through the memo) need no reference counting.
@@ -111,4 +111,4 @@ struct Pickle {
 /// its byte offset.
 Pickle unpickle(std::span<const std::byte> data, const Options& options, std::string_view origin);
 
-}  // namespace safetensors::pickle
+}  // namespace safetensors::detail::pickle

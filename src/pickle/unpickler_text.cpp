@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-namespace safetensors::pickle::detail {
+namespace safetensors::detail::pickle {
 namespace {
 
 bool is_space(char c) noexcept {
@@ -293,4 +293,4 @@ bool is_module_path(std::string_view text) noexcept {
   }
 }
 
-}  // namespace safetensors::pickle::detail
+}  // namespace safetensors::detail::pickle

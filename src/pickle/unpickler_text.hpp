@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-namespace safetensors::pickle::detail {
+namespace safetensors::detail::pickle {
 
 /// CPython refuses to convert longer decimal strings (int_max_str_digits); so do we, which
 /// also keeps the quadratic conversion cheap.
@@ -45,4 +45,4 @@ bool is_identifier(std::string_view text) noexcept;
 /// Identifiers joined by single dots ("torch._utils").
 bool is_module_path(std::string_view text) noexcept;
 
-}  // namespace safetensors::pickle::detail
+}  // namespace safetensors::detail::pickle

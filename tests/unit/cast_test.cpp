@@ -17,7 +17,7 @@
 
 // The element functions behind `cast`, compiled here without the AVX2 target: checking them
 // against torch covers the portable path even on a machine where `cast` picks AVX2.
-#include "../../src/cast_kernels.hpp"
+#include "../../src/loader/cast_kernels.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/values.hpp"
 #include "test_files.hpp"

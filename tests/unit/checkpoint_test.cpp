@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "../../src/checkpoint_index.hpp"
+#include "../../src/checkpoint/index.hpp"
 #include "expect_error.hpp"
 #include "safetensors/error.hpp"
 #include "test_files.hpp"

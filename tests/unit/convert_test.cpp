@@ -10,8 +10,8 @@
 #include <utility>
 #include <vector>
 
-#include "../../src/convert_copy.hpp"
-#include "../../src/convert_write.hpp"
+#include "../../src/convert/copy.hpp"
+#include "../../src/convert/write.hpp"
 #include "../fixtures/torch/fixtures.hpp"
 #include "python_fixtures.hpp"
 #include "safetensors/error.hpp"

@@ -1,6 +1,6 @@
 // The fast CRC-32 against zlib's, which zip files are checked with: every length around the
 // fold boundaries, every misalignment, continuation across splits, and a known check value.
-#include "../../src/pickle/crc32.hpp"
+#include "../../src/zip/crc32.hpp"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-namespace safetensors::zip {
+namespace safetensors::detail::zip {
 namespace {
 
 std::vector<std::byte> random_bytes(std::size_t n, unsigned seed) {
@@ -80,4 +80,4 @@ TEST(Crc32, ParallelPiecesCombineToTheSameValue) {
 }
 
 }  // namespace
-}  // namespace safetensors::zip
+}  // namespace safetensors::detail::zip

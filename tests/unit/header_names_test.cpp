@@ -1,6 +1,6 @@
 // Name order: already sorted, a few sorted runs (merged), many runs (sorted), duplicates,
 // shared prefixes and bytes above 0x7F, always equal to a stable sort by bytewise name.
-#include "header_names.hpp"
+#include "format/header_names.hpp"
 
 #include <gtest/gtest.h>
 

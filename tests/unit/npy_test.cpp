@@ -2,7 +2,7 @@
 // supported dtype, 0-d, empty, big-endian, Fortran order, versions 2.0 and 3.0) compared
 // value by value with the bytes numpy computes, numpy's refused dtypes, and headers written
 // by hand to break each rule.
-#include "../../src/pickle/npy.hpp"
+#include "../../src/npy/npy.hpp"
 
 #include <gtest/gtest.h>
 
@@ -11,13 +11,13 @@
 #include <string>
 #include <vector>
 
-#include "../../src/pickle/zip.hpp"
+#include "../../src/zip/archive.hpp"
 #include "../fixtures/zip/fixtures.hpp"
 #include "python_fixtures.hpp"
 #include "safetensors/error.hpp"
 #include "test_files.hpp"
 
-namespace safetensors::npy {
+namespace safetensors::detail::npy {
 namespace {
 
 using Bytes = std::vector<std::byte>;
@@ -377,4 +377,4 @@ TEST_F(NpyFromNumpy, NpzMembers) {
 }
 
 }  // namespace
-}  // namespace safetensors::npy
+}  // namespace safetensors::detail::npy

@@ -6,11 +6,11 @@
 #include <string>
 #include <vector>
 
-#include "../../src/pickle/torch_checkpoint.hpp"
+#include "../../src/torch/checkpoint.hpp"
 #include "../fixtures/torch/fixtures.hpp"
 #include "safetensors/error.hpp"
 
-namespace safetensors {
+namespace safetensors::detail {
 namespace {
 
 class TorchCheckpoint : public ::testing::Test {
@@ -19,7 +19,7 @@ class TorchCheckpoint : public ::testing::Test {
     if (!test::have_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch or numpy";
   }
 
-  torch::Checkpoint read(const std::string& name, const torch::ReadOptions& options = {}) {
+  torch::SavedModel read(const std::string& name, const torch::ReadOptions& options = {}) {
     source_ = open_pread_source(test::torch_fixtures() / name);
     return torch::read_checkpoint(*source_, options);
   }
@@ -27,7 +27,7 @@ class TorchCheckpoint : public ::testing::Test {
   std::unique_ptr<Source> source_;
 };
 
-const torch::TensorRef& find(const torch::Checkpoint& c, const std::string& name) {
+const torch::TensorRef& find(const torch::SavedModel& c, const std::string& name) {
   const auto it = std::find_if(c.tensors.begin(), c.tensors.end(),
                                [&](const torch::TensorRef& t) { return t.name == name; });
   if (it == c.tensors.end()) throw std::runtime_error("no tensor " + name);
@@ -41,7 +41,7 @@ std::vector<float> floats(const detail::StorageBytes& storage) {
 }
 
 TEST_F(TorchCheckpoint, TiedWeightsShareOneStorage) {
-  const torch::Checkpoint c = read("tied.pt");
+  const torch::SavedModel c = read("tied.pt");
   EXPECT_EQ(c.format, torch::Format::zip);
   ASSERT_EQ(c.tensors.size(), 5u);
   const auto& embed = find(c, "embed.weight");
@@ -55,7 +55,7 @@ TEST_F(TorchCheckpoint, TiedWeightsShareOneStorage) {
 }
 
 TEST_F(TorchCheckpoint, ViewsKeepTheirGeometry) {
-  const torch::Checkpoint c = read("views.pt");
+  const torch::SavedModel c = read("views.pt");
   const auto& base = find(c, "base");
   const auto& t = find(c, "transposed");
   EXPECT_EQ(t.storage_key, base.storage_key);
@@ -75,7 +75,7 @@ TEST_F(TorchCheckpoint, ViewsKeepTheirGeometry) {
 TEST_F(TorchCheckpoint, EveryDtypeAndProtocol) {
   for (const char* name : {"dtypes.pt", "proto4.pt", "legacy.pt"}) {
     SCOPED_TRACE(name);
-    const torch::Checkpoint c = read(name);
+    const torch::SavedModel c = read(name);
     EXPECT_EQ(find(c, "bf16").dtype, Dtype::BF16);
     EXPECT_EQ(find(c, "c64").dtype, Dtype::C64);
     EXPECT_EQ(find(c, "bool").dtype, Dtype::BOOL);
@@ -93,7 +93,7 @@ TEST_F(TorchCheckpoint, EveryDtypeAndProtocol) {
 
 // torch 2 writes dtypes added after 1.13 with _rebuild_tensor_v3 over an UntypedStorage.
 TEST_F(TorchCheckpoint, UntypedStoragesTakeTheRebuildDtype) {
-  const torch::Checkpoint c = read("torch2_v3.pt");
+  const torch::SavedModel c = read("torch2_v3.pt");
   const auto& f8 = find(c, "f8");
   EXPECT_EQ(f8.dtype, Dtype::F8_E4M3);
   EXPECT_EQ(f8.shape, (std::vector<std::uint64_t>{2, 3}));
@@ -108,7 +108,7 @@ TEST_F(TorchCheckpoint, UntypedStoragesTakeTheRebuildDtype) {
 TEST_F(TorchCheckpoint, TrainingCheckpointTakesTheStateDict) {
   for (const char* name : {"lightning.ckpt", "legacy_lightning.ckpt"}) {
     SCOPED_TRACE(name);
-    const torch::Checkpoint c = read(name);
+    const torch::SavedModel c = read(name);
     EXPECT_EQ(c.tensors.size(), 5u);
     const auto has_note = [&](const std::string& start) {
       return std::any_of(c.dropped.begin(), c.dropped.end(),
@@ -122,7 +122,7 @@ TEST_F(TorchCheckpoint, TrainingCheckpointTakesTheStateDict) {
 }
 
 TEST_F(TorchCheckpoint, KeyOptionPicksAnotherDict) {
-  const torch::Checkpoint nested = read("nested.pth");  // weights under "model"
+  const torch::SavedModel nested = read("nested.pth");  // weights under "model"
   EXPECT_EQ(nested.tensors.size(), 5u);
   torch::ReadOptions options;
   options.state_dict_key = "no_such_key";
@@ -192,4 +192,4 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 }  // namespace
-}  // namespace safetensors
+}  // namespace safetensors::detail

@@ -18,7 +18,7 @@
 #include "python_fixtures.hpp"
 #include "safetensors/error.hpp"
 
-namespace safetensors::pickle {
+namespace safetensors::detail::pickle {
 namespace {
 
 // Pickle bytes assembled opcode by opcode (string literals with \x escapes swallow the hex
@@ -909,4 +909,4 @@ TEST(Allowlist, KnownUnsupported) {
 }
 
 }  // namespace
-}  // namespace safetensors::pickle
+}  // namespace safetensors::detail::pickle

@@ -1,7 +1,7 @@
 // The strict zip reader: archives built byte by byte here (a small writer independent of the
 // reader), archives written by Python's zipfile, torch.save and numpy.savez, and one test per
 // refusal, each checking the code and that the message names the entry.
-#include "../../src/pickle/zip.hpp"
+#include "../../src/zip/archive.hpp"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -16,7 +16,7 @@
 #include "safetensors/error.hpp"
 #include "test_files.hpp"
 
-namespace safetensors::zip {
+namespace safetensors::detail::zip {
 namespace {
 
 using Bytes = std::vector<std::byte>;
@@ -910,4 +910,4 @@ TEST_F(ZipFromPython, NumpySavez) {
 }
 
 }  // namespace
-}  // namespace safetensors::zip
+}  // namespace safetensors::detail::zip

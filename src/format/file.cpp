@@ -1,0 +1,182 @@
+#include "safetensors/file.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "format/slice_runs.hpp"
+#include "safetensors/error.hpp"
+
+namespace safetensors {
+
+// Immutable once built, so copies of a File can share it across threads without locks.
+struct File::State {
+  std::shared_ptr<const Source> source;
+  Header header;
+};
+
+namespace {
+
+// What one extra positional read costs, counted in bytes read: when the bytes between the
+// runs of a slice are cheaper than this per run, one covering read wins.
+constexpr std::uint64_t read_call_cost = 16 * 1024;
+
+std::string tensor_label(const std::string& file, std::string_view tensor) {
+  return file + ": tensor `" + std::string(tensor) + "`";
+}
+
+}  // namespace
+
+File File::open(const std::filesystem::path& path, Backend backend) {
+  std::shared_ptr<const Source> source =
+      backend == Backend::pread ? open_pread_source(path) : open_mmap_source(path);
+  return from_source(std::move(source));
+}
+
+File File::from_source(std::shared_ptr<const Source> source) {
+  if (!source) throw Error(ErrorCode::invalid_argument, "File::from_source: null source");
+  const std::string& origin = source->name();
+  const std::uint64_t file_size = source->size();
+
+  std::byte prefix[8];
+  const std::span<std::byte> prefix_bytes(prefix, std::min<std::uint64_t>(8, file_size));
+  source->read_at(0, prefix_bytes);
+  const std::uint64_t header_size = parse_header_length(prefix_bytes, file_size, origin);
+
+  // Only the header is read; the data buffer is never touched here.
+  std::vector<std::byte> json(header_size);
+  source->read_at(8, json);
+  auto state = std::make_shared<State>();
+  state->header = parse_header(json, file_size - 8 - header_size, origin);
+  state->source = std::move(source);
+  return File(std::move(state));
+}
+
+const std::string& File::name() const noexcept {
+  return state_->source->name();
+}
+const Header& File::header() const noexcept {
+  return state_->header;
+}
+const std::optional<Metadata>& File::metadata() const noexcept {
+  return state_->header.metadata;
+}
+const Source& File::source() const noexcept {
+  return *state_->source;
+}
+
+std::size_t File::size() const noexcept {
+  return state_->header.tensors.size();
+}
+std::span<const TensorInfo> File::tensors() const noexcept {
+  return state_->header.tensors;
+}
+
+std::vector<const TensorInfo*> File::tensors_by_name() const {
+  const Header& h = state_->header;
+  std::vector<const TensorInfo*> out;
+  out.reserve(h.name_order.size());
+  for (std::size_t i : h.name_order) out.push_back(&h.tensors[i]);
+  return out;
+}
+
+const TensorInfo* File::find(std::string_view name) const noexcept {
+  const Header& h = state_->header;
+  const auto it = std::lower_bound(h.name_order.begin(), h.name_order.end(), name,
+                                   [&](std::size_t i, std::string_view key) {
+                                     return std::string_view(h.tensors[i].name) < key;
+                                   });
+  if (it == h.name_order.end() || h.tensors[*it].name != name) return nullptr;
+  return &h.tensors[*it];
+}
+
+const TensorInfo& File::info(std::string_view name) const {
+  if (const TensorInfo* found = find(name)) return *found;
+  throw Error(ErrorCode::tensor_not_found,
+              this->name() + ": no tensor named `" + std::string(name) + "`");
+}
+
+bool File::zero_copy() const noexcept {
+  return !state_->source->mapped().empty();
+}
+
+TensorView File::view(std::string_view name) const {
+  return view(info(name));
+}
+
+TensorView File::view(const TensorInfo& info) const {
+  const std::span<const std::byte> mapped = state_->source->mapped();
+  if (mapped.empty()) {
+    throw Error(ErrorCode::invalid_argument,
+                tensor_label(name(), info.name) +
+                    ": the pread backend has no zero-copy views; use read() to copy the tensor "
+                    "into your own buffer, or open the file with the mmap backend");
+  }
+  return {&info, mapped.subspan(state_->header.data_start + info.data_begin, info.byte_count())};
+}
+
+void File::read(const TensorInfo& info, std::span<std::byte> out) const {
+  if (out.size() != info.byte_count()) {
+    throw Error(ErrorCode::invalid_argument,
+                tensor_label(name(), info.name) + " is " + std::to_string(info.byte_count()) +
+                    " bytes but the output buffer holds " + std::to_string(out.size()) + " bytes");
+  }
+  state_->source->read_at(state_->header.data_start + info.data_begin, out);
+}
+
+void File::read(std::string_view name, std::span<std::byte> out) const {
+  read(info(name), out);
+}
+
+std::vector<std::byte> File::read(std::string_view name) const {
+  const TensorInfo& found = info(name);
+  std::vector<std::byte> out(found.byte_count());
+  read(found, out);
+  return out;
+}
+
+SlicedTensor File::slice(std::string_view name, std::span<const SliceArg> args) const {
+  const TensorInfo& t = info(name);
+  SlicePlan plan;
+  try {
+    plan = plan_slice(t.name, t.dtype, t.shape, args);
+  } catch (const Error& e) {
+    throw Error(e.code(), this->name() + ": " + e.what());
+  }
+  const detail::RunLayout layout = detail::byte_layout(plan, t.dtype, t.shape);
+  const std::uint64_t tensor_start = state_->header.data_start + t.data_begin;
+  const std::span<const std::byte> mapped = state_->source->mapped();
+
+  if (!mapped.empty()) {
+    const std::span<const std::byte> whole = mapped.subspan(tensor_start, t.byte_count());
+    if (plan.contiguous) {
+      return {t.dtype, std::move(plan.shape),
+              whole.subspan(layout.base, layout.run_count * layout.run)};
+    }
+    std::vector<std::byte> out(layout.run_count * layout.run);
+    copy_slice(plan, t.dtype, t.shape, whole, out);
+    return {t.dtype, std::move(plan.shape), std::move(out)};
+  }
+
+  // Without a mapping, read only what the slice needs: one covering read when the gaps
+  // between runs are cheaper than a read call per run.
+  const Source& source = *state_->source;
+  const std::uint64_t needed = layout.run_count * layout.run;
+  std::vector<std::byte> out(needed);
+  const std::uint64_t covering = layout.end() - layout.base;
+  if (layout.run_count <= 1) {
+    source.read_at(tensor_start + layout.base, out);
+  } else if (covering <= needed + layout.run_count * read_call_cost) {
+    std::vector<std::byte> cover(covering);
+    source.read_at(tensor_start + layout.base, cover);
+    detail::for_each_run(layout, [&](std::uint64_t s, std::uint64_t d, std::uint64_t len) {
+      std::memcpy(out.data() + d, cover.data() + (s - layout.base), len);
+    });
+  } else {
+    detail::for_each_run(layout, [&](std::uint64_t s, std::uint64_t d, std::uint64_t len) {
+      source.read_at(tensor_start + s, std::span<std::byte>(out).subspan(d, len));
+    });
+  }
+  return {t.dtype, std::move(plan.shape), std::move(out)};
+}
+
+}  // namespace safetensors

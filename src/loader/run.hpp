@@ -1,0 +1,43 @@
+// Running a load: pieces of tensors handed to worker threads, progress and errors gathered.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "loader/shard_io.hpp"
+#include "safetensors/dtype.hpp"
+#include "safetensors/loader.hpp"
+
+namespace safetensors::detail {
+
+/// A byte range of one tensor in its shard and where its (converted) bytes go. Converted
+/// pieces hold whole elements.
+struct LoadPiece {
+  std::size_t shard = 0;
+  Dtype from = Dtype::U8;
+  Dtype to = Dtype::U8;
+  std::uint64_t offset = 0;  // in the file
+  std::uint64_t length = 0;  // source bytes
+  std::byte* dest = nullptr;
+  std::uint64_t dest_length = 0;
+};
+
+struct LoadJob {
+  std::vector<std::unique_ptr<ShardIo>> shards;
+  /// In file order; consecutive pieces [item_begin[i], item_begin[i + 1]) form one work item.
+  std::vector<LoadPiece> pieces;
+  std::vector<std::size_t> item_begin;
+  LoadMethod method = LoadMethod::pread;  // never automatic
+  unsigned threads = 1;
+  std::uint64_t total_bytes = 0;  // destination bytes, for progress
+  std::function<void(std::uint64_t, std::uint64_t)> progress;
+};
+
+/// Runs every work item on `job.threads` threads (the caller's included). The first error
+/// thrown by any worker stops the others and is rethrown here.
+void run_load(const LoadJob& job);
+
+}  // namespace safetensors::detail

@@ -1,0 +1,42 @@
+// numpy's .npy header: a Python dict literal parsed by a small literal parser, never evaluated.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "safetensors/dtype.hpp"
+
+namespace safetensors::detail::npy {
+
+/// What the header of one .npy array says.
+struct ArrayHeader {
+  Dtype dtype = Dtype::U8;
+  bool big_endian = false;     // the data must be byte-swapped to little-endian
+  bool fortran_order = false;  // the data must be transposed to C order
+  std::vector<std::uint64_t> shape;
+  std::uint64_t data_offset = 0;  // from the start of the .npy bytes
+  std::uint64_t data_size = 0;    // product(shape) * element size, checked
+  std::string descr;              // as written, for messages
+};
+
+/// True when `prefix` starts with the magic "\x93NUMPY".
+bool looks_like_npy(std::span<const std::byte> prefix) noexcept;
+
+/// Parses versions 1.0, 2.0 and 3.0. `prefix` must hold at least the whole header (the
+/// first 10 or 12 bytes say how long it is); `total_size` is the size of the .npy bytes.
+/// Refuses object arrays (`|O`: the payload would be a pickle), structured and
+/// unsupported dtypes (complex128, datetime, strings) naming the descr, data shorter or
+/// longer than the shape needs, and malformed literals. Errors name `origin`.
+ArrayHeader parse_header(std::span<const std::byte> prefix, std::uint64_t total_size,
+                         std::string_view origin);
+
+/// Converts `data` (exactly header.data_size bytes) in place-free fashion into C-order
+/// little-endian bytes in `out` (same size): byte swaps and/or transposes as the header
+/// requires; a plain copy otherwise.
+void to_c_order_little_endian(const ArrayHeader& header, std::span<const std::byte> data,
+                              std::span<std::byte> out);
+
+}  // namespace safetensors::detail::npy
