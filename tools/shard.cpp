@@ -80,7 +80,7 @@ Command add_shard(CLI::App& parent) {
       ->check(CLI::Validator(
           [](std::string& text) -> std::string {
             try {
-              parse_size(text);
+              (void)parse_size(text);
             } catch (const Error& e) {
               return e.what();
             }

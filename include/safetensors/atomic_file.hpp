@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <span>
+#include "safetensors/export.hpp"
 
 namespace safetensors {
 
@@ -14,7 +15,7 @@ namespace safetensors {
 /// (`.<name>.tmp-<12 random [0-9a-z]>`) stays flock-ed by its writer until the rename; a new
 /// AtomicFile for the same target deletes those whose lock is free, i.e. whose writer died
 /// (SIGKILL, power loss) before it could clean up.
-class AtomicFile {
+class SAFETENSORS_API AtomicFile {
  public:
   /// Creates the temporary file in the target's directory. Throws `Error` (io).
   explicit AtomicFile(std::filesystem::path target);

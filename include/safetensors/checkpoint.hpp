@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "safetensors/export.hpp"
 #include "safetensors/file.hpp"
 #include "safetensors/writer.hpp"
 
@@ -19,7 +20,7 @@ namespace safetensors {
 inline constexpr std::string_view index_file_name = "model.safetensors.index.json";
 
 /// One tensor of a checkpoint: the shard it lives in and its validated description.
-struct CheckpointTensor {
+struct SAFETENSORS_API CheckpointTensor {
   const File* file = nullptr;
   const TensorInfo* info = nullptr;
 };
@@ -30,11 +31,12 @@ struct CheckpointTensor {
 /// `total_size` equals the tensors' bytes, and shard names stay inside the directory.
 /// Errors (`Error`, invalid_checkpoint or the shard's own code) name the index, the shard
 /// and the tensor.
-class Checkpoint {
+class SAFETENSORS_API Checkpoint {
  public:
   /// `path` is a directory (with `model.safetensors.index.json` or exactly one
   /// `*.safetensors`), an index file, or a single safetensors file.
-  static Checkpoint open(const std::filesystem::path& path, Backend backend = Backend::mmap);
+  [[nodiscard]] static Checkpoint open(const std::filesystem::path& path,
+                                       Backend backend = Backend::mmap);
 
   /// Empty (no files); use `open`. Copies share the shards' open files and point their
   /// tensors at their own `files()`.
@@ -71,9 +73,9 @@ class Checkpoint {
 
 /// Parses a size such as "5GB" (5 * 10^9), "500MB", "2GiB" (2 * 2^30), "123" (bytes);
 /// units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB, case-insensitive. Throws invalid_argument.
-std::uint64_t parse_size(std::string_view text);
+[[nodiscard]] SAFETENSORS_API std::uint64_t parse_size(std::string_view text);
 
-struct ShardOptions {
+struct SAFETENSORS_API ShardOptions {
   /// A shard is closed before a tensor that would make it exceed this; a tensor larger
   /// than the limit gets a shard of its own (tensors are never split), as transformers does.
   std::uint64_t max_shard_size = 5'000'000'000;
@@ -89,8 +91,8 @@ struct ShardOptions {
 /// Returns the paths written (shards, then the index). Throws invalid_argument, before
 /// writing anything, when `directory` holds files an earlier write left that the new set
 /// would not replace (`<prefix>-*-of-*.safetensors`, `<prefix>.safetensors` or the index).
-std::vector<std::filesystem::path> write_sharded(const std::filesystem::path& directory,
-                                                 std::span<const TensorData> tensors,
-                                                 const ShardOptions& options = {});
+SAFETENSORS_API std::vector<std::filesystem::path> write_sharded(
+    const std::filesystem::path& directory, std::span<const TensorData> tensors,
+    const ShardOptions& options = {});
 
 }  // namespace safetensors

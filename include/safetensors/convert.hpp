@@ -7,10 +7,11 @@
 #include <string>
 #include <utility>
 #include <vector>
+#include "safetensors/export.hpp"
 
 namespace safetensors {
 
-struct ConvertOptions {
+struct SAFETENSORS_API ConvertOptions {
   /// Key of the weights in a training checkpoint; empty = `state_dict` when present.
   std::string state_dict_key;
   /// Called with (bytes done, bytes total) while tensor data is copied.
@@ -18,7 +19,7 @@ struct ConvertOptions {
 };
 
 /// What a conversion did, for people (`--json` in the CLI) and for tests.
-struct ConvertReport {
+struct SAFETENSORS_API ConvertReport {
   std::string input_format;  // "torch-zip", "torch-legacy", "npy", "npz", "torch-sharded"
   std::vector<std::filesystem::path> outputs;
   std::vector<std::string> tensors;                               // names written, sorted
@@ -29,12 +30,13 @@ struct ConvertReport {
 
 /// Converts one checkpoint file (format detected from its bytes) to `output`. The output is
 /// verified against the source before it atomically appears; on any error no file appears.
-ConvertReport convert_file(const std::filesystem::path& input, const std::filesystem::path& output,
-                           const ConvertOptions& options = {});
+SAFETENSORS_API ConvertReport convert_file(const std::filesystem::path& input,
+                                           const std::filesystem::path& output,
+                                           const ConvertOptions& options = {});
 
 /// Converts a model directory: pytorch_model.bin -> model.safetensors, or a sharded set with
 /// pytorch_model.bin.index.json -> shards with model.safetensors.index.json.
-ConvertReport convert_directory(const std::filesystem::path& directory,
-                                const ConvertOptions& options = {});
+SAFETENSORS_API ConvertReport convert_directory(const std::filesystem::path& directory,
+                                                const ConvertOptions& options = {});
 
 }  // namespace safetensors

@@ -5,6 +5,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include "safetensors/export.hpp"
 
 namespace safetensors {
 
@@ -38,25 +39,25 @@ enum class Dtype : std::uint8_t {
 inline constexpr std::size_t dtype_count = 22;
 
 /// All dtypes in enumerator order.
-std::span<const Dtype> all_dtypes() noexcept;
+[[nodiscard]] SAFETENSORS_API std::span<const Dtype> all_dtypes() noexcept;
 
 /// The case-sensitive name used in headers, e.g. "BF16".
-std::string_view dtype_name(Dtype dtype) noexcept;
+[[nodiscard]] SAFETENSORS_API std::string_view dtype_name(Dtype dtype) noexcept;
 
 /// Looks up a header dtype name; nullopt when unknown (names are case-sensitive).
-std::optional<Dtype> dtype_from_name(std::string_view name) noexcept;
+[[nodiscard]] SAFETENSORS_API std::optional<Dtype> dtype_from_name(std::string_view name) noexcept;
 
 /// Bits per element: 4 for F4, 6 for the F6 types, otherwise 8 * bytes.
-unsigned dtype_bits(Dtype dtype) noexcept;
+[[nodiscard]] SAFETENSORS_API unsigned dtype_bits(Dtype dtype) noexcept;
 
 /// Position in the reference writer's order (0 = written first: U64, I64, F64, ...).
-unsigned dtype_write_rank(Dtype dtype) noexcept;
+[[nodiscard]] SAFETENSORS_API unsigned dtype_write_rank(Dtype dtype) noexcept;
 
 /// Why a shape cannot be stored in a dtype.
 enum class SizeProblem : std::uint8_t { none, overflow, misaligned };
 
 /// Result of `byte_size`: either a byte count or the problem that prevents one.
-struct ByteSize {
+struct SAFETENSORS_API ByteSize {
   std::uint64_t bytes = 0;
   SizeProblem problem = SizeProblem::none;
   explicit operator bool() const noexcept { return problem == SizeProblem::none; }
@@ -64,9 +65,11 @@ struct ByteSize {
 
 /// product(shape) * bits / 8, with overflow checks on every multiplication and a
 /// misalignment report when a sub-byte dtype's bit total is not a multiple of 8.
-ByteSize byte_size(Dtype dtype, std::span<const std::uint64_t> shape) noexcept;
+[[nodiscard]] SAFETENSORS_API ByteSize byte_size(Dtype dtype,
+                                                 std::span<const std::uint64_t> shape) noexcept;
 
 /// product(shape) with overflow checks; nullopt on overflow.
-std::optional<std::uint64_t> element_count(std::span<const std::uint64_t> shape) noexcept;
+[[nodiscard]] SAFETENSORS_API std::optional<std::uint64_t> element_count(
+    std::span<const std::uint64_t> shape) noexcept;
 
 }  // namespace safetensors

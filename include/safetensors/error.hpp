@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include "safetensors/export.hpp"
 
 namespace safetensors {
 
@@ -36,11 +37,11 @@ enum class ErrorCode {
 };
 
 /// A short stable name for the code, e.g. "invalid_offsets".
-std::string_view error_code_name(ErrorCode code) noexcept;
+[[nodiscard]] SAFETENSORS_API std::string_view error_code_name(ErrorCode code) noexcept;
 
 /// Thrown by every library function. `what()` is a complete sentence naming the file,
 /// the tensor or key and the values involved.
-class Error : public std::runtime_error {
+class SAFETENSORS_API Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
   ErrorCode code() const noexcept { return code_; }

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "safetensors/export.hpp"
 #include "safetensors/header.hpp"
 #include "safetensors/slice.hpp"
 #include "safetensors/source.hpp"
@@ -23,7 +24,7 @@ enum class Backend : std::uint8_t {
 };
 
 /// A tensor's validated description and its bytes inside the mapping.
-struct TensorView {
+struct SAFETENSORS_API TensorView {
   const TensorInfo* info = nullptr;
   std::span<const std::byte> data;
 
@@ -35,13 +36,14 @@ struct TensorView {
 /// An open, validated safetensors file. Opening reads only the 8-byte prefix and the
 /// header. Copies share the same underlying source; every const member may be called from
 /// many threads at once.
-class File {
+class SAFETENSORS_API File {
  public:
   /// Opens and validates `path`. Throws `Error` naming the file and the rule broken.
-  static File open(const std::filesystem::path& path, Backend backend = Backend::mmap);
+  [[nodiscard]] static File open(const std::filesystem::path& path,
+                                 Backend backend = Backend::mmap);
 
   /// Validates a file held by any source (memory buffer, custom reader).
-  static File from_source(std::shared_ptr<const Source> source);
+  [[nodiscard]] static File from_source(std::shared_ptr<const Source> source);
 
   /// The path or source name used in messages.
   const std::string& name() const noexcept;

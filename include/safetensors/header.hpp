@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "safetensors/dtype.hpp"
+#include "safetensors/export.hpp"
 
 namespace safetensors {
 
@@ -25,7 +26,7 @@ inline constexpr std::uint64_t max_header_size = 100'000'000;
 inline constexpr std::size_t max_rank = 64;
 
 /// One tensor entry of a validated header. Offsets are relative to the data buffer.
-struct TensorInfo {
+struct SAFETENSORS_API TensorInfo {
   std::string name;
   Dtype dtype = Dtype::U8;
   std::vector<std::uint64_t> shape;
@@ -38,7 +39,7 @@ struct TensorInfo {
 };
 
 /// A fully validated header. Every tensor lies inside the data buffer.
-struct Header {
+struct SAFETENSORS_API Header {
   /// Tensors in data order (ascending data_offsets, ties broken by name).
   std::vector<TensorInfo> tensors;
   /// Indices into `tensors` in name order (bytewise ascending).
@@ -53,16 +54,18 @@ struct Header {
 
 /// Rules 1-3: reads N from the first bytes of a file of `file_size` bytes and checks it.
 /// `prefix` holds min(8, file_size) bytes. `origin` names the file in error messages.
-std::uint64_t parse_header_length(std::span<const std::byte> prefix, std::uint64_t file_size,
-                                  std::string_view origin);
+[[nodiscard]] SAFETENSORS_API std::uint64_t parse_header_length(std::span<const std::byte> prefix,
+                                                                std::uint64_t file_size,
+                                                                std::string_view origin);
 
 /// Rules 4-11: parses the N header bytes and validates them against a data buffer of
 /// `data_size` bytes (file size - 8 - N). Throws `Error` with the code of the first rule
 /// broken. Allocates only the header copy, the parser's working space and the result.
-Header parse_header(std::span<const std::byte> header_json, std::uint64_t data_size,
-                    std::string_view origin);
+[[nodiscard]] SAFETENSORS_API Header parse_header(std::span<const std::byte> header_json,
+                                                  std::uint64_t data_size, std::string_view origin);
 
 /// All rules 1-11 on a complete in-memory file.
-Header parse_file_header(std::span<const std::byte> file, std::string_view origin);
+[[nodiscard]] SAFETENSORS_API Header parse_file_header(std::span<const std::byte> file,
+                                                       std::string_view origin);
 
 }  // namespace safetensors

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "safetensors/checkpoint.hpp"
+#include "safetensors/export.hpp"
 
 namespace safetensors {
 
@@ -24,7 +25,7 @@ enum class LoadMethod : std::uint8_t {
   direct,     // O_DIRECT reads that bypass the page cache (falls back to pread if refused)
 };
 
-struct LoadOptions {
+struct SAFETENSORS_API LoadOptions {
   /// Worker threads; 0 = hardware concurrency.
   unsigned threads = 0;
   /// Convert floating-point tensors to this dtype while copying (see cast.hpp); tensors of
@@ -40,7 +41,7 @@ struct LoadOptions {
 };
 
 /// One loaded tensor: dtype and shape after conversion, bytes inside the load buffer.
-struct LoadedTensor {
+struct SAFETENSORS_API LoadedTensor {
   std::string name;
   Dtype dtype = Dtype::U8;
   std::vector<std::uint64_t> shape;
@@ -51,20 +52,21 @@ struct LoadedTensor {
 /// Where every selected tensor goes in one contiguous buffer of exactly their bytes: widest
 /// elements first, so that each tensor is aligned to its element size when the buffer is
 /// (owned buffers are 64-byte aligned).
-struct LoadPlan {
+struct SAFETENSORS_API LoadPlan {
   std::vector<LoadedTensor> tensors;  // name order
   std::uint64_t buffer_size = 0;
 };
 
 /// Selects and lays out tensors. Throws tensor_not_found for a requested name that is absent.
-LoadPlan plan_load(const Checkpoint& checkpoint, const LoadOptions& options = {});
+[[nodiscard]] SAFETENSORS_API LoadPlan plan_load(const Checkpoint& checkpoint,
+                                                 const LoadOptions& options = {});
 
 /// Loads into caller memory of at least `plan.buffer_size` bytes.
-void load_into(const Checkpoint& checkpoint, const LoadPlan& plan, std::span<std::byte> buffer,
-               const LoadOptions& options = {});
+SAFETENSORS_API void load_into(const Checkpoint& checkpoint, const LoadPlan& plan,
+                               std::span<std::byte> buffer, const LoadOptions& options = {});
 
 /// Tensors loaded into memory the library owns: one allocation of exactly the plan's size.
-class LoadedCheckpoint {
+class SAFETENSORS_API LoadedCheckpoint {
  public:
   const std::vector<LoadedTensor>& tensors() const noexcept { return plan_.tensors; }
   std::span<std::byte> bytes(const LoadedTensor& tensor) const noexcept {
@@ -80,6 +82,7 @@ class LoadedCheckpoint {
 };
 
 /// Plans, allocates and loads.
-LoadedCheckpoint load(const Checkpoint& checkpoint, const LoadOptions& options = {});
+[[nodiscard]] SAFETENSORS_API LoadedCheckpoint load(const Checkpoint& checkpoint,
+                                                    const LoadOptions& options = {});
 
 }  // namespace safetensors

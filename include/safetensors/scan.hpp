@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 #include <vector>
+#include "safetensors/export.hpp"
 
 namespace safetensors {
 
@@ -16,16 +17,16 @@ enum class ScanVerdict : std::uint8_t {
 };
 
 /// "clean", "dangerous" or "unreadable", as the CLI prints and `--json` writes it.
-std::string_view verdict_name(ScanVerdict verdict) noexcept;
+[[nodiscard]] SAFETENSORS_API std::string_view verdict_name(ScanVerdict verdict) noexcept;
 
-struct ScanFinding {
+struct SAFETENSORS_API ScanFinding {
   std::string location;  // e.g. "archive/data.pkl" inside a zip, or "" for a raw pickle
   std::uint64_t offset = 0;
   std::string message;
   bool dangerous = false;
 };
 
-struct ScanGlobal {
+struct SAFETENSORS_API ScanGlobal {
   std::string location;
   std::string module;
   std::string name;
@@ -33,7 +34,7 @@ struct ScanGlobal {
   bool allowed = false;
 };
 
-struct ScanReport {
+struct SAFETENSORS_API ScanReport {
   std::filesystem::path path;
   // "pickle", "torch-zip", "torch-legacy", "npy", "npz", "zip" (no pickle or .npy inside,
   // or refused by the strict zip reader), "unknown"
@@ -45,6 +46,6 @@ struct ScanReport {
 
 /// Scans raw pickles, torch zip and legacy archives (every pickle inside), .npy and .npz.
 /// Never throws for bad content: problems become findings and the verdict says what they mean.
-ScanReport scan_file(const std::filesystem::path& path);
+[[nodiscard]] SAFETENSORS_API ScanReport scan_file(const std::filesystem::path& path);
 
 }  // namespace safetensors

@@ -9,13 +9,14 @@
 #include <vector>
 
 #include "safetensors/dtype.hpp"
+#include "safetensors/export.hpp"
 
 namespace safetensors {
 
 /// One dimension of a slice. Negative positions count from the end, as in Python; range
 /// bounds are clamped to the dimension like Python's slice.indices(); an index out of
 /// range is an error. Dimensions without an argument are taken whole.
-struct SliceArg {
+struct SAFETENSORS_API SliceArg {
   enum class Kind : std::uint8_t { index, range };
   Kind kind = Kind::range;
   std::int64_t index = 0;             // Kind::index
@@ -36,7 +37,7 @@ struct SliceArg {
 
 /// A slice resolved against a shape: per source dimension the first position, the count
 /// and the step; `shape` is the result shape (indexed dimensions dropped).
-struct SlicePlan {
+struct SAFETENSORS_API SlicePlan {
   struct Dim {
     std::uint64_t start = 0;
     std::uint64_t count = 0;
@@ -53,17 +54,19 @@ struct SlicePlan {
 /// the dimension and the values when an index is out of range, a step is not positive or
 /// there are more arguments than dimensions. For sub-byte dtypes every selected run must
 /// start and end on a byte boundary.
-SlicePlan plan_slice(std::string_view tensor_name, Dtype dtype,
-                     std::span<const std::uint64_t> shape, std::span<const SliceArg> args);
+[[nodiscard]] SAFETENSORS_API SlicePlan plan_slice(std::string_view tensor_name, Dtype dtype,
+                                                   std::span<const std::uint64_t> shape,
+                                                   std::span<const SliceArg> args);
 
 /// Copies the elements `plan` selects from `source` (the whole tensor, C order) into `out`,
 /// which must hold exactly the slice's bytes.
-void copy_slice(const SlicePlan& plan, Dtype dtype, std::span<const std::uint64_t> shape,
-                std::span<const std::byte> source, std::span<std::byte> out);
+SAFETENSORS_API void copy_slice(const SlicePlan& plan, Dtype dtype,
+                                std::span<const std::uint64_t> shape,
+                                std::span<const std::byte> source, std::span<std::byte> out);
 
 /// The result of slicing: a zero-copy view when the selection is contiguous in a mapped
 /// file, otherwise an owned contiguous copy.
-class SlicedTensor {
+class SAFETENSORS_API SlicedTensor {
  public:
   SlicedTensor(Dtype dtype, std::vector<std::uint64_t> shape, std::span<const std::byte> view)
       : dtype_(dtype), shape_(std::move(shape)), bytes_(view) {}

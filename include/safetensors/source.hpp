@@ -8,12 +8,13 @@
 #include <memory>
 #include <span>
 #include <string>
+#include "safetensors/export.hpp"
 
 namespace safetensors {
 
 /// Read-only random access to a sequence of bytes. Implementations are safe to use from
 /// many threads at once.
-class Source {
+class SAFETENSORS_API Source {
  public:
   virtual ~Source() = default;
 
@@ -42,7 +43,8 @@ class Source {
 /// Maps a file read-only (MAP_PRIVATE): zero-copy views, pages loaded on first touch.
 /// Like every function here that opens a path, refuses anything but a regular file
 /// (not_regular_file: FIFO, socket, device, directory) without blocking on it.
-std::unique_ptr<Source> open_mmap_source(const std::filesystem::path& path);
+[[nodiscard]] SAFETENSORS_API std::unique_ptr<Source> open_mmap_source(
+    const std::filesystem::path& path);
 
 /// Like `open_mmap_source`, but the pages are also writable copy-on-write (PROT_READ |
 /// PROT_WRITE, MAP_PRIVATE): a write through the mapping copies the page for this process and
@@ -50,12 +52,15 @@ std::unique_ptr<Source> open_mmap_source(const std::filesystem::path& path);
 /// commit limit, so a file larger than RAM + swap opens as any other. For bindings that hand the
 /// memory to frameworks which assume tensors are writable (torch, numpy); `mapped()` stays const
 /// for everyone else.
-std::unique_ptr<Source> open_writable_mmap_source(const std::filesystem::path& path);
+[[nodiscard]] SAFETENSORS_API std::unique_ptr<Source> open_writable_mmap_source(
+    const std::filesystem::path& path);
 
 /// Reads a file with pread(2); no mapping, so nothing is zero-copy.
-std::unique_ptr<Source> open_pread_source(const std::filesystem::path& path);
+[[nodiscard]] SAFETENSORS_API std::unique_ptr<Source> open_pread_source(
+    const std::filesystem::path& path);
 
 /// Borrows memory the caller keeps alive for the life of the source.
-std::unique_ptr<Source> make_memory_source(std::span<const std::byte> bytes, std::string name);
+[[nodiscard]] SAFETENSORS_API std::unique_ptr<Source> make_memory_source(
+    std::span<const std::byte> bytes, std::string name);
 
 }  // namespace safetensors

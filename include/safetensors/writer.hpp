@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "safetensors/dtype.hpp"
+#include "safetensors/export.hpp"
 #include "safetensors/header.hpp"
 
 namespace safetensors {
@@ -20,7 +21,7 @@ namespace safetensors {
 using Producer = std::function<void(std::uint64_t offset, std::span<std::byte> out)>;
 
 /// One tensor to write: its bytes are either borrowed memory or produced on demand.
-struct TensorData {
+struct SAFETENSORS_API TensorData {
   std::string name;
   Dtype dtype = Dtype::U8;
   std::vector<std::uint64_t> shape;
@@ -37,7 +38,7 @@ struct TensorData {
   }
 };
 
-struct WriteOptions {
+struct SAFETENSORS_API WriteOptions {
   /// Written as `__metadata__` (keys in sorted order) when present, even if empty.
   std::optional<Metadata> metadata;
   /// The header is padded with spaces so that 8 + N is a multiple of this; a power of two
@@ -52,7 +53,7 @@ struct WriteOptions {
 };
 
 /// Everything decided before a byte of data is written.
-struct WritePlan {
+struct SAFETENSORS_API WritePlan {
   /// The complete file prefix: 8-byte little-endian N, the JSON header, the padding.
   std::string header;
   /// Indices into the input tensors in the order their data is written.
@@ -70,20 +71,22 @@ struct WritePlan {
 /// is not UTF-8), nul_character (in a name or metadata), too_many_dimensions (rank above
 /// max_rank), overflow, misaligned,
 /// size_mismatch (borrowed bytes of the wrong length); each message names the tensor.
-WritePlan plan_write(std::span<const TensorData> tensors, const WriteOptions& options = {});
+[[nodiscard]] SAFETENSORS_API WritePlan plan_write(std::span<const TensorData> tensors,
+                                                   const WriteOptions& options = {});
 
 /// Writes atomically: a temporary file in the same directory is filled, flushed to disk and
 /// renamed over `path`, so `path` holds either the old file or the complete new one.
 /// Memory use does not depend on the tensors' total size.
-void write_file(const std::filesystem::path& path, std::span<const TensorData> tensors,
-                const WriteOptions& options = {});
+SAFETENSORS_API void write_file(const std::filesystem::path& path,
+                                std::span<const TensorData> tensors,
+                                const WriteOptions& options = {});
 
 /// Writes the whole file into memory.
-std::vector<std::byte> write_to_buffer(std::span<const TensorData> tensors,
-                                       const WriteOptions& options = {});
+[[nodiscard]] SAFETENSORS_API std::vector<std::byte> write_to_buffer(
+    std::span<const TensorData> tensors, const WriteOptions& options = {});
 
 /// Streams the file to `sink`, which receives consecutive chunks of the output in order.
-void write_to_sink(std::span<const TensorData> tensors, const WriteOptions& options,
-                   const std::function<void(std::span<const std::byte>)>& sink);
+SAFETENSORS_API void write_to_sink(std::span<const TensorData> tensors, const WriteOptions& options,
+                                   const std::function<void(std::span<const std::byte>)>& sink);
 
 }  // namespace safetensors

@@ -32,16 +32,17 @@ std::string read_checkpoint_index(const std::string& path);
 /// Parses and checks the shape of an index. Throws `Error(invalid_checkpoint,
 /// "<origin>: ...")` for malformed JSON, a missing or ill-typed `weight_map`, a duplicate key,
 /// or a `total_size` that is not a non-negative integer.
-CheckpointIndex parse_checkpoint_index(std::string_view json, std::string_view origin);
+[[nodiscard]] CheckpointIndex parse_checkpoint_index(std::string_view json,
+                                                     std::string_view origin);
 
 /// Why a shard name from an index may not be used as a path below the index's directory
 /// (absolute, `..`, backslash, NUL, empty); empty when it is acceptable.
-std::string shard_name_problem(std::string_view name);
+[[nodiscard]] std::string shard_name_problem(std::string_view name);
 
 /// `json.dumps(index, indent=2, sort_keys=True) + "\n"` for {"metadata": metadata +
 /// {"total_size": total_size}, "weight_map": weight_map}. Throws invalid_argument for a
 /// name that is not UTF-8 or metadata that holds `total_size`.
-std::string checkpoint_index_json(
+[[nodiscard]] std::string checkpoint_index_json(
     const std::vector<std::pair<std::string, std::string>>& weight_map, std::uint64_t total_size,
     const std::optional<Metadata>& metadata);
 

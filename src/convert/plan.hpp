@@ -46,10 +46,10 @@ struct ConvertPlan {
 
 /// Detects the format of `source` from its bytes and plans the conversion. `stem` names the
 /// one tensor of a .npy file. `source` must outlive the plan's `load`.
-ConvertPlan plan_conversion(const Source& source, const std::string& stem,
-                            const std::string& state_dict_key);
+[[nodiscard]] ConvertPlan plan_conversion(const Source& source, const std::string& stem,
+                                          const std::string& state_dict_key);
 
 /// The element size in bytes of a whole-byte dtype.
-std::uint64_t element_size(Dtype dtype) noexcept;
+[[nodiscard]] std::uint64_t element_size(Dtype dtype) noexcept;
 
 }  // namespace safetensors::detail

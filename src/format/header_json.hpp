@@ -30,6 +30,6 @@ struct JsonHeader {
 
 /// Parses UTF-8 header JSON. Throws invalid_header at the first rule-5 problem; duplicate
 /// keys are only recorded, since a rule-5 problem later in the header takes precedence.
-JsonHeader read_header_json(std::span<const std::byte> json, std::string_view origin);
+[[nodiscard]] JsonHeader read_header_json(std::span<const std::byte> json, std::string_view origin);
 
 }  // namespace safetensors::detail

@@ -9,6 +9,6 @@
 namespace safetensors::detail {
 
 /// Indices of `tensors` sorted by name (bytewise), equal names in index order.
-std::vector<std::uint32_t> order_by_name(const std::vector<TensorInfo>& tensors);
+[[nodiscard]] std::vector<std::uint32_t> order_by_name(const std::vector<TensorInfo>& tensors);
 
 }  // namespace safetensors::detail

@@ -33,10 +33,11 @@ struct RunLayout {
 };
 
 /// The layout in elements of the selection `plan` makes in a tensor of `shape`.
-RunLayout run_layout(const SlicePlan& plan, std::span<const std::uint64_t> shape);
+[[nodiscard]] RunLayout run_layout(const SlicePlan& plan, std::span<const std::uint64_t> shape);
 
 /// The layout in bytes; `plan` must come from plan_slice, which checked byte alignment.
-RunLayout byte_layout(const SlicePlan& plan, Dtype dtype, std::span<const std::uint64_t> shape);
+[[nodiscard]] RunLayout byte_layout(const SlicePlan& plan, Dtype dtype,
+                                    std::span<const std::uint64_t> shape);
 
 /// Calls f(source_offset, destination_offset, length) for every run, in C order, with
 /// destination offsets packed from 0.

@@ -23,15 +23,15 @@ struct ArrayHeader {
 };
 
 /// True when `prefix` starts with the magic "\x93NUMPY".
-bool looks_like_npy(std::span<const std::byte> prefix) noexcept;
+[[nodiscard]] bool looks_like_npy(std::span<const std::byte> prefix) noexcept;
 
 /// Parses versions 1.0, 2.0 and 3.0. `prefix` must hold at least the whole header (the
 /// first 10 or 12 bytes say how long it is); `total_size` is the size of the .npy bytes.
 /// Refuses object arrays (`|O`: the payload would be a pickle), structured and
 /// unsupported dtypes (complex128, datetime, strings) naming the descr, data shorter or
 /// longer than the shape needs, and malformed literals. Errors name `origin`.
-ArrayHeader parse_header(std::span<const std::byte> prefix, std::uint64_t total_size,
-                         std::string_view origin);
+[[nodiscard]] ArrayHeader parse_header(std::span<const std::byte> prefix, std::uint64_t total_size,
+                                       std::string_view origin);
 
 /// Converts `data` (exactly header.data_size bytes) in place-free fashion into C-order
 /// little-endian bytes in `out` (same size): byte swaps and/or transposes as the header

@@ -109,6 +109,7 @@ struct Pickle {
 /// CHECKPOINTS.md; refuses INST, OBJ, EXT*, NEWOBJ_EX, PERSID, NEXT_BUFFER,
 /// READONLY_BUFFER, DUP and unknown opcodes. Error messages name `origin`, the opcode and
 /// its byte offset.
-Pickle unpickle(std::span<const std::byte> data, const Options& options, std::string_view origin);
+[[nodiscard]] Pickle unpickle(std::span<const std::byte> data, const Options& options,
+                              std::string_view origin);
 
 }  // namespace safetensors::detail::pickle

@@ -59,6 +59,6 @@ struct ReadOptions {
 /// Throws Error: forbidden_pickle, invalid_pickle, invalid_archive, invalid_checkpoint
 /// (geometry), unsupported_checkpoint (quantized, sparse, TorchScript), each naming the
 /// source and the tensor, global or opcode involved.
-SavedModel read_checkpoint(const Source& source, const ReadOptions& options = {});
+[[nodiscard]] SavedModel read_checkpoint(const Source& source, const ReadOptions& options = {});
 
 }  // namespace safetensors::detail::torch

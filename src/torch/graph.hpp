@@ -44,7 +44,7 @@ struct Graph {
 /// Reads the persistent ids (5-tuples in zip archives, 6-tuples in the legacy format) and
 /// the state dict selected by `state_dict_key` (empty: `state_dict` when present, else the
 /// top level). Throws Error naming `origin` and the key or tensor involved.
-Graph interpret(const pickle::Pickle& pickle, bool legacy, std::string_view state_dict_key,
-                std::string_view origin);
+[[nodiscard]] Graph interpret(const pickle::Pickle& pickle, bool legacy,
+                              std::string_view state_dict_key, std::string_view origin);
 
 }  // namespace safetensors::detail::torch

@@ -25,13 +25,14 @@ struct StorageClass {
 };
 
 /// nullopt when (module, name) is not a storage class we can read.
-std::optional<StorageClass> storage_class(std::string_view module, std::string_view name);
+[[nodiscard]] std::optional<StorageClass> storage_class(std::string_view module,
+                                                        std::string_view name);
 
 /// A dtype global such as `torch.float32`; nullopt for anything else.
-std::optional<TorchDtype> torch_dtype(std::string_view module, std::string_view name);
+[[nodiscard]] std::optional<TorchDtype> torch_dtype(std::string_view module, std::string_view name);
 
 /// Why a recognised but unconvertible global (quantized, sparse, TorchScript, subclasses)
 /// is refused, e.g. "quantized tensors are not supported".
-std::string unsupported_reason(std::string_view module, std::string_view name);
+[[nodiscard]] std::string unsupported_reason(std::string_view module, std::string_view name);
 
 }  // namespace safetensors::detail::torch

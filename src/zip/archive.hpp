@@ -35,7 +35,7 @@ struct Entry {
 };
 
 /// True when `prefix` starts with a local file header signature (PK\3\4).
-bool looks_like_zip(std::span<const std::byte> prefix) noexcept;
+[[nodiscard]] bool looks_like_zip(std::span<const std::byte> prefix) noexcept;
 
 /// A validated archive. Opening checks the whole central directory and every local header
 /// (ZIP64 included) and refuses: duplicate names, names whose local and central spellings
@@ -46,8 +46,8 @@ bool looks_like_zip(std::span<const std::byte> prefix) noexcept;
 /// naming the source, the entry and the values.
 class Archive {
  public:
-  static Archive open(const Source& source, const Limits& limits = {},
-                      bool require_single_folder = false);
+  [[nodiscard]] static Archive open(const Source& source, const Limits& limits = {},
+                                    bool require_single_folder = false);
 
   /// Entries in central-directory order.
   const std::vector<Entry>& entries() const noexcept { return entries_; }

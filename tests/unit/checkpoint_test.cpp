@@ -431,7 +431,7 @@ TEST(ParseSize, Refusals) {
                                 "1e3", "0x10", "18446744073709551616", "20000000000GB", "5iB"}) {
     std::string quoted = "`";  // built in steps: g++ 12 misreports `"`" + string` (-Wrestrict)
     quoted.append(text).push_back('`');
-    expect_error([&] { parse_size(text); }, ErrorCode::invalid_argument, {quoted});
+    expect_error([&] { (void)parse_size(text); }, ErrorCode::invalid_argument, {quoted});
   }
 }
 
@@ -566,7 +566,7 @@ TEST(CheckpointIndex, RefusesDisagreement) {
     std::vector<std::string_view> parts = {index.native()};
     parts.insert(parts.end(), r.parts.begin(), r.parts.end());
     try {
-      Checkpoint::open(s.dir.path());
+      (void)Checkpoint::open(s.dir.path());
       ADD_FAILURE() << "opened";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::invalid_checkpoint) << e.what();
@@ -589,7 +589,7 @@ TEST(CheckpointIndex, RefusesTensorInTwoShards) {
   EXPECT_EQ(Checkpoint::open(dir.path()).files().size(), 1u);
   write_text(dir / "both.json",
              index_text("\"x\": \"one.safetensors\", \"y\": \"two.safetensors\""));
-  expect_error([&] { Checkpoint::open(dir / "both.json"); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir / "both.json"); }, ErrorCode::invalid_checkpoint,
                {(dir / "both.json").native(),
                 "tensor `x` is in both `one.safetensors` and `two.safetensors`"});
 }
@@ -604,10 +604,10 @@ TEST(CheckpointIndex, RefusesSymlinkLeavingTheDirectory) {
   fs::create_symlink(outside / "model.safetensors", dir / "evil.safetensors");
   fs::create_directory_symlink(outside.path(), dir / "sub" / "link");
   write_text(dir / index_file_name, index_text("\"a\": \"evil.safetensors\""));
-  expect_error([&] { Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
                {"`evil.safetensors` leaves the directory", fs::canonical(outside.path()).native()});
   write_text(dir / index_file_name, index_text("\"a\": \"sub/link/model.safetensors\""));
-  expect_error([&] { Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
                {"`sub/link/model.safetensors` leaves the directory"});
   // A link that stays inside is fine, as is a shard in a subdirectory.
   fs::copy_file(outside / "model.safetensors", dir / "sub" / "real.safetensors");
@@ -622,16 +622,16 @@ TEST(CheckpointIndex, InvalidShardKeepsItsCodeAndNamesTheIndex) {
   TwoShards s;
   const std::vector<std::byte> bytes = test::file_bytes("{}");
   test::write_file(s.dir / shard2, std::span(bytes).first(4));
-  expect_error([&] { Checkpoint::open(s.dir.path()); }, ErrorCode::header_too_small,
+  expect_error([&] { (void)Checkpoint::open(s.dir.path()); }, ErrorCode::header_too_small,
                {s.index().native(), std::string(shard2)});
 }
 
 TEST(Checkpoint, DirectoryWithoutIndex) {
   ScratchDir dir;
-  expect_error([&] { Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
                {dir.path().native(), "empty"});
   write_text(dir / "notes.txt", "x");
-  expect_error([&] { Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
                {"no *.safetensors file", "`notes.txt`"});
   Tensors tensors;
   tensors.add("a", 4);
@@ -640,15 +640,16 @@ TEST(Checkpoint, DirectoryWithoutIndex) {
   fs::rename(dir / "a" / "model.safetensors", dir / "a.safetensors");
   EXPECT_EQ(Checkpoint::open(dir.path()).files().at(0).name(), (dir / "a.safetensors").native());
   fs::rename(dir / "b" / "model.safetensors", dir / "b.safetensors");
-  expect_error([&] { Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
                {"2 *.safetensors files", "`a.safetensors`, `b.safetensors`", "no index"});
   // An index under another name (diffusers) is found when it is the only one.
   write_text(dir / "diffusion_pytorch_model.safetensors.index.json",
              index_text("\"a\": \"a.safetensors\"", "\"total_size\": 4"));
   EXPECT_EQ(Checkpoint::open(dir.path()).index_path(),
             dir / "diffusion_pytorch_model.safetensors.index.json");
-  expect_error([&] { Checkpoint::open(dir / "missing.json"); }, ErrorCode::io, {"missing.json"});
-  expect_error([&] { Checkpoint::open(dir / "missing.safetensors"); }, ErrorCode::io,
+  expect_error([&] { (void)Checkpoint::open(dir / "missing.json"); }, ErrorCode::io,
+               {"missing.json"});
+  expect_error([&] { (void)Checkpoint::open(dir / "missing.safetensors"); }, ErrorCode::io,
                {"missing.safetensors"});
 }
 

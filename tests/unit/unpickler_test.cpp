@@ -439,7 +439,7 @@ TEST(Unpickler, MemoLimit) {
   Bytes b;
   b.op('N').op('q').op(0).op('q').op(1).op('q').op(0).op('q').op(2).stop();
   try {
-    unpickle(b.span(), options, "x");
+    (void)unpickle(b.span(), options, "x");
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::invalid_pickle);
@@ -752,7 +752,7 @@ TEST(Unpickler, StackAndValueLimits) {
   Bytes many;
   many.op('K').op(1).op('K').op(2).op('K').op(3).op('K').op(4).op(0x87).stop();
   try {
-    unpickle(many.span(), values, "x");
+    (void)unpickle(many.span(), values, "x");
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::invalid_pickle);
