@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
+
 #include "safetensors/export.hpp"
 
 namespace safetensors {
@@ -44,10 +46,18 @@ enum class ErrorCode {
 class SAFETENSORS_API Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  /// A failure the operating system reported: `os_error` is its errno, kept so that callers
+  /// can tell a missing file from a refused one without parsing the message.
+  Error(ErrorCode code, const std::string& message, std::error_code os_error)
+      : std::runtime_error(message), code_(code), os_error_(os_error) {}
   ErrorCode code() const noexcept { return code_; }
+  /// The system's error behind an `io` failure (compare with `std::errc` values); empty
+  /// (false) for every error the library found itself.
+  const std::error_code& os_error() const noexcept { return os_error_; }
 
  private:
   ErrorCode code_;
+  std::error_code os_error_;
 };
 
 }  // namespace safetensors

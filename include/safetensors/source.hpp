@@ -31,6 +31,12 @@ class SAFETENSORS_API Source {
   /// A name for error messages (usually the path).
   virtual const std::string& name() const noexcept = 0;
 
+  /// A read-only descriptor of the file behind the source, owned by the source and open for
+  /// its life; -1 when the bytes are not a file's (memory). Lets bulk readers use pread(2) or
+  /// O_DIRECT on the very file that was opened, never a file found again by name. Only for
+  /// reading with pread: its flags and file offset must be left alone.
+  virtual int descriptor() const noexcept { return -1; }
+
   /// Says that [offset, offset + size) will not be read again soon. A read-only mapping
   /// drops those pages from the process (the page cache keeps them), so streaming through
   /// a large file does not grow resident memory; other sources ignore it.

@@ -2,8 +2,6 @@
 // Python allocates the load buffer (a torch or numpy array) so that the tensors returned are
 // plain views of memory the framework owns; see libsafetensors/torch.py, load_checkpoint.
 #include <pybind11/stl.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include "bindings.hpp"
+#include "io/memory.hpp"
 #include "safetensors/checkpoint.hpp"
 #include "safetensors/loader.hpp"
 #include "signals.hpp"
@@ -48,11 +47,7 @@ LoadOptions stop_on_signal(LoadOptions options) {
 void prefer_huge_pages(std::span<std::byte> bytes) {
   constexpr std::uintptr_t huge_page = std::uintptr_t{2} << 20;
   if (bytes.size() < 2 * huge_page) return;
-  const std::uintptr_t page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<std::uintptr_t>(bytes.data());
-  const std::uintptr_t first = (begin + page - 1) / page * page;
-  const std::uintptr_t last = (begin + bytes.size()) / page * page;
-  ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  detail::advise(bytes, detail::PageAdvice::huge_pages);
 }
 
 class PyCheckpoint {

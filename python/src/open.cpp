@@ -1,11 +1,9 @@
 // Reading: `_core.File`, an open safetensors file handing out tensor bytes (zero-copy on the
 // mmap backend) and slices. Framework conversion happens in Python (libsafetensors/_open.py).
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -44,9 +42,11 @@ class OwnedSource final : public Source {
 
 [[noreturn]] void raise_open_error(const std::string& path, const Error& error) {
   // As the reference, the OS error types for a file that is missing or may not be read.
-  if (error.code() == ErrorCode::io && ::access(path.c_str(), R_OK) != 0) {
-    if (errno == ENOENT) raise(PyExc_FileNotFoundError, "No such file or directory: " + path);
-    if (errno == EACCES) raise(PyExc_PermissionError, "Permission denied: " + path);
+  if (error.os_error() == std::errc::no_such_file_or_directory) {
+    raise(PyExc_FileNotFoundError, "No such file or directory: " + path);
+  }
+  if (error.os_error() == std::errc::permission_denied) {
+    raise(PyExc_PermissionError, "Permission denied: " + path);
   }
   const bool os_level =
       error.code() == ErrorCode::io || error.code() == ErrorCode::not_regular_file;

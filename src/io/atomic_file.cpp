@@ -20,10 +20,6 @@
 namespace safetensors {
 namespace {
 
-// Linux transfers at most 0x7ffff000 bytes per write(2); staying below keeps every call
-// well-defined on any platform where ssize_t is 64 bits.
-constexpr std::size_t max_write_chunk = std::size_t{1} << 30;
-
 // Dirty data is handed to the disk in pieces of this size while writing goes on, so the
 // fsync in commit() waits for the last piece rather than for the whole file.
 constexpr std::uint64_t writeback_window = std::uint64_t{16} << 20;
@@ -74,19 +70,19 @@ int lock_retrying(int fd, int operation) {
 // the writer dies however it dies; a temporary we can lock is therefore abandoned. Best
 // effort: anything unexpected leaves the file alone.
 void remove_if_abandoned(int dir_fd, const char* name) {
-  const int fd = ::openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  if (fd < 0) return;
+  const detail::FileDescriptor fd(
+      ::openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (!fd.is_open()) return;
   struct stat held {};
   struct stat now {};
   // Still the same file under that name once locked: it was not renamed into place, or
   // removed and replaced, in the meantime.
-  if (::fstat(fd, &held) == 0 && S_ISREG(held.st_mode) &&
-      lock_retrying(fd, LOCK_EX | LOCK_NB) == 0 &&
+  if (::fstat(fd.get(), &held) == 0 && S_ISREG(held.st_mode) &&
+      lock_retrying(fd.get(), LOCK_EX | LOCK_NB) == 0 &&
       ::fstatat(dir_fd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == held.st_dev &&
       now.st_ino == held.st_ino) {
     (void)::unlinkat(dir_fd, name, 0);
   }
-  ::close(fd);
 }
 
 // A writer killed before its rename (SIGKILL, power loss) leaves its temporary behind;
@@ -144,20 +140,10 @@ AtomicFile::~AtomicFile() {
 
 void AtomicFile::write(std::span<const std::byte> bytes) {
   if (fd_ < 0) throw_io(target_, "write after commit", EBADF);
-  while (!bytes.empty()) {
-    const std::size_t want = std::min(bytes.size(), max_write_chunk);
-    const ssize_t done = ::write(fd_, bytes.data(), want);
-    if (done < 0) {
-      if (errno == EINTR) continue;
-      throw_io(target_, concat({"write to ", temp_.native(), " failed"}), errno);
-    }
-    // A zero-byte write of a non-empty buffer would loop forever; no regular file does it
-    // unless the device is full.
-    if (done == 0)
-      throw_io(target_, concat({"write to ", temp_.native(), " made no progress"}), ENOSPC);
-    bytes = bytes.subspan(static_cast<std::size_t>(done));
-    written_ += static_cast<std::uint64_t>(done);
+  if (const int err = detail::write_full(fd_, bytes); err != 0) {
+    throw_io(target_, concat({"write to ", temp_.native(), " failed"}), err);
   }
+  written_ += bytes.size();
   start_writeback();
 }
 
@@ -180,20 +166,20 @@ void AtomicFile::commit() {
     throw_io(target_, concat({"rename from ", temp_.native(), " failed"}), errno);
   }
   committed_ = true;
-  const int fd = fd_;
+  detail::FileDescriptor written(fd_);
   fd_ = -1;
   // After a successful fsync a failing close loses nothing; report it all the same.
-  if (::close(fd) != 0)
-    throw_io(target_, concat({"close of ", target_.native(), " failed"}), errno);
+  if (const int err = written.close(); err != 0) {
+    throw_io(target_, concat({"close of ", target_.native(), " failed"}), err);
+  }
   // Without flushing the directory the rename itself may be lost on a crash, leaving the
   // old file (or none) although commit returned.
   const std::filesystem::path dir = directory_of(target_);
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0) throw_io(target_, concat({"cannot open directory ", dir.native()}), errno);
-  const int synced = ::fsync(dir_fd);
-  const int err = errno;
-  ::close(dir_fd);
-  if (synced != 0) throw_io(target_, concat({"fsync of directory ", dir.native(), " failed"}), err);
+  const detail::FileDescriptor dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_fd.is_open()) throw_io(target_, concat({"cannot open directory ", dir.native()}), errno);
+  if (::fsync(dir_fd.get()) != 0) {
+    throw_io(target_, concat({"fsync of directory ", dir.native(), " failed"}), errno);
+  }
 }
 
 }  // namespace safetensors

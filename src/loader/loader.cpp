@@ -1,9 +1,6 @@
 // Loading checkpoints into one buffer: selection, layout, splitting into parallel work.
 #include "safetensors/loader.hpp"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <new>
@@ -11,6 +8,7 @@
 #include <thread>
 
 #include "error/messages.hpp"
+#include "io/memory.hpp"
 #include "loader/run.hpp"
 #include "safetensors/cast.hpp"
 #include "safetensors/error.hpp"
@@ -93,27 +91,11 @@ const CheckpointTensor& source_of(const Checkpoint& checkpoint, const LoadedTens
   return *found;
 }
 
-// Memory for load(): large buffers are mapped at a 2 MiB boundary and marked for transparent
-// huge pages. Filling fresh memory is otherwise dominated by one page fault per 4 KiB; on the
-// development machine a 475 MiB load went from 1.8 to about 10 GB/s (2 threads). The mapping is the
-// buffer rounded up to a page; the alignment slack is unmapped at once.
+// Memory for load(): large buffers come from allocate_huge_page_aligned, as filling fresh
+// memory is otherwise dominated by one page fault per 4 KiB; on the development machine a
+// 475 MiB load went from 1.8 to about 10 GB/s (2 threads).
 std::shared_ptr<std::byte[]> allocate(std::uint64_t size) {
-  constexpr std::size_t huge_page = std::size_t{2} << 20;
-  if (size >= huge_page && size <= SIZE_MAX - 2 * huge_page) {
-    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-    const std::size_t length = (static_cast<std::size_t>(size) + page - 1) / page * page;
-    void* raw = ::mmap(nullptr, length + huge_page, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw != MAP_FAILED) {
-      auto* base = static_cast<std::byte*>(raw);
-      const std::uintptr_t address = reinterpret_cast<std::uintptr_t>(base);
-      const std::size_t head = (huge_page - address % huge_page) % huge_page;
-      if (head != 0) ::munmap(base, head);
-      if (huge_page - head != 0) ::munmap(base + head + length, huge_page - head);
-      ::madvise(base + head, length, MADV_HUGEPAGE);
-      return {base + head, [length](std::byte* p) { ::munmap(p, length); }};
-    }
-  }
+  if (std::shared_ptr<std::byte[]> pages = detail::allocate_huge_page_aligned(size)) return pages;
   constexpr std::align_val_t alignment{tensor_alignment};
   auto* raw = static_cast<std::byte*>(::operator new[](size, alignment));
   return {raw, [](std::byte* p) { ::operator delete[](p, std::align_val_t{tensor_alignment}); }};
@@ -159,8 +141,9 @@ detail::LoadJob make_job(const Checkpoint& checkpoint, const LoadPlan& plan,
     const std::size_t file = file_index(s);
     if (shard_of_file[file] != SIZE_MAX) continue;
     shard_of_file[file] = job.shards.size();
-    job.shards.push_back(std::make_unique<detail::ShardIo>(
-        *s.source->file, job.method == LoadMethod::direct, job.method == LoadMethod::mmap));
+    job.shards.push_back(std::make_unique<detail::BulkReader>(s.source->file->source(),
+                                                              job.method == LoadMethod::direct,
+                                                              job.method == LoadMethod::mmap));
   }
   std::sort(selected.begin(), selected.end(), [&](const Selected& a, const Selected& b) {
     const std::size_t fa = shard_of_file[file_index(a)];

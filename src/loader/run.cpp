@@ -99,7 +99,7 @@ class Worker {
  private:
   void run_piece(const LoadPiece& piece) {
     if (piece.length == 0) return;
-    const ShardIo& shard = *job_.shards[piece.shard];
+    const BulkReader& shard = *job_.shards[piece.shard];
     const bool converts = piece.from != piece.to;
     if (job_.method == LoadMethod::mmap && shard.mapping()) {
       shard.prefetch(piece.offset, piece.length);

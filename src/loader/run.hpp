@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "loader/shard_io.hpp"
+#include "io/bulk_reader.hpp"
 #include "safetensors/dtype.hpp"
 #include "safetensors/loader.hpp"
 
@@ -26,7 +26,7 @@ struct LoadPiece {
 };
 
 struct LoadJob {
-  std::vector<std::unique_ptr<ShardIo>> shards;
+  std::vector<std::unique_ptr<BulkReader>> shards;
   /// In file order; consecutive pieces [item_begin[i], item_begin[i + 1]) form one work item.
   std::vector<LoadPiece> pieces;
   std::vector<std::size_t> item_begin;

@@ -43,6 +43,14 @@ std::vector<std::byte> as_bytes(const std::vector<T>& values) {
   return {bytes.begin(), bytes.end()};
 }
 
+/// `n` bytes counting up from `start`, wrapping at 251 (a prime, so that no power-of-two
+/// block or page repeats another and a read from the wrong offset shows).
+inline std::vector<std::byte> counting_bytes(std::size_t n, unsigned start = 0) {
+  std::vector<std::byte> out(n);
+  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::byte>((i + start) % 251);
+  return out;
+}
+
 /// The scratch directory: $SAFETENSORS_TEST_TMP (set by ctest) or the system temp dir.
 inline std::filesystem::path scratch_dir() {
   const char* env = std::getenv("SAFETENSORS_TEST_TMP");

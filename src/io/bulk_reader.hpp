@@ -1,6 +1,7 @@
-// The loader's own access to one shard: a buffered descriptor for pread, an O_DIRECT
-// descriptor, and a mapping, each opened only for the method that needs it. Files that were
-// not opened by path (memory sources) fall back to their Source.
+// Reading large ranges of one Source as the loader asks: pread(2) straight into the caller's
+// memory, O_DIRECT through an aligned bounce buffer, or a mapping of its own read with
+// read-ahead. All of it goes through the descriptor the Source already holds; a source
+// without one (memory) is read through the Source itself.
 #pragma once
 
 #include <atomic>
@@ -9,7 +10,9 @@
 #include <span>
 #include <string>
 
-#include "safetensors/file.hpp"
+#include "io/memory.hpp"
+#include "io/posix.hpp"
+#include "safetensors/source.hpp"
 
 namespace safetensors::detail {
 
@@ -17,24 +20,22 @@ namespace safetensors::detail {
 /// size; 4096 covers every common device.
 inline constexpr std::size_t direct_alignment = 4096;
 
-class ShardIo {
+class BulkReader {
  public:
-  /// Opens a buffered descriptor always, an O_DIRECT one when `direct`, a mapping when `map`.
-  ShardIo(const File& file, bool direct, bool map);
-  ShardIo(const ShardIo&) = delete;
-  ShardIo& operator=(const ShardIo&) = delete;
-  ~ShardIo();
+  /// Opens an O_DIRECT descriptor when `direct`, a mapping when `map`; `source` must outlive
+  /// this.
+  BulkReader(const Source& source, bool direct, bool map);
 
-  const std::string& name() const noexcept { return file_->name(); }
+  const std::string& name() const noexcept { return source_->name(); }
 
-  /// The whole file as memory when a mapping was asked for and could be made; else nullptr.
+  /// The whole source as memory when a mapping was asked for and could be made; else nullptr.
   const std::byte* mapping() const noexcept { return mapping_; }
 
   /// Starts reading [offset, offset + length) of the mapping into the page cache, so that a
   /// cold copy from it waits for one large request instead of many small page faults.
   void prefetch(std::uint64_t offset, std::uint64_t length) const noexcept;
 
-  /// Fills `out` from file offset `offset` with buffered reads.
+  /// Fills `out` from offset `offset` with buffered reads.
   void read(std::uint64_t offset, std::span<std::byte> out) const;
 
   /// Reads [offset, offset + length) with O_DIRECT into `bounce` (aligned to
@@ -44,14 +45,11 @@ class ShardIo {
                                          std::span<std::byte> bounce) const;
 
  private:
-  void map_file();
-
-  const File* file_;
-  int fd_ = -1;
-  int direct_fd_ = -1;
+  const Source* source_;
+  FileDescriptor direct_fd_;
   mutable std::atomic<bool> direct_refused_{false};
+  Mapping own_mapping_;
   const std::byte* mapping_ = nullptr;
-  std::size_t own_mapping_size_ = 0;  // nonzero when mapping_ is ours to unmap
 };
 
 }  // namespace safetensors::detail

@@ -1,0 +1,60 @@
+// Memory the operating system hands out: mappings of files, large anonymous buffers, and
+// advice about pages. Only src/io/ and the bindings' buffer hints use this; format code sees
+// `Source::mapped()`.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace safetensors::detail {
+
+enum class MapKind {
+  read_only,      // PROT_READ, MAP_PRIVATE: what a Source hands out for zero-copy views
+  copy_on_write,  // PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE: writes stay private
+  shared_read,    // PROT_READ, MAP_SHARED: a reader's own mapping, whose advice is its own
+};
+
+/// Owns one mapping of a file: unmapped when this goes, handed on by moving.
+class Mapping {
+ public:
+  Mapping() noexcept = default;
+  Mapping(Mapping&& other) noexcept : bytes_(other.bytes_) { other.bytes_ = {}; }
+  Mapping& operator=(Mapping&& other) noexcept;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping();
+
+  std::span<const std::byte> bytes() const noexcept { return bytes_; }
+
+ private:
+  friend Mapping map_file(int fd, std::uint64_t size, MapKind kind, const std::string& name);
+  explicit Mapping(std::span<const std::byte> bytes) noexcept : bytes_(bytes) {}
+  std::span<const std::byte> bytes_;
+};
+
+/// Maps the first `size` bytes of `fd`; an empty file maps to an empty span (mmap refuses a
+/// zero length). Throws io naming `name` when the system refuses.
+Mapping map_file(int fd, std::uint64_t size, MapKind kind, const std::string& name);
+
+enum class PageAdvice {
+  sequential,  // read ahead in larger steps on faults, and drop pages behind
+  will_need,   // start reading into the page cache now
+  dont_need,   // drop from this process (the page cache keeps file pages)
+  huge_pages,  // back with transparent huge pages where possible
+};
+
+/// Gives `advice` for the pages of `range`; only a hint, so failures are ignored. Advice that
+/// takes pages away (dont_need) or changes their size (huge_pages) covers only the whole pages
+/// inside the range, as a neighbour's bytes may share the pages at its edges; the others start
+/// at the page holding the first byte.
+void advise(std::span<const std::byte> range, PageAdvice advice) noexcept;
+
+/// Zeroed memory of at least `size` bytes starting at a 2 MiB boundary and marked for
+/// transparent huge pages: filling fresh memory is otherwise dominated by one page fault per
+/// 4 KiB. Null when `size` is under 2 MiB or the system refuses; callers then allocate as usual.
+std::shared_ptr<std::byte[]> allocate_huge_page_aligned(std::uint64_t size);
+
+}  // namespace safetensors::detail

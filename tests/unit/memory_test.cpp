@@ -1,0 +1,106 @@
+// The OS layer's memory helpers: file mappings, page advice and huge-page-aligned buffers.
+#include "io/memory.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "expect_error.hpp"
+#include "io/posix.hpp"
+#include "test_files.hpp"
+
+namespace safetensors::detail {
+namespace {
+
+using test::ScratchFile;
+
+TEST(MapFile, EveryKindShowsTheFile) {
+  const std::vector<std::byte> bytes = test::counting_bytes(10000);
+  ScratchFile file("map", bytes);
+  const FileDescriptor fd = open_regular_file(file.path().string());
+  for (MapKind kind : {MapKind::read_only, MapKind::copy_on_write, MapKind::shared_read}) {
+    const Mapping mapping = map_file(fd.get(), bytes.size(), kind, "f");
+    ASSERT_EQ(mapping.bytes().size(), bytes.size());
+    EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), mapping.bytes().begin()));
+  }
+}
+
+TEST(MapFile, CopyOnWriteNeverReachesTheFile) {
+  const std::vector<std::byte> bytes = test::counting_bytes(100);
+  ScratchFile file("map-cow", bytes);
+  const FileDescriptor fd = open_regular_file(file.path().string());
+  const Mapping mapping = map_file(fd.get(), bytes.size(), MapKind::copy_on_write, "f");
+  const_cast<std::byte*>(mapping.bytes().data())[0] = std::byte{0xff};
+  EXPECT_EQ(read_regular_file(file.path().string(), 1000)[0], '\0');
+}
+
+TEST(MapFile, EmptyFileIsAnEmptySpanAndBadDescriptorsThrow) {
+  EXPECT_TRUE(map_file(-1, 0, MapKind::read_only, "empty").bytes().empty());
+  try {
+    (void)map_file(-1, 4096, MapKind::read_only, "bad");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::io);
+    EXPECT_EQ(e.os_error(), std::errc::bad_file_descriptor);
+    EXPECT_NE(std::string(e.what()).find("bad: cannot map"), std::string::npos);
+  }
+}
+
+TEST(Mapping, MovingHandsOverTheOneUnmap) {
+  const std::vector<std::byte> bytes = test::counting_bytes(5000);
+  ScratchFile file("map-move", bytes);
+  const FileDescriptor fd = open_regular_file(file.path().string());
+  Mapping first = map_file(fd.get(), bytes.size(), MapKind::read_only, "f");
+  const std::byte* where = first.bytes().data();
+  Mapping second = std::move(first);
+  EXPECT_TRUE(first.bytes().empty());  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(second.bytes().data(), where);
+  second = map_file(fd.get(), 100, MapKind::read_only, "f");  // the old one is unmapped
+  EXPECT_EQ(second.bytes().size(), 100u);
+  EXPECT_EQ(second.bytes()[99], bytes[99]);
+}
+
+TEST(Advise, DontNeedKeepsTheBytesOfAFileMapping) {
+  const std::vector<std::byte> bytes = test::counting_bytes(3 * 4096 + 100);
+  ScratchFile file("advise", bytes);
+  const FileDescriptor fd = open_regular_file(file.path().string());
+  const Mapping mapping = map_file(fd.get(), bytes.size(), MapKind::read_only, "f");
+  for (PageAdvice advice : {PageAdvice::sequential, PageAdvice::will_need, PageAdvice::dont_need,
+                            PageAdvice::huge_pages}) {
+    advise(mapping.bytes().subspan(10, 9000), advice);
+    advise({}, advice);  // nothing to advise
+  }
+  EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), mapping.bytes().begin()));
+}
+
+TEST(Advise, DontNeedSparesThePagesAtTheEdges) {
+  // Anonymous private memory is zeroed by MADV_DONTNEED: a visible witness of which pages
+  // the advice reached.
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::shared_ptr<std::byte[]> buffer = allocate_huge_page_aligned(8 << 20);
+  ASSERT_TRUE(buffer);
+  std::memset(buffer.get(), 0x5a, 4 * page);
+  advise({buffer.get() + 100, 3 * page}, PageAdvice::dont_need);
+  EXPECT_EQ(buffer[100], std::byte{0x5a});            // first page shared with the edge
+  EXPECT_EQ(buffer[page], std::byte{0});              // whole pages inside: dropped
+  EXPECT_EQ(buffer[3 * page + 50], std::byte{0x5a});  // last, partial page kept
+}
+
+TEST(AllocateHugePageAligned, AlignedWritableOrNullWhenSmall) {
+  EXPECT_FALSE(allocate_huge_page_aligned(4096));
+  EXPECT_FALSE(allocate_huge_page_aligned(UINT64_MAX));
+  const std::uint64_t size = (std::uint64_t{5} << 20) + 123;
+  const std::shared_ptr<std::byte[]> buffer = allocate_huge_page_aligned(size);
+  ASSERT_TRUE(buffer);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(buffer.get()) % (2 << 20), 0u);
+  buffer[0] = std::byte{1};
+  buffer[size - 1] = std::byte{2};
+  EXPECT_EQ(buffer[size - 1], std::byte{2});
+}
+
+}  // namespace
+}  // namespace safetensors::detail
