@@ -78,8 +78,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto byte = static_cast<unsigned char>(c);
     require(byte >= 0x20 && byte != 0x7F, "escaped text holds no control character");
   }
+  // Leading continuation bytes (not UTF-8) leave nothing to keep: the cut falls to 0.
   const std::size_t cut = utf8_cut_point(text, size / 2);
-  require(cut <= size / 2 && (cut == size || !is_utf8_continuation(text[cut])),
+  require(cut <= size / 2 && (cut == 0 || cut == size || !is_utf8_continuation(text[cut])),
           "the cut point starts a character");
   return 0;
 }
