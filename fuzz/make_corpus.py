@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the header, slice, index and round-trip fuzzers: small valid
-and invalid safetensors files, slice requests, index files and writer inputs.
+"""Writes the seed corpora of the header, slice, index, round-trip and UTF-8 fuzzers: small
+valid and invalid safetensors files, slice requests, index files, writer inputs and text.
 
 Run from anywhere: python3 fuzz/make_corpus.py. The output is committed; rerun after editing.
 """
@@ -198,10 +198,23 @@ ROUNDTRIP_SEEDS = {
     "no_tensors": roundtrip_seed([], None, 2),
 }
 
+# ---- fuzz_utf8: text with each sequence length, each kind of ill-formed sequence and each
+# character the JSON string writer escapes.
+UTF8_SEEDS = {
+    "ascii": b"model.layers.0.self_attn.q_proj.weight",
+    "every_length": "a\u00e9\u20ac\U0001F600\U0010FFFF".encode(),
+    "escapes": b"\"\\\b\t\n\f\r\x00\x01\x1f\x7f",
+    "overlong": b"\xc0\x80 \xe0\x80\x80 \xf0\x80\x80\x80",
+    "surrogate": b"\xed\xa0\x80\xed\xbf\xbf",
+    "above_max": b"\xf4\x90\x80\x80\xf5\x80",
+    "truncated": b"ok\xe2\x82",
+    "stray_continuation": b"\x80\xbf\xc3",
+}
+
 
 def main():
     for corpus, seeds in (("header", SEEDS), ("slice", SLICE_SEEDS), ("index", INDEX_SEEDS),
-                          ("roundtrip", ROUNDTRIP_SEEDS)):
+                          ("roundtrip", ROUNDTRIP_SEEDS), ("utf8", UTF8_SEEDS)):
         out = CORPUS / corpus
         out.mkdir(parents=True, exist_ok=True)
         for name, data in seeds.items():

@@ -51,3 +51,4 @@ run convert -max_len=65536
 run slice -max_len=4096
 run index -max_len=65536
 run roundtrip -max_len=4096
+run utf8 -max_len=4096

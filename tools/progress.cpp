@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "cli_common.hpp"
+#include "encoding/utf8.hpp"
 
 namespace safetensors::cli {
 namespace {
@@ -64,9 +65,7 @@ void Progress::draw() {
                                  percent, amount(done, unit_), amount(total_, unit_));
   if (line.size() > width_) {
     // Cut before a character, not inside a UTF-8 sequence of a file name.
-    std::size_t end = width_;
-    while (end > 0 && (static_cast<unsigned char>(line[end]) & 0xC0) == 0x80) --end;
-    line.resize(end);
+    line.resize(detail::utf8_cut_point(line, width_));
   }
   // Spaces cover what a longer previous line left.
   const std::size_t pad = drawn_width_ > line.size() ? drawn_width_ - line.size() : 0;

@@ -41,10 +41,6 @@ struct Parts {
   detail::fail(ErrorCode::invalid_checkpoint, origin.native(), message);
 }
 
-bool ends_with(std::string_view text, std::string_view suffix) {
-  return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
-}
-
 std::vector<ShardTensor> sorted_tensors(const std::vector<File>& files) {
   std::vector<ShardTensor> out;
   for (std::size_t f = 0; f < files.size(); ++f) {
@@ -210,9 +206,9 @@ Parts open_directory(const fs::path& dir, Backend backend) {
     std::error_code type_ec;
     if (!it->is_regular_file(type_ec)) {
       others.push_back(name);
-    } else if (ends_with(name, safetensors_suffix) && name.front() != '.') {
+    } else if (name.ends_with(safetensors_suffix) && name.front() != '.') {
       files.push_back(name);
-    } else if (ends_with(name, index_suffix)) {
+    } else if (name.ends_with(index_suffix)) {
       indexes.push_back(name);  // e.g. diffusers' diffusion_pytorch_model.safetensors.index.json
     } else {
       others.push_back(name);

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <map>
 
+#include "encoding/escape.hpp"
+#include "encoding/utf8.hpp"
 #include "error/messages.hpp"
 #include "io/posix.hpp"
 #include "safetensors/error.hpp"
@@ -112,86 +114,14 @@ void read_weight_map(dom::element value, std::string_view origin, CheckpointInde
   }
 }
 
-// Decodes one UTF-8 sequence at text[i]; returns its length, or 0 when it is not valid.
-std::size_t decode_utf8(std::string_view text, std::size_t i, char32_t& code) {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char lead = byte(i);
-  std::size_t length = 0;
-  char32_t min = 0;
-  if (lead < 0x80) {
-    code = lead;
-    return 1;
-  } else if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2, code = lead & 0x1F, min = 0x80;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3, code = lead & 0x0F, min = 0x800;
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4, code = lead & 0x07, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (i + length > text.size()) return 0;
-  for (std::size_t k = 1; k < length; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return 0;
-    code = (code << 6) | (byte(i + k) & 0x3F);
-  }
-  if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
-  return length;
-}
-
-// Python's json.dumps with ensure_ascii (its default): printable ASCII as is, everything
-// else escaped, characters beyond the BMP as surrogate pairs.
+// Python's json.dumps with ensure_ascii (its default), which transformers writes indexes
+// with. Text that is not UTF-8 has no such form: Python could not have held it.
 void append_python_json_string(std::string& out, std::string_view text) {
-  const auto hex4 = [&](unsigned value) {
-    char buffer[8];
-    std::snprintf(buffer, sizeof buffer, "\\u%04x", value);
-    out += buffer;
-  };
-  out += '"';
-  for (std::size_t i = 0; i < text.size();) {
-    char32_t code = 0;
-    const std::size_t length = decode_utf8(text, i, code);
-    if (length == 0) {
-      throw Error(ErrorCode::invalid_argument,
-                  "index entry " + quote(text) + " is not valid UTF-8 and cannot be written");
-    }
-    i += length;
-    switch (code) {
-      case '"':
-        out += "\\\"";
-        continue;
-      case '\\':
-        out += "\\\\";
-        continue;
-      case '\b':
-        out += "\\b";
-        continue;
-      case '\f':
-        out += "\\f";
-        continue;
-      case '\n':
-        out += "\\n";
-        continue;
-      case '\r':
-        out += "\\r";
-        continue;
-      case '\t':
-        out += "\\t";
-        continue;
-      default:
-        break;
-    }
-    if (code >= 0x20 && code < 0x7F) {
-      out += static_cast<char>(code);
-    } else if (code < 0x10000) {
-      hex4(static_cast<unsigned>(code));
-    } else {
-      const unsigned rest = static_cast<unsigned>(code - 0x10000);
-      hex4(0xD800 | (rest >> 10));
-      hex4(0xDC00 | (rest & 0x3FF));
-    }
+  if (!is_utf8(text)) {
+    throw Error(ErrorCode::invalid_argument,
+                "index entry " + quote(text) + " is not valid UTF-8 and cannot be written");
   }
-  out += '"';
+  append_json_string(out, text, JsonText::ascii);
 }
 
 // One level of json.dumps(indent=2) output: `{`, members one per line, `}`.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <optional>
 #include <tuple>
 
 #include "error/messages.hpp"
@@ -117,11 +118,8 @@ ConvertPlan plan_torch(const Source& source, const std::string& state_dict_key) 
 
 // The bytes of a .npy header: 10 (v1) or 12 (v2, v3) bytes plus the length they give.
 std::uint64_t npy_header_span(std::span<const std::byte> first12) {
-  if (first12.size() < 10) return first12.size();
-  const auto u8 = [&](std::size_t i) { return std::to_integer<std::uint64_t>(first12[i]); };
-  if (u8(6) == 1) return 10 + (u8(8) | u8(9) << 8);
-  if (first12.size() < 12) return first12.size();
-  return 12 + (u8(8) | u8(9) << 8 | u8(10) << 16 | u8(11) << 24);
+  const std::optional<npy::HeaderExtent> extent = npy::header_extent(first12);
+  return extent ? extent->text_start + extent->text_length : first12.size();
 }
 
 // C-order little-endian bytes of the array in `npy` (a whole .npy file's bytes).

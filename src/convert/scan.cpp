@@ -42,10 +42,6 @@ bool contains(Bytes bytes, std::string_view needle) {
   return std::string_view(begin, bytes.size()).find(needle) != std::string_view::npos;
 }
 
-bool ends_with(std::string_view text, std::string_view suffix) {
-  return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
-}
-
 // A plausible first opcode: PROTO with a known protocol, or a protocol 0-1 opcode.
 bool looks_like_pickle(Bytes bytes) {
   if (bytes.empty()) return false;
@@ -200,16 +196,12 @@ class Scanner {
       read_something_ = true;  // a plain numeric array: no pickle, nothing runs
       return;
     } catch (const Error& e) {
-      const std::uint64_t header_start =
-          bytes.size() >= 7 && static_cast<std::uint8_t>(bytes[6]) == 1 ? 10 : 12;
-      if (bytes.size() < header_start) {
+      const std::optional<npy::HeaderExtent> extent = npy::header_extent(bytes);
+      if (!extent) {
         unreadable(location, 0, e.what());
         return;
       }
-      std::uint64_t header_length = 0;
-      for (std::uint64_t i = 8; i < header_start; ++i) {
-        header_length |= std::uint64_t{static_cast<std::uint8_t>(bytes[i])} << (8 * (i - 8));
-      }
+      const auto [header_start, header_length] = *extent;
       if (header_length > bytes.size() - header_start) {
         unreadable(location, 0, e.what());
         return;
@@ -239,8 +231,8 @@ class Scanner {
     }
     bool pickles = false, arrays = false;
     for (const zip::Entry& entry : archive->entries()) {
-      pickles = pickles || ends_with(entry.name, ".pkl");
-      arrays = arrays || ends_with(entry.name, ".npy");
+      pickles = pickles || entry.name.ends_with(".pkl");
+      arrays = arrays || entry.name.ends_with(".npy");
     }
     report_.format = pickles ? "torch-zip" : arrays ? "npz" : "zip";
     if (!pickles && !arrays) {
@@ -248,9 +240,9 @@ class Scanner {
       return;
     }
     for (const zip::Entry& entry : archive->entries()) {
-      const bool is_pickle = ends_with(entry.name, ".pkl");
-      if (!is_pickle && !ends_with(entry.name, ".npy")) continue;
-      if (ends_with(entry.name, "/constants.pkl") || entry.name == "constants.pkl") {
+      const bool is_pickle = entry.name.ends_with(".pkl");
+      if (!is_pickle && !entry.name.ends_with(".npy")) continue;
+      if (entry.name.ends_with("/constants.pkl") || entry.name == "constants.pkl") {
         finding(entry.name, 0, "TorchScript archive (torch.jit.load compiles its code/ entries)",
                 false);
       }

@@ -1,5 +1,8 @@
 #include "error/messages.hpp"
 
+#include "encoding/escape.hpp"
+#include "encoding/utf8.hpp"
+
 namespace safetensors::detail {
 namespace {
 
@@ -7,30 +10,12 @@ namespace {
 constexpr std::size_t max_shown_bytes = 200;
 constexpr std::size_t max_shown_values = 16;
 
-bool is_utf8_continuation(char c) {
-  return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
-}
-
 }  // namespace
 
 std::string quote(std::string_view name) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::size_t shown = name.size();
-  if (shown > max_shown_bytes) {
-    shown = max_shown_bytes;
-    while (shown > 0 && is_utf8_continuation(name[shown])) --shown;
-  }
+  const std::size_t shown = utf8_cut_point(name, max_shown_bytes);
   std::string out = "`";
-  for (char c : name.substr(0, shown)) {
-    auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7F) {
-      out += "\\x";
-      out += hex[byte >> 4];
-      out += hex[byte & 0xF];
-    } else {
-      out += c;
-    }
-  }
+  append_escaped_controls(out, name.substr(0, shown));
   if (shown < name.size()) out += "...(" + std::to_string(name.size()) + " bytes)";
   out += '`';
   return out;

@@ -7,6 +7,7 @@
 #include <tuple>
 #include <utility>
 
+#include "encoding/little_endian.hpp"
 #include "error/messages.hpp"
 #include "format/header_json.hpp"
 #include "format/header_names.hpp"
@@ -162,8 +163,7 @@ std::uint64_t parse_header_length(std::span<const std::byte> prefix, std::uint64
     fail(ErrorCode::invalid_argument, origin,
          "parse_header_length needs the first 8 bytes, got " + std::to_string(prefix.size()));
   }
-  std::uint64_t length = 0;
-  for (int i = 7; i >= 0; --i) length = (length << 8) | std::to_integer<std::uint64_t>(prefix[i]);
+  const auto length = detail::load_le<std::uint64_t>(prefix);
   if (length > max_header_size) {
     fail(ErrorCode::header_too_large, origin,
          "header length " + std::to_string(length) + " exceeds the limit of " +

@@ -7,10 +7,13 @@
 #include <limits>
 #include <string>
 
+#include "encoding/little_endian.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors {
 namespace {
+
+using detail::load_le_bytes;
 
 // A sign-magnitude binary float narrower than `float`. Every such format decodes to an exact
 // float: its exponent range and mantissa width both fit inside float's.
@@ -49,14 +52,6 @@ float decode_ieee(MiniFloat format, std::uint32_t bits) {
   return negative ? -infinity : infinity;
 }
 
-std::uint64_t load_le(std::span<const std::byte> data, std::uint64_t offset, unsigned bytes) {
-  std::uint64_t value = 0;
-  for (unsigned i = 0; i < bytes; ++i) {
-    value |= std::to_integer<std::uint64_t>(data[offset + i]) << (8 * i);
-  }
-  return value;
-}
-
 // Raw bits of element `index`. Sub-byte elements form one little-endian bit stream, so a
 // 6-bit element may straddle two bytes.
 std::uint64_t element_bits(Dtype dtype, std::span<const std::byte> data, std::uint64_t index) {
@@ -68,10 +63,10 @@ std::uint64_t element_bits(Dtype dtype, std::span<const std::byte> data, std::ui
                 "element " + std::to_string(index) + " of a " + std::string(dtype_name(dtype)) +
                     " tensor is outside its " + std::to_string(data.size()) + " bytes");
   }
-  if (bits % 8 == 0) return load_le(data, first_bit / 8, bits / 8);
+  if (bits % 8 == 0) return load_le_bytes(data.subspan(first_bit / 8, bits / 8));
   const std::uint64_t first_byte = first_bit / 8;
   const unsigned span_bytes = static_cast<unsigned>((end_bit + 7) / 8 - first_byte);
-  const std::uint64_t window = load_le(data, first_byte, span_bytes);
+  const std::uint64_t window = load_le_bytes(data.subspan(first_byte, span_bytes));
   return (window >> (first_bit % 8)) & ((std::uint64_t{1} << bits) - 1);
 }
 

@@ -1,17 +1,22 @@
 #include "safetensors/writer.hpp"
 
-#include <simdjson.h>
-
 #include <algorithm>
 #include <string>
 #include <string_view>
 
+#include "encoding/escape.hpp"
+#include "encoding/little_endian.hpp"
+#include "encoding/utf8.hpp"
 #include "error/messages.hpp"
 #include "safetensors/atomic_file.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors {
 namespace {
+
+using detail::append_json_string;
+using detail::is_utf8;
+using detail::JsonText;
 
 using Sink = std::function<void(std::span<const std::byte>)>;
 
@@ -25,50 +30,10 @@ constexpr std::uint64_t interruption_chunk = std::uint64_t{64} << 20;
 
 constexpr std::string_view metadata_key = "__metadata__";
 
-// FORMAT.md "Writing": the reference's escaping; every other byte, UTF-8 included, is raw.
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += "\\u00";
-          out += hex[static_cast<unsigned char>(c) >> 4];
-          out += hex[static_cast<unsigned char>(c) & 0xf];
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
-
 // Names are shown JSON-escaped, so control characters stay visible in messages.
 [[noreturn]] void throw_tensor_error(ErrorCode code, const TensorData& t, std::string_view what) {
   std::string message = "tensor ";
-  append_json_string(message, t.name);
+  append_json_string(message, t.name, JsonText::reference);
   message += " (";
   message += dtype_name(t.dtype);
   message += " shape [";
@@ -90,12 +55,6 @@ void check_alignment(std::uint64_t alignment) {
   }
 }
 
-// The reader refuses a header that is not UTF-8 (FORMAT.md rule 4): a name or metadata
-// string that is not would make a file nothing can open, so it is refused before writing.
-bool is_utf8(std::string_view text) {
-  return simdjson::validate_utf8(text.data(), text.size());
-}
-
 std::uint64_t checked_byte_size(const TensorData& t) {
   if (t.name == metadata_key) {
     throw_tensor_error(ErrorCode::invalid_argument, t, "the name is reserved for the metadata");
@@ -107,6 +66,7 @@ std::uint64_t checked_byte_size(const TensorData& t) {
     throw_tensor_error(ErrorCode::too_many_dimensions, t,
                        "more than " + std::to_string(max_rank) + " dimensions");
   }
+  // Readers refuse a header that is not UTF-8 (FORMAT.md rule 4): no file nothing opens.
   if (!is_utf8(t.name)) {
     throw_tensor_error(ErrorCode::invalid_argument, t, "the name is not valid UTF-8");
   }
@@ -141,7 +101,7 @@ void check_metadata(const Metadata* metadata) {
       const bool has_nul = text->find('\0') != std::string::npos;
       if (!has_nul && is_utf8(*text)) continue;
       std::string message = "__metadata__ key ";
-      append_json_string(message, key);
+      append_json_string(message, key, JsonText::reference);
       message += text == &key ? ": the key" : ": the value";
       message += has_nul ? " contains a null byte (U+0000)" : " is not valid UTF-8";
       throw Error(has_nul ? ErrorCode::nul_character : ErrorCode::invalid_argument, message);
@@ -169,22 +129,22 @@ std::string header_json(std::span<const TensorData> tensors, const WritePlan& pl
   std::string json(8, '\0');
   json += '{';
   if (const Metadata* metadata = metadata_of(options)) {
-    append_json_string(json, metadata_key);
+    append_json_string(json, metadata_key, JsonText::reference);
     json += ":{";
     bool first = true;
     for (const auto& [key, value] : *metadata) {  // std::map: sorted keys
       if (!first) json += ',';
       first = false;
-      append_json_string(json, key);
+      append_json_string(json, key, JsonText::reference);
       json += ':';
-      append_json_string(json, value);
+      append_json_string(json, value, JsonText::reference);
     }
     json += '}';
   }
   for (std::size_t i : plan.order) {
     const TensorData& t = tensors[i];
     if (json.size() > 9) json += ',';
-    append_json_string(json, t.name);
+    append_json_string(json, t.name, JsonText::reference);
     json += ":{\"dtype\":\"";
     json += dtype_name(t.dtype);
     json += "\",\"shape\":[";
@@ -275,7 +235,7 @@ WritePlan plan_write(std::span<const TensorData> tensors, const WriteOptions& op
     message += " bytes that readers accept";
     throw Error(ErrorCode::invalid_argument, message);
   }
-  for (int b = 0; b < 8; ++b) plan.header[b] = static_cast<char>((n >> (8 * b)) & 0xff);
+  detail::store_le(n, std::span<char>(plan.header).first(8));
   plan.header.append(padded - plan.header.size(), ' ');
   return plan;
 }

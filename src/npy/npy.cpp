@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 
+#include "encoding/little_endian.hpp"
 #include "error/messages.hpp"
 #include "safetensors/error.hpp"
 
@@ -199,12 +200,6 @@ class HeaderParser {
   std::size_t pos_ = 0;
 };
 
-std::uint64_t little_endian(std::span<const std::byte> bytes, std::size_t at, std::size_t width) {
-  std::uint64_t v = 0;
-  for (std::size_t i = width; i-- > 0;) v = v << 8 | std::to_integer<std::uint64_t>(bytes[at + i]);
-  return v;
-}
-
 // Sets dtype and big_endian from descr, refusing what safetensors cannot hold.
 void interpret_descr(ArrayHeader& h, const HeaderParser& parser) {
   const std::string& d = h.descr;
@@ -257,6 +252,13 @@ void copy_run(const std::byte* src, std::byte* dst, std::uint64_t count, std::ui
 
 }  // namespace
 
+std::optional<HeaderExtent> header_extent(std::span<const std::byte> prefix) noexcept {
+  const bool version_1 = prefix.size() > 6 && std::to_integer<unsigned>(prefix[6]) == 1;
+  const std::uint64_t start = version_1 ? 10 : 12;
+  if (prefix.size() < start) return std::nullopt;
+  return HeaderExtent{start, load_le_bytes(prefix.subspan(8, start - 8))};
+}
+
 bool looks_like_npy(std::span<const std::byte> prefix) noexcept {
   return prefix.size() >= magic.size() &&
          std::memcmp(prefix.data(), magic.data(), magic.size()) == 0;
@@ -281,7 +283,7 @@ ArrayHeader parse_header(std::span<const std::byte> prefix, std::uint64_t total_
     parser.malformed(std::to_string(available) + " bytes is too short for a version " +
                      std::to_string(major) + ".0 header");
   }
-  const std::uint64_t length = little_endian(prefix, 8, major == 1 ? 2 : 4);
+  const std::uint64_t length = header_extent(prefix)->text_length;
   ArrayHeader h;
   h.data_offset = start + length;
   if (h.data_offset > total_size) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -24,6 +25,16 @@ struct ArrayHeader {
 
 /// True when `prefix` starts with the magic "\x93NUMPY".
 [[nodiscard]] bool looks_like_npy(std::span<const std::byte> prefix) noexcept;
+
+/// Where a header's text starts (10 bytes in for version 1, 12 for later ones) and the length
+/// its first bytes give; nullopt when `prefix` is too short to hold that length. Nothing else
+/// is checked, so readers that must get past a header parse_header refuses can still find
+/// its end.
+struct HeaderExtent {
+  std::uint64_t text_start = 0;
+  std::uint64_t text_length = 0;
+};
+std::optional<HeaderExtent> header_extent(std::span<const std::byte> prefix) noexcept;
 
 /// Parses versions 1.0, 2.0 and 3.0. `prefix` must hold at least the whole header (the
 /// first 10 or 12 bytes say how long it is); `total_size` is the size of the .npy bytes.

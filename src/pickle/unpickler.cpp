@@ -11,6 +11,9 @@
 #include <optional>
 #include <unordered_map>
 
+#include "encoding/hex.hpp"
+#include "encoding/little_endian.hpp"
+#include "encoding/utf8.hpp"
 #include "pickle/allowlist.hpp"
 #include "pickle/opcodes.hpp"
 #include "pickle/unpickler_text.hpp"
@@ -74,8 +77,7 @@ std::string_view kind_name(Kind kind) noexcept {
 namespace {
 
 std::string hex_byte(std::uint8_t byte) {
-  static constexpr char digits[] = "0123456789abcdef";
-  return std::string("0x") + digits[byte >> 4] + digits[byte & 0xF];
+  return hex_number(byte, 2);
 }
 
 class Unpickler {
@@ -150,10 +152,7 @@ class Unpickler {
   }
 
   std::uint64_t read_le(unsigned width) {
-    const unsigned char* p = take(width);
-    std::uint64_t value = 0;
-    for (unsigned i = 0; i < width; ++i) value |= std::uint64_t{p[i]} << (8 * i);
-    return value;
+    return load_le_bytes(std::span<const unsigned char>(take(width), width));
   }
 
   // A length prefix: checked against the bytes left before anything is allocated.
@@ -375,11 +374,7 @@ class Unpickler {
       malformed(opcode_text() + " has a negative memo key");
     }
     if (bytes->size() > 8) malformed(opcode_text() + " memo key does not fit in 63 bits");
-    std::uint64_t key = 0;
-    for (std::size_t i = 0; i < bytes->size(); ++i) {
-      key |= std::uint64_t{static_cast<unsigned char>((*bytes)[i])} << (8 * i);
-    }
-    return key;
+    return load_le_bytes(std::span<const char>(*bytes));
   }
 
   // ---- globals and calls ----------------------------------------------------------------
@@ -729,7 +724,9 @@ class Unpickler {
                                : opcode_ == op::BINUNICODE     ? 4
                                                                : 8;
         const std::string_view text = read_counted(width);
-        if (!is_utf8(text, true)) malformed(opcode_text() + " string is not valid UTF-8");
+        // CPython decodes these with 'surrogatepass': encoded surrogates are text too.
+        if (!is_utf8(text, Surrogates::accept))
+          malformed(opcode_text() + " string is not valid UTF-8");
         push(add_text(Kind::string, text));
         break;
       }
@@ -813,7 +810,7 @@ class Unpickler {
       case op::GLOBAL: {
         const std::string_view module = read_line();
         const std::string_view name = read_line();
-        if (!is_utf8(module, false) || !is_utf8(name, false)) {
+        if (!is_utf8(module) || !is_utf8(name)) {
           malformed("GLOBAL names are not valid UTF-8");
         }
         push_global(module, name);

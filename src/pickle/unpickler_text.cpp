@@ -3,6 +3,11 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <span>
+
+#include "encoding/hex.hpp"
+#include "encoding/little_endian.hpp"
+#include "encoding/utf8.hpp"
 
 namespace safetensors::detail::pickle {
 namespace {
@@ -15,31 +20,6 @@ std::string_view trim(std::string_view text) noexcept {
   while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
   while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
   return text;
-}
-
-int hex_digit(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-void append_utf8(std::string& out, std::uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 // Two's-complement negation in place (little-endian, fixed width).
@@ -73,10 +53,7 @@ std::string canonical_twos_complement(std::string bytes) {
 std::optional<std::int64_t> to_int64(std::string_view canonical) {
   if (canonical.size() > 8) return std::nullopt;
   if (canonical.empty()) return 0;
-  std::uint64_t value = 0;
-  for (std::size_t i = 0; i < canonical.size(); ++i) {
-    value |= std::uint64_t{static_cast<unsigned char>(canonical[i])} << (8 * i);
-  }
+  std::uint64_t value = load_le_bytes(std::span<const char>(canonical));
   if ((static_cast<unsigned char>(canonical.back()) & 0x80) != 0 && canonical.size() < 8) {
     value |= ~std::uint64_t{0} << (8 * canonical.size());  // sign-extend
   }
@@ -184,8 +161,8 @@ std::optional<std::string> decode_quoted_string(std::string_view line) {
         break;
       case 'x': {
         if (i + 2 >= line.size()) return std::nullopt;
-        const int hi = hex_digit(line[i + 1]);
-        const int lo = hex_digit(line[i + 2]);
+        const int hi = hex_digit_value(line[i + 1]);
+        const int lo = hex_digit_value(line[i + 2]);
         if (hi < 0 || lo < 0) return std::nullopt;
         out += static_cast<char>(hi * 16 + lo);
         i += 2;
@@ -229,7 +206,7 @@ std::optional<std::string> decode_raw_unicode_escape(std::string_view line) {
     if (i + digits >= line.size()) return std::nullopt;  // truncated escape
     std::uint32_t cp = 0;
     for (std::size_t k = 1; k <= digits; ++k) {
-      const int d = hex_digit(line[i + k]);
+      const int d = hex_digit_value(line[i + k]);
       if (d < 0) return std::nullopt;
       cp = cp * 16 + static_cast<std::uint32_t>(d);
     }
@@ -238,39 +215,6 @@ std::optional<std::string> decode_raw_unicode_escape(std::string_view line) {
     i += digits + 1;
   }
   return out;
-}
-
-bool is_utf8(std::string_view text, bool allow_surrogates) noexcept {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
-  for (std::size_t i = 0; i < text.size();) {
-    const unsigned char lead = byte(i);
-    std::size_t length = 0;
-    unsigned char low = 0x80, high = 0xBF;
-    if (lead < 0x80) {
-      ++i;
-      continue;
-    }
-    if (lead >= 0xC2 && lead <= 0xDF) {
-      length = 2;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-      length = 3;
-      if (lead == 0xE0) low = 0xA0;
-      if (lead == 0xED && !allow_surrogates) high = 0x9F;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-      length = 4;
-      if (lead == 0xF0) low = 0x90;
-      if (lead == 0xF4) high = 0x8F;
-    } else {
-      return false;
-    }
-    if (length > text.size() - i) return false;
-    if (byte(i + 1) < low || byte(i + 1) > high) return false;
-    for (std::size_t k = 2; k < length; ++k) {
-      if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return false;
-    }
-    i += length;
-  }
-  return true;
 }
 
 bool is_identifier(std::string_view text) noexcept {

@@ -35,10 +35,6 @@ std::optional<std::string> decode_quoted_string(std::string_view line);
 /// surrogates are kept, encoded like any code point, as CPython's str holds them).
 std::optional<std::string> decode_raw_unicode_escape(std::string_view line);
 
-/// UTF-8 as CPython decodes it for pickles ('surrogatepass': encoded surrogates are
-/// accepted; overlong forms, code points above U+10FFFF and truncation are not).
-bool is_utf8(std::string_view text, bool allow_surrogates) noexcept;
-
 /// A Python identifier in ASCII ([A-Za-z_][A-Za-z0-9_]*).
 bool is_identifier(std::string_view text) noexcept;
 

@@ -6,6 +6,7 @@
 #include <set>
 #include <utility>
 
+#include "encoding/little_endian.hpp"
 #include "error/messages.hpp"
 #include "pickle/allowlist.hpp"
 #include "pickle/unpickler.hpp"
@@ -386,9 +387,7 @@ SavedModel read_legacy(const Source& source, const ReadOptions& options) {
       invalid(origin, "storage " + detail::quote(k.text) + " starts past the end of the file");
     }
     source.read_at(pos, count_bytes);
-    std::uint64_t count = 0;
-    for (int b = 7; b >= 0; --b)
-      count = (count << 8) | std::to_integer<std::uint64_t>(count_bytes[b]);
+    const auto count = load_le<std::uint64_t>(std::span<const std::byte>(count_bytes));
     const StorageId& id = *sid->second;
     if (count != id.numel) {
       invalid(origin, "storage " + detail::quote(k.text) + " record holds " +

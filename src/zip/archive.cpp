@@ -9,6 +9,8 @@
 #include <optional>
 #include <utility>
 
+#include "encoding/hex.hpp"
+#include "encoding/little_endian.hpp"
 #include "error/messages.hpp"
 #include "safetensors/error.hpp"
 #include "zip/records.hpp"
@@ -42,29 +44,18 @@ constexpr std::uint16_t masked_header_bit = 1u << 13;
 constexpr std::uint32_t max16 = 0xFFFF;
 constexpr std::uint32_t max32 = 0xFFFFFFFF;
 
+// A record field of `width` bytes at `at`.
 std::uint64_t le(Bytes b, std::size_t at, std::size_t width) {
-  std::uint64_t v = 0;
-  for (std::size_t i = width; i-- > 0;) v = v << 8 | std::to_integer<std::uint64_t>(b[at + i]);
-  return v;
+  return load_le_bytes(b.subspan(at, width));
 }
 std::uint16_t u16(Bytes b, std::size_t at) {
-  return static_cast<std::uint16_t>(le(b, at, 2));
+  return load_le<std::uint16_t>(b.subspan(at));
 }
 std::uint32_t u32(Bytes b, std::size_t at) {
-  return static_cast<std::uint32_t>(le(b, at, 4));
+  return load_le<std::uint32_t>(b.subspan(at));
 }
 std::uint64_t u64(Bytes b, std::size_t at) {
-  return le(b, at, 8);
-}
-
-std::string hex(std::uint64_t v) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  do {
-    out.insert(out.begin(), digits[v & 0xF]);
-    v >>= 4;
-  } while (v != 0);
-  return "0x" + out;
+  return load_le<std::uint64_t>(b.subspan(at));
 }
 
 std::string range(std::uint64_t begin, std::uint64_t end) {
@@ -295,8 +286,8 @@ class Opener {
     }
     check_flags(c.name, flags, "local header");
     if (flags != c.flags) {
-      fail_entry(c.name, "flags " + hex(flags) + " in the local header, " + hex(c.flags) +
-                             " in the central directory");
+      fail_entry(c.name, "flags " + hex_number(flags) + " in the local header, " +
+                             hex_number(c.flags) + " in the central directory");
     }
     if (method != c.method) {
       fail_entry(c.name, "method " + std::to_string(method) + " in the local header, " +
@@ -432,7 +423,7 @@ class Opener {
       const std::uint16_t id = u16(extra, pos);
       const std::size_t length = u16(extra, pos + 2);
       if (length > extra.size() - pos - 4) {
-        fail_entry(name, std::string("extra field ") + hex(id) + " in the " + where +
+        fail_entry(name, std::string("extra field ") + hex_number(id) + " in the " + where +
                              " runs past the extra data (" + std::to_string(length) + " bytes)");
       }
       if (id == zip64_extra_id) {
@@ -469,14 +460,15 @@ class Opener {
     }
     if (found.first != 0) return found;
     fail_entry(c.name, "the data descriptor at offset " + std::to_string(data_end) +
-                           " does not repeat the central directory's CRC-32 " + hex(c.crc) +
+                           " does not repeat the central directory's CRC-32 " + hex_number(c.crc) +
                            ", compressed size " + std::to_string(c.compressed) + " and size " +
                            std::to_string(c.size));
   }
 
   void check_flags(std::string_view name, std::uint16_t flags, const char* where) const {
     const auto refuse = [&](const char* what) {
-      fail_entry(name, std::string(what) + " (flags " + hex(flags) + " in the " + where + ")");
+      fail_entry(name,
+                 std::string(what) + " (flags " + hex_number(flags) + " in the " + where + ")");
     };
     if (flags & (encrypted_bit | strong_encryption_bit | masked_header_bit)) refuse("encrypted");
     if (flags & patched_bit) refuse("patched data are not supported");

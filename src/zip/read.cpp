@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <string>
 
+#include "encoding/hex.hpp"
 #include "safetensors/error.hpp"
 #include "zip/archive.hpp"
 #include "zip/crc32.hpp"
@@ -23,13 +24,6 @@ constexpr std::uint64_t ratio_grace = std::uint64_t{1} << 20;
 // read() reserves at most this much up front; a larger entry grows as its bytes arrive,
 // so a lying size costs nothing before the data proves it.
 constexpr std::uint64_t max_reserve = std::uint64_t{256} << 20;
-
-std::string hex32(std::uint32_t v) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out = "0x";
-  for (int shift = 28; shift >= 0; shift -= 4) out += digits[(v >> shift) & 0xF];
-  return out;
-}
 
 void check_range(const Source& source, const Entry& e) {
   if (e.data_offset > source.size() || source.size() - e.data_offset < e.compressed_size) {
@@ -59,9 +53,9 @@ void check_limits(const Source& source, const Limits& limits, const Entry& e) {
 
 void check_crc(const Source& source, const Entry& e, std::uint32_t crc) {
   if (crc != e.crc32) {
-    fail_entry(
-        source, e.name,
-        "CRC-32 of the data is " + hex32(crc) + ", the central directory says " + hex32(e.crc32));
+    fail_entry(source, e.name,
+               "CRC-32 of the data is " + hex_number(crc, 8) + ", the central directory says " +
+                   hex_number(e.crc32, 8));
   }
 }
 
