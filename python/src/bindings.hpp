@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -23,8 +24,10 @@ namespace py = pybind11;
 /// `libsafetensors.SafetensorError`, created once by the module.
 py::handle safetensor_error();
 
-/// Sets a Python exception of `type` and unwinds to pybind11.
-[[noreturn]] void raise(py::handle type, const std::string& message);
+/// Sets a Python exception of `type` and unwinds to pybind11. `code`, when given, becomes the
+/// exception's `code` attribute: the name of the library error it stands for.
+[[noreturn]] void raise(py::handle type, const std::string& message,
+                        std::optional<ErrorCode> code = std::nullopt);
 
 /// Raises SafetensorError with `prefix` followed by the library's message.
 [[noreturn]] void raise_error(const Error& error, const std::string& prefix = {});
