@@ -9,8 +9,10 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "safetensors/dtype.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors {
@@ -103,6 +105,11 @@ class Bytes {
   bool writable_ = true;
 };
 
+/// A dtype by framework name (torch's attribute, numpy's or ml_dtypes' name: "float32",
+/// "bfloat16") or by the format's own ("F32"); nullopt when it is none of them.
+std::optional<Dtype> dtype_from_framework_name(std::string_view name);
+
+void register_dtypes(py::module_& module);
 void register_open(py::module_& module);
 void register_serialize(py::module_& module);
 void register_checkpoint(py::module_& module);

@@ -210,6 +210,7 @@ PYBIND11_MODULE(_core, module) {
           [](st::Bytes& bytes) { return reinterpret_cast<std::uintptr_t>(bytes.data()); })
       .def("__len__", &st::Bytes::size);
 
+  st::register_dtypes(module);
   st::register_open(module);
   st::register_serialize(module);
   st::register_checkpoint(module);
