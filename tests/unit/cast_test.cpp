@@ -18,9 +18,9 @@
 // The element functions behind `cast`, compiled here without the AVX2 target: checking them
 // against torch covers the portable path even on a machine where `cast` picks AVX2.
 #include "../../src/loader/cast_kernels.hpp"
+#include "python_fixtures.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/values.hpp"
-#include "python_fixtures.hpp"
 #include "test_files.hpp"
 
 namespace safetensors {

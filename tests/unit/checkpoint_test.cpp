@@ -19,8 +19,8 @@
 
 #include "../../src/checkpoint/index.hpp"
 #include "expect_error.hpp"
-#include "safetensors/error.hpp"
 #include "python_fixtures.hpp"
+#include "safetensors/error.hpp"
 #include "test_files.hpp"
 
 namespace safetensors {

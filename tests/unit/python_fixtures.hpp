@@ -71,7 +71,8 @@ inline Generated run_fixture_script(std::string_view script) {
   if (!have_python()) return out;
   const auto path =
       std::filesystem::path(__FILE__).parent_path().parent_path() / "fixtures" / "pickles" / script;
-  const std::string command = python_command() + " '" + path.string() + "' '" + out.dir.string() + "'";
+  const std::string command =
+      python_command() + " '" + path.string() + "' '" + out.dir.string() + "'";
   const int raw = std::system(command.c_str());
   if (raw != -1 && WIFEXITED(raw)) out.status = WEXITSTATUS(raw);
   return out;
