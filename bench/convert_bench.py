@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Benchmark: `safetensors convert` versus torch.load + save_file on a GPT-2-shaped checkpoint.
 
 Makes a ~500 MB checkpoint with torch.save (124M F32 parameters in GPT-2's layout, lm_head
@@ -19,7 +19,7 @@ time is reported beside it. Targets: (a) at least 3x faster than (b) and at most
 peak memory.
 
 Usage: bench/convert_bench.py BUILD_DIR [--workdir DIR] [--repeat N]
-Needs /usr/bin/python3 with torch (Debian's python3-torch).
+Run it with a Python that has torch (Debian's python3-torch); torch.load runs under it too.
 """
 import argparse
 import os
@@ -126,7 +126,7 @@ def main():
     command = os.path.join(os.path.abspath(args.build_dir), "tools", "safetensors")
     if not os.access(command, os.X_OK):
         sys.exit("convert_bench.py: %s not found; build the safetensors_cli target" % command)
-    python = "/usr/bin/python3"
+    python = sys.executable
     workdir = args.workdir or tempfile.mkdtemp(prefix="convert-bench-")
     os.makedirs(workdir, exist_ok=True)
     source = os.path.join(workdir, "gpt2.bin")

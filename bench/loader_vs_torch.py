@@ -1,8 +1,8 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Materialized load of a GPT-2-shaped F32 checkpoint (about 500 MB), warm page cache:
 libsafetensors against torch.load of the same tensors saved with torch.save, in one run.
 
-    /usr/bin/python3 bench/loader_vs_torch.py BUILD_DIR [--dir SCRATCH] [--repeat 5]
+    python3 bench/loader_vs_torch.py BUILD_DIR [--dir SCRATCH] [--repeat 5]
 
 Our side is measured twice when it can be: the C++ loader through `safetensors bench`
 (`load()` into new memory, the row "owned") and the Python package in BUILD_DIR/python

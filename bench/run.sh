@@ -79,7 +79,7 @@ print(f"{ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz, me
 PY
 
 # The conversion benchmark makes a 500 MB checkpoint and runs torch, so it is opt-in:
-# SAFETENSORS_CONVERT_BENCH=1 bench/run.sh BUILD_DIR (needs /usr/bin/python3 with torch).
+# SAFETENSORS_CONVERT_BENCH=1 bench/run.sh BUILD_DIR (needs torch in $PYTHON, default python3).
 if [[ "${SAFETENSORS_CONVERT_BENCH:-0}" == 1 ]]; then
-  /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/convert_bench.py" "$build_dir"
+  "${PYTHON:-python3}" "$(dirname "${BASH_SOURCE[0]}")/convert_bench.py" "$build_dir"
 fi

@@ -44,8 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     index = detail::parse_checkpoint_index(json, "fuzz.index.json");
   } catch (const safetensors::Error& e) {
-    require(e.code() == safetensors::ErrorCode::invalid_checkpoint,
-            "a bad index failed with another error than invalid_checkpoint");
+    require(e.code() == safetensors::ErrorCode::invalid_index,
+            "a bad index failed with another error than invalid_index");
     return 0;
   }
   for (std::size_t i = 1; i < index.weight_map.size(); ++i) {

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Writes examples/data/tiny_model.bin: a tiny GPT-2-shaped PyTorch checkpoint (zip format)
 for the demo of `safetensors convert`. Deterministic weights; the output head is tied to the
 token embedding, as in GPT-2, so the converter has a shared tensor to deduplicate.

@@ -29,7 +29,7 @@ struct SAFETENSORS_API CheckpointTensor {
 /// validates each shard (FORMAT.md) and that index and shards agree: every mapped tensor
 /// exists in its shard, no tensor is in two shards, every shard tensor is mapped,
 /// `total_size` equals the tensors' bytes, and shard names stay inside the directory.
-/// Errors (`Error`, invalid_checkpoint or the shard's own code) name the index, the shard
+/// Errors (`Error`, invalid_index or the shard's own code) name the index, the shard
 /// and the tensor.
 class SAFETENSORS_API Checkpoint {
  public:

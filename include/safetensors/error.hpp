@@ -26,16 +26,20 @@ enum class ErrorCode {
   tensor_not_found,         // lookup of a name the file does not have
   invalid_slice,            // slice argument out of range, zero step, too many dims
   invalid_argument,         // caller error outside the format (writer input, options)
-  io,                       // the operating system refused a read, write, map or rename
+  io,                       // the operating system refused a read, write, map or rename, or a
+                            // file changed under us (shrank, or read back other bytes)
   invalid_archive,          // a zip archive breaks our strict rules (duplicates, CRC, bombs...)
   invalid_pickle,           // a pickle is malformed (truncated, bad memo, stack underflow...)
   forbidden_pickle,         // a pickle imports a global or uses an opcode outside the allowlist
   unsupported_checkpoint,   // a valid checkpoint of a kind we refuse (quantized, sparse,
                             // TorchScript)
-  invalid_checkpoint,       // a checkpoint whose storages and views disagree (geometry, sizes)
+  invalid_checkpoint,       // a torch, pickle or .npy checkpoint that is malformed (its
+                            // storages and views disagree, a bad .npy header...)
   not_regular_file,         // an input is a FIFO, socket, device or directory, not a file
   nul_character,            // a tensor name or metadata key/value holds U+0000 (FORMAT.md)
   too_many_dimensions,      // a shape of rank above max_rank (FORMAT.md)
+  invalid_index,            // a sharded checkpoint's index is malformed or disagrees with
+                            // its shards (missing shard, tensor in two shards...)
 };
 
 /// A short stable name for the code, e.g. "invalid_offsets".

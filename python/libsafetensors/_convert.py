@@ -7,38 +7,24 @@ torch.frombuffer holds a reference to it, so the mapping lives as long as any re
 
 import contextlib
 
+from libsafetensors import _core
 from libsafetensors._core import SafetensorError
 
+# Every safetensors dtype as the extension's table gives it: (name, bits per element, torch
+# attribute, numpy name, ml_dtypes attribute), a framework's name None where it has no such
+# type. The dictionaries below are views of it.
+_DTYPES = _core.dtypes()
+
 # Bits per element of every safetensors dtype.
-DTYPE_BITS = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
-}  # fmt: skip
+DTYPE_BITS = {name: bits for name, bits, _, _, _ in _DTYPES}
 
 # Attribute names in torch; getattr decides whether the installed torch has them.
-TORCH_DTYPES = {
-    "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
-    "F16": "float16", "BF16": "bfloat16", "I32": "int32", "U32": "uint32", "F32": "float32",
-    "I64": "int64", "U64": "uint64", "F64": "float64", "C64": "complex64",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
-    "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz",
-    "F4": "float4_e2m1fn_x2",
-}  # fmt: skip
+TORCH_DTYPES = {name: torch for name, _, torch, _, _ in _DTYPES if torch}
 
-NUMPY_DTYPES = {
-    "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
-    "F16": "float16", "I32": "int32", "U32": "uint32", "F32": "float32", "I64": "int64",
-    "U64": "uint64", "F64": "float64", "C64": "complex64",
-}  # fmt: skip
+NUMPY_DTYPES = {name: numpy for name, _, _, numpy, _ in _DTYPES if numpy}
 
 # Types numpy lacks but the optional package ml_dtypes adds, with the same byte layout.
-ML_DTYPES = {
-    "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-    "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz",
-    "F8_E5M2FNUZ": "float8_e5m2fnuz",
-}  # fmt: skip
+ML_DTYPES = {name: ml for name, _, _, _, ml in _DTYPES if ml}
 
 _DEVICE_PREFIXES = ("cuda", "mps", "npu", "xpu", "xla", "mlu", "musa", "hpu", "meta")
 

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 from libsafetensors import TensorSpec, _plan_load  # noqa: F401 - TensorSpec: the reference's
-from libsafetensors._convert import numpy_dtype, representable
+from libsafetensors._convert import ML_DTYPES, NUMPY_DTYPES, numpy_dtype, representable
 from libsafetensors._core import (  # noqa: F401 - deserialize is part of this module's API
     SafetensorError, deserialize, serialize, serialize_file)
 from libsafetensors._open import safe_open
@@ -15,7 +15,7 @@ from libsafetensors._open import safe_open
 __all__ = ["save", "save_file", "load", "load_file", "load_checkpoint"]
 
 # The dtypes load_checkpoint converts floating-point arrays to, by numpy name.
-_CAST_TARGETS = {"float16": "F16", "float32": "F32", "bfloat16": "BF16"}
+_CAST_TARGETS = {NUMPY_DTYPES.get(name) or ML_DTYPES[name]: name for name in ("F16", "F32", "BF16")}
 
 
 def _little_endian_contiguous(array):

@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 import torch
 
 from libsafetensors import TensorSpec, _core, _plan_load  # noqa: F401 - TensorSpec: API
-from libsafetensors._convert import Converter, representable, torch_dtype
+from libsafetensors._convert import (DTYPE_BITS, TORCH_DTYPES, Converter, representable,
+                                     torch_dtype)
 from libsafetensors._core import deserialize, serialize, serialize_file  # noqa: F401 - API
 from libsafetensors._open import safe_open
 
@@ -22,20 +23,15 @@ __all__ = [
 
 # Bytes per element of every torch dtype the format stores, as the reference exports it (this
 # module uses element_size(), which knows every dtype); dtypes this torch lacks are skipped.
+# torch's float4_e2m1fn_x2 element is one byte holding two 4-bit values.
 _SIZE = {
-    getattr(torch, name): size
-    for name, size in [
-        ("int64", 8), ("float32", 4), ("int32", 4), ("bfloat16", 2), ("float16", 2),
-        ("int16", 2), ("uint8", 1), ("int8", 1), ("bool", 1), ("float64", 8),
-        ("complex64", 8), ("uint64", 8), ("uint32", 4), ("uint16", 2),
-        ("float8_e4m3fn", 1), ("float8_e5m2", 1), ("float8_e8m0fnu", 1),
-        ("float8_e4m3fnuz", 1), ("float8_e5m2fnuz", 1), ("float4_e2m1fn_x2", 1),
-    ]
-    if hasattr(torch, name)
-}  # fmt: skip
-_FLOAT4 = getattr(torch, "float4_e2m1fn_x2", None)
+    getattr(torch, attribute): max(DTYPE_BITS[name] // 8, 1)
+    for name, attribute in TORCH_DTYPES.items()
+    if hasattr(torch, attribute)
+}
+_FLOAT4 = getattr(torch, TORCH_DTYPES["F4"], None)
 # The dtypes load_checkpoint converts floating-point tensors to, by safetensors name.
-_CAST_TARGETS = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}
+_CAST_TARGETS = {torch_dtype(torch, name): name for name in ("F16", "BF16", "F32")}
 
 
 def storage_ptr(tensor: torch.Tensor) -> int:

@@ -6,10 +6,13 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "safetensors/dtype.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors {
@@ -23,8 +26,10 @@ namespace py = pybind11;
 /// `libsafetensors.SafetensorError`, created once by the module.
 py::handle safetensor_error();
 
-/// Sets a Python exception of `type` and unwinds to pybind11.
-[[noreturn]] void raise(py::handle type, const std::string& message);
+/// Sets a Python exception of `type` and unwinds to pybind11. `code`, when given, becomes the
+/// exception's `code` attribute: the name of the library error it stands for.
+[[noreturn]] void raise(py::handle type, const std::string& message,
+                        std::optional<ErrorCode> code = std::nullopt);
 
 /// Raises SafetensorError with `prefix` followed by the library's message.
 [[noreturn]] void raise_error(const Error& error, const std::string& prefix = {});
@@ -100,6 +105,11 @@ class Bytes {
   bool writable_ = true;
 };
 
+/// A dtype by framework name (torch's attribute, numpy's or ml_dtypes' name: "float32",
+/// "bfloat16") or by the format's own ("F32"); nullopt when it is none of them.
+std::optional<Dtype> dtype_from_framework_name(std::string_view name);
+
+void register_dtypes(py::module_& module);
 void register_open(py::module_& module);
 void register_serialize(py::module_& module);
 void register_checkpoint(py::module_& module);

@@ -37,15 +37,23 @@ py::str message_text(const std::string& message) {
   return py::reinterpret_steal<py::str>(text);
 }
 
+// Sets `type(message)` as the pending exception, with `code` set to the code's name when the
+// exception comes from a library Error (the class attribute leaves it None otherwise).
+void set_error(py::handle type, const std::string& message, std::optional<ErrorCode> code) {
+  py::object exception = type(message_text(message));
+  if (code) exception.attr("code") = py::str(std::string(error_code_name(*code)));
+  PyErr_SetObject(type.ptr(), exception.ptr());
+}
+
 }  // namespace
 
-void raise(py::handle type, const std::string& message) {
-  PyErr_SetObject(type.ptr(), message_text(message).ptr());
+void raise(py::handle type, const std::string& message, std::optional<ErrorCode> code) {
+  set_error(type, message, code);
   throw py::error_already_set();
 }
 
 void raise_error(const Error& error, const std::string& prefix) {
-  raise(safetensor_error(), prefix + error.what());
+  raise(safetensor_error(), prefix + error.what(), error.code());
 }
 
 void reject_null_byte(const std::string& text, const std::string& what, const std::string& prefix) {
@@ -58,7 +66,8 @@ void reject_null_byte(const std::string& text, const std::string& what, const st
       shown += c;
     }
   }
-  raise(safetensor_error(), prefix + what + " \"" + shown + "\" contains a null byte");
+  raise(safetensor_error(), prefix + what + " \"" + shown + "\" contains a null byte",
+        ErrorCode::nul_character);
 }
 
 void reject_null_bytes(const File& file, const std::string& prefix) {
@@ -166,9 +175,15 @@ namespace st = safetensors::python;
 PYBIND11_MODULE(_core, module) {
   module.doc() = "Native core of libsafetensors: reading, slicing and writing safetensors files.";
   // Named as if defined in the package itself, so that pickling finds it there.
-  st::error_type = PyErr_NewExceptionWithDoc("libsafetensors.SafetensorError",
-                                             "Custom Python Exception for Safetensor errors.",
-                                             PyExc_Exception, nullptr);
+  // `code` is None on the class; errors from the library set it on the instance.
+  st::py::dict attributes;
+  attributes["code"] = st::py::none();
+  st::error_type = PyErr_NewExceptionWithDoc(
+      "libsafetensors.SafetensorError",
+      "Custom Python Exception for Safetensor errors.\n\n"
+      "`code` names the library's error code (e.g. \"invalid_header\"), or is None for an "
+      "error found by the Python layer.",
+      PyExc_Exception, attributes.ptr());
   if (st::error_type == nullptr) throw st::py::error_already_set();
   module.add_object("SafetensorError", st::py::handle(st::error_type));
   module.attr("__version__") = SAFETENSORS_VERSION_STRING;
@@ -178,8 +193,7 @@ PYBIND11_MODULE(_core, module) {
     try {
       if (error) std::rethrow_exception(error);
     } catch (const safetensors::Error& e) {
-      st::py::str text = st::message_text(e.what());
-      PyErr_SetObject(st::error_type, text.ptr());
+      st::set_error(st::error_type, e.what(), e.code());
     }
   });
 
@@ -196,6 +210,7 @@ PYBIND11_MODULE(_core, module) {
           [](st::Bytes& bytes) { return reinterpret_cast<std::uintptr_t>(bytes.data()); })
       .def("__len__", &st::Bytes::size);
 
+  st::register_dtypes(module);
   st::register_open(module);
   st::register_serialize(module);
   st::register_checkpoint(module);

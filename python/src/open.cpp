@@ -25,10 +25,10 @@ class OwnedSource final : public Source {
   std::uint64_t size() const noexcept override { return bytes_.size(); }
   void read_at(std::uint64_t offset, std::span<std::byte> out) const override {
     if (offset > bytes_.size() || out.size() > bytes_.size() - offset) {
-      throw Error(ErrorCode::io, name_ + ": cannot read " + std::to_string(out.size()) +
-                                     " bytes at offset " + std::to_string(offset) +
-                                     ": the buffer is only " + std::to_string(bytes_.size()) +
-                                     " bytes long");
+      throw Error(ErrorCode::invalid_argument,
+                  name_ + ": cannot read " + std::to_string(out.size()) + " bytes at offset " +
+                      std::to_string(offset) + ": the buffer is only " +
+                      std::to_string(bytes_.size()) + " bytes long");
     }
     if (!out.empty()) std::memcpy(out.data(), bytes_.data() + offset, out.size());
   }
@@ -43,10 +43,10 @@ class OwnedSource final : public Source {
 [[noreturn]] void raise_open_error(const std::string& path, const Error& error) {
   // As the reference, the OS error types for a file that is missing or may not be read.
   if (error.os_error() == std::errc::no_such_file_or_directory) {
-    raise(PyExc_FileNotFoundError, "No such file or directory: " + path);
+    raise(PyExc_FileNotFoundError, "No such file or directory: " + path, error.code());
   }
   if (error.os_error() == std::errc::permission_denied) {
-    raise(PyExc_PermissionError, "Permission denied: " + path);
+    raise(PyExc_PermissionError, "Permission denied: " + path, error.code());
   }
   const bool os_level =
       error.code() == ErrorCode::io || error.code() == ErrorCode::not_regular_file;

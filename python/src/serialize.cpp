@@ -2,7 +2,6 @@
 // reference's tensor-dict shape {"name": {"dtype": ..., "shape": [...], "data": bytes-like}}.
 #include <cstdint>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,35 +17,6 @@
 namespace safetensors::python {
 
 namespace {
-
-// Framework dtype names (str(torch.dtype) without the prefix, numpy's dtype.name) as the
-// reference accepts them; the format's own names are accepted too.
-std::optional<Dtype> parse_dtype(std::string_view name) {
-  static const std::map<std::string_view, Dtype, std::less<>> names = {
-      {"bool", Dtype::BOOL},
-      {"uint8", Dtype::U8},
-      {"int8", Dtype::I8},
-      {"int16", Dtype::I16},
-      {"uint16", Dtype::U16},
-      {"int32", Dtype::I32},
-      {"uint32", Dtype::U32},
-      {"int64", Dtype::I64},
-      {"uint64", Dtype::U64},
-      {"float16", Dtype::F16},
-      {"bfloat16", Dtype::BF16},
-      {"float32", Dtype::F32},
-      {"float64", Dtype::F64},
-      {"complex64", Dtype::C64},
-      {"float8_e4m3fn", Dtype::F8_E4M3},
-      {"float8_e5m2", Dtype::F8_E5M2},
-      {"float8_e8m0fnu", Dtype::F8_E8M0},
-      {"float8_e4m3fnuz", Dtype::F8_E4M3FNUZ},
-      {"float8_e5m2fnuz", Dtype::F8_E5M2FNUZ},
-      {"float4_e2m1fn_x2", Dtype::F4},
-  };
-  if (const auto it = names.find(name); it != names.end()) return it->second;
-  return dtype_from_name(name);
-}
 
 // Everything `write_*` needs, with the Python buffers pinned until the write is done.
 struct Prepared {
@@ -150,7 +120,7 @@ TensorData prepare_tensor(const std::string& name, py::handle desc,
   }
 
   const std::string dtype_text = utf8_text(require(desc, "dtype"), what + "dtype");
-  const std::optional<Dtype> dtype = parse_dtype(dtype_text);
+  const std::optional<Dtype> dtype = dtype_from_framework_name(dtype_text);
   if (!dtype) raise(safetensor_error(), what + "dtype " + dtype_text + " is not covered");
   return TensorData::from_bytes(name, *dtype, std::move(shape), bytes);
 }
@@ -262,7 +232,7 @@ py::list deserialize(py::handle data) {
 
 // The safetensors name of a dtype given by framework or format name ("float32" -> "F32").
 std::string dtype_code(const std::string& name) {
-  const std::optional<Dtype> dtype = parse_dtype(name);
+  const std::optional<Dtype> dtype = dtype_from_framework_name(name);
   if (!dtype) raise(safetensor_error(), "dtype " + name + " is not covered");
   return std::string(dtype_name(*dtype));
 }

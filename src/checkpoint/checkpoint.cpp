@@ -38,7 +38,7 @@ struct Parts {
 };
 
 [[noreturn]] void invalid(const fs::path& origin, std::string_view message) {
-  detail::fail(ErrorCode::invalid_checkpoint, origin.native(), message);
+  detail::fail(ErrorCode::invalid_index, origin.native(), message);
 }
 
 std::vector<ShardTensor> sorted_tensors(const std::vector<File>& files) {

@@ -41,7 +41,7 @@ std::string_view type_name(dom::element_type type) {
 }
 
 [[noreturn]] void invalid(std::string_view origin, std::string_view message) {
-  fail(ErrorCode::invalid_checkpoint, origin, message);
+  fail(ErrorCode::invalid_index, origin, message);
 }
 
 // The DOM keeps every member of an object, repeats included, so repeats are found here.
@@ -154,7 +154,7 @@ constexpr std::uint64_t max_index_size = std::uint64_t{1} << 30;
 std::string read_checkpoint_index(const std::string& path) {
   std::string text = read_regular_file(path, max_index_size);
   if (text.size() > max_index_size) {
-    fail(ErrorCode::invalid_checkpoint, path,
+    fail(ErrorCode::invalid_index, path,
          "index is larger than " + std::to_string(max_index_size) + " bytes");
   }
   return text;

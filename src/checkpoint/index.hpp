@@ -25,11 +25,11 @@ struct CheckpointIndex {
 };
 
 /// Reads an index file whole. Throws not_regular_file or io like any input, and
-/// invalid_checkpoint for a file over 1 GiB (real ones are a few megabytes), which keeps a
+/// invalid_index for a file over 1 GiB (real ones are a few megabytes), which keeps a
 /// hostile "index" out of memory.
 std::string read_checkpoint_index(const std::string& path);
 
-/// Parses and checks the shape of an index. Throws `Error(invalid_checkpoint,
+/// Parses and checks the shape of an index. Throws `Error(invalid_index,
 /// "<origin>: ...")` for malformed JSON, a missing or ill-typed `weight_map`, a duplicate key,
 /// or a `total_size` that is not a non-negative integer.
 [[nodiscard]] CheckpointIndex parse_checkpoint_index(std::string_view json,

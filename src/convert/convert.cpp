@@ -67,12 +67,12 @@ ConvertReport convert_sharded(const std::filesystem::path& directory,
   for (const auto& [tensor, shard] : index.weight_map) {
     if (shards.count(shard)) continue;
     if (const std::string problem = detail::shard_name_problem(shard); !problem.empty()) {
-      detail::fail(ErrorCode::invalid_checkpoint, index_path.string(),
+      detail::fail(ErrorCode::invalid_index, index_path.string(),
                    "shard " + detail::quote(shard) + ": " + problem);
     }
     const std::string out = output_shard_name(shard);
     if (!outputs.insert(out).second || out == safetensors_index) {
-      detail::fail(ErrorCode::invalid_checkpoint, index_path.string(),
+      detail::fail(ErrorCode::invalid_index, index_path.string(),
                    "shard " + detail::quote(shard) + " would be written over another output");
     }
     shards.emplace(shard, out);
@@ -93,7 +93,7 @@ ConvertReport convert_sharded(const std::filesystem::path& directory,
     total_size += File::open(target, Backend::pread).header().data_size;
     for (const std::string& name : part.tensors) {
       if (!written.emplace(name, out).second) {
-        detail::fail(ErrorCode::invalid_checkpoint, index_path.string(),
+        detail::fail(ErrorCode::invalid_index, index_path.string(),
                      "tensor " + detail::quote(name) + " is in more than one shard");
       }
       present[shard].insert(name);
@@ -105,7 +105,7 @@ ConvertReport convert_sharded(const std::filesystem::path& directory,
   }
   for (const auto& [tensor, shard] : index.weight_map) {
     if (!present[shard].count(tensor)) {
-      detail::fail(ErrorCode::invalid_checkpoint, index_path.string(),
+      detail::fail(ErrorCode::invalid_index, index_path.string(),
                    "tensor " + detail::quote(tensor) + " is mapped to shard " +
                        detail::quote(shard) + ", which does not hold it");
     }

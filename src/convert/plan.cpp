@@ -6,6 +6,7 @@
 #include <optional>
 #include <tuple>
 
+#include "convert/detect.hpp"
 #include "error/messages.hpp"
 #include "npy/npy.hpp"
 #include "safetensors/error.hpp"
@@ -229,15 +230,19 @@ std::uint64_t element_size(Dtype dtype) noexcept {
 
 ConvertPlan plan_conversion(const Source& source, const std::string& stem,
                             const std::string& state_dict_key) {
-  std::array<std::byte, 8> prefix{};
-  const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(8, source.size()));
-  source.read_at(0, std::span(prefix).first(n));
-  const auto head = std::span<const std::byte>(prefix).first(n);
   ConvertPlan plan = [&] {
-    if (npy::looks_like_npy(head)) return plan_npy(source, stem);
-    if (zip::looks_like_zip(head)) {
-      auto archive = std::make_shared<zip::Archive>(zip::Archive::open(source));
-      if (all_npy(*archive)) return plan_npz(source, std::move(archive));
+    switch (detect_format(source)) {
+      case InputFormat::npy:
+        return plan_npy(source, stem);
+      case InputFormat::zip:
+        if (auto archive = std::make_shared<zip::Archive>(zip::Archive::open(source));
+            all_npy(*archive)) {
+          return plan_npz(source, std::move(archive));
+        }
+        break;
+      case InputFormat::pickle:
+      case InputFormat::unknown:
+        break;  // the torch reader names what it finds wrong
     }
     return plan_torch(source, state_dict_key);
   }();

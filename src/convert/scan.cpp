@@ -11,9 +11,9 @@
 #include <span>
 #include <string_view>
 
+#include "convert/detect.hpp"
 #include "npy/npy.hpp"
 #include "pickle/allowlist.hpp"
-#include "pickle/opcodes.hpp"
 #include "pickle/unpickler.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/source.hpp"
@@ -44,11 +44,7 @@ bool contains(Bytes bytes, std::string_view needle) {
 
 // A plausible first opcode: PROTO with a known protocol, or a protocol 0-1 opcode.
 bool looks_like_pickle(Bytes bytes) {
-  if (bytes.empty()) return false;
-  const auto first = static_cast<std::uint8_t>(bytes[0]);
-  if (first == pickle::op::PROTO)
-    return bytes.size() >= 2 && static_cast<std::uint8_t>(bytes[1]) <= 5;
-  return pickle::op::can_start_pickle(first);
+  return detail::detect_format(bytes) == detail::InputFormat::pickle;
 }
 
 // True when a .npy header literal names an object dtype ('|O', '<O8'...), alone or inside
@@ -74,17 +70,22 @@ class Scanner {
 
   void scan(const Source& source) {
     const Bytes bytes = source.mapped();
-    if (zip::looks_like_zip(bytes)) {
-      scan_zip(source);
-    } else if (npy::looks_like_npy(bytes)) {
-      report_.format = "npy";
-      scan_npy(bytes, "", 0);
-    } else if (looks_like_pickle(bytes)) {
-      scan_raw(bytes);
-    } else {
-      report_.format = "unknown";
-      unreadable("", 0, "not a pickle, PyTorch checkpoint, .npy or .npz file");
+    switch (detail::detect_format(bytes)) {
+      case detail::InputFormat::zip:
+        scan_zip(source);
+        return;
+      case detail::InputFormat::npy:
+        report_.format = "npy";
+        scan_npy(bytes, "", 0);
+        return;
+      case detail::InputFormat::pickle:
+        scan_raw(bytes);
+        return;
+      case detail::InputFormat::unknown:
+        break;
     }
+    report_.format = "unknown";
+    unreadable("", 0, "not a pickle, PyTorch checkpoint, .npy or .npz file");
   }
 
   ScanVerdict verdict() const {
@@ -149,7 +150,7 @@ class Scanner {
     std::uint64_t offset = end;
     for (int i = 0; i < max_trailing_pickles && offset < bytes.size(); ++i) {
       const Bytes next = bytes.subspan(offset);
-      if (!looks_like_pickle(next) || zip::looks_like_zip(next)) break;
+      if (!looks_like_pickle(next)) break;
       const pickle::Pickle p = scan_pickle(
           next,
           location + (location.empty() ? "" : " ") + "pickle at " + std::to_string(base + offset),

@@ -99,8 +99,8 @@ class VerifiedWrite {
   }
 
   [[noreturn]] void mismatch(const std::string& what) const {
-    fail(ErrorCode::invalid_checkpoint, output_.string(),
-         "verification after writing failed: " + what);
+    // The source changed while it was copied, or the disk returned other bytes.
+    fail(ErrorCode::io, output_.string(), "verification after writing failed: " + what);
   }
 
   // The writer's layout (header bytes, dtype-then-name order, offsets) for the planned

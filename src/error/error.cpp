@@ -50,6 +50,8 @@ std::string_view error_code_name(ErrorCode code) noexcept {
       return "nul_character";
     case ErrorCode::too_many_dimensions:
       return "too_many_dimensions";
+    case ErrorCode::invalid_index:
+      return "invalid_index";
   }
   return "unknown";
 }

@@ -17,9 +17,11 @@ using detail::FileDescriptor;
 void check_range(const std::string& name, std::uint64_t size, std::uint64_t offset,
                  std::uint64_t length) {
   if (offset > size || length > size - offset) {
-    throw Error(ErrorCode::io, name + ": cannot read " + std::to_string(length) +
-                                   " bytes at offset " + std::to_string(offset) +
-                                   ": the source is only " + std::to_string(size) + " bytes long");
+    // The caller asked for bytes the source never had: its mistake, not the system's.
+    throw Error(ErrorCode::invalid_argument, name + ": cannot read " + std::to_string(length) +
+                                                 " bytes at offset " + std::to_string(offset) +
+                                                 ": the source is only " + std::to_string(size) +
+                                                 " bytes long");
   }
 }
 

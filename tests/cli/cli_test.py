@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """End-to-end checks of the `safetensors` command.
 
 Usage: cli_test.py SAFETENSORS_BIN SCRATCH_DIR
@@ -472,7 +472,7 @@ def check_shard(scratch):
         r = run("validate", target)
         lines = r.stderr.splitlines()
         check(f"validate refuses a broken index: {label}", r.returncode == 1 and r.stdout == ""
-              and len(lines) == 1 and lines[0].startswith(f"{target}: invalid_checkpoint: ")
+              and len(lines) == 1 and lines[0].startswith(f"{target}: invalid_index: ")
               and all(part in lines[0] for part in expected), r.stderr)
 
     def add_ghost(doc, _):

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The `safetensors` command on hostile inputs: special files, huge headers, huge sparse
 files, and a writer killed mid-save.
 

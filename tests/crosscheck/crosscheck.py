@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Independent check of libsafetensors' writer with json, struct and numpy.
 
 Usage: crosscheck.py PACK_RAW SCRATCH_DIR

@@ -193,6 +193,7 @@ def test_broken_index_is_refused_naming_the_problem(tmp_path, make, words):
             Checkpoint(path)
         message = str(error.value)
         assert INDEX in message
+        assert error.value.code == "invalid_index"
         for word in words:
             assert word in message, f"{word!r} not in {message!r}"
     # The loader opens through the same checks.

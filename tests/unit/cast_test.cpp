@@ -18,6 +18,7 @@
 // The element functions behind `cast`, compiled here without the AVX2 target: checking them
 // against torch covers the portable path even on a machine where `cast` picks AVX2.
 #include "../../src/loader/cast_kernels.hpp"
+#include "python_fixtures.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/values.hpp"
 #include "test_files.hpp"
@@ -160,10 +161,10 @@ void expect_bits(const std::vector<In>& in, std::vector<Out> expected, std::vect
 class TorchReference : public ::testing::Test {
  protected:
   // The interpreter whose torch is the oracle: SAFETENSORS_TORCH_PYTHON (the test venv's,
-  // set by CMake when it exists) or Debian's.
+  // set by CMake when it exists) or the configured one.
   static std::string oracle_python() {
     const char* chosen = std::getenv("SAFETENSORS_TORCH_PYTHON");
-    return chosen != nullptr && *chosen != '\0' ? chosen : "/usr/bin/python3";
+    return chosen != nullptr && *chosen != '\0' ? chosen : test::python_interpreter();
   }
   static void SetUpTestSuite() {
     dir_ = test::scratch_dir() / ("cast-torch-" + std::to_string(::getpid()));
@@ -173,7 +174,8 @@ class TorchReference : public ::testing::Test {
     write_raw(dir_ / "bf16.in", all_codes16());
     write_raw(dir_ / "f32.in", f32_);
     std::ofstream(dir_ / "reference.py") << reference_script;
-    if (!fs::exists(oracle_python())) return;
+    const std::string runs = test::shell_quote(oracle_python()) + " -c '' >/dev/null 2>&1";
+    if (std::system(runs.c_str()) != 0) return;
     // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) about "'" + std::string.
     std::string command(1, '\'');
     command.append(oracle_python()).append("' '");

@@ -19,6 +19,7 @@
 
 #include "../../src/checkpoint/index.hpp"
 #include "expect_error.hpp"
+#include "python_fixtures.hpp"
 #include "safetensors/error.hpp"
 #include "test_files.hpp"
 
@@ -451,7 +452,7 @@ TEST(CheckpointIndex, AcceptsExtraMetadataAndNoTotalSize) {
 }
 
 TEST(CheckpointIndex, IndexWrittenByPythonJson) {
-  if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  if (!test::have_python()) GTEST_SKIP() << "no " << test::python_interpreter();
   ScratchDir dir;
   Tensors tensors;
   tensors.add("emb\xc3\xa9", 16).add("w\xf0\x9f\x98\x80", 16).add("q\"\\\n", 16).add("z", 16);
@@ -481,7 +482,8 @@ TEST(CheckpointIndex, IndexWrittenByPythonJson) {
       "    f.write(json.dumps(index, indent=2, sort_keys=True) + '\\n')\n"
       "with open(os.path.join(d, 'dump.index.json'), 'w') as f:\n"
       "    json.dump(index, f, indent=2)\n");
-  const std::string command = "/usr/bin/python3 " + script.native() + " " + dir.path().native();
+  const std::string command = test::python_command() + " " + test::shell_quote(script.native()) +
+                              " " + test::shell_quote(dir.path().native());
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
   EXPECT_EQ(ours, read_text(dir / "py.index.json"));
   for (std::string_view name : {"py.index.json", "dump.index.json"}) {
@@ -569,7 +571,7 @@ TEST(CheckpointIndex, RefusesDisagreement) {
       (void)Checkpoint::open(s.dir.path());
       ADD_FAILURE() << "opened";
     } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::invalid_checkpoint) << e.what();
+      EXPECT_EQ(e.code(), ErrorCode::invalid_index) << e.what();
       for (std::string_view part : parts) {
         EXPECT_NE(std::string_view(e.what()).find(part), std::string_view::npos)
             << "'" << e.what() << "' lacks '" << part << "'";
@@ -589,7 +591,7 @@ TEST(CheckpointIndex, RefusesTensorInTwoShards) {
   EXPECT_EQ(Checkpoint::open(dir.path()).files().size(), 1u);
   write_text(dir / "both.json",
              index_text("\"x\": \"one.safetensors\", \"y\": \"two.safetensors\""));
-  expect_error([&] { (void)Checkpoint::open(dir / "both.json"); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir / "both.json"); }, ErrorCode::invalid_index,
                {(dir / "both.json").native(),
                 "tensor `x` is in both `one.safetensors` and `two.safetensors`"});
 }
@@ -604,10 +606,10 @@ TEST(CheckpointIndex, RefusesSymlinkLeavingTheDirectory) {
   fs::create_symlink(outside / "model.safetensors", dir / "evil.safetensors");
   fs::create_directory_symlink(outside.path(), dir / "sub" / "link");
   write_text(dir / index_file_name, index_text("\"a\": \"evil.safetensors\""));
-  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_index,
                {"`evil.safetensors` leaves the directory", fs::canonical(outside.path()).native()});
   write_text(dir / index_file_name, index_text("\"a\": \"sub/link/model.safetensors\""));
-  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_index,
                {"`sub/link/model.safetensors` leaves the directory"});
   // A link that stays inside is fine, as is a shard in a subdirectory.
   fs::copy_file(outside / "model.safetensors", dir / "sub" / "real.safetensors");
@@ -628,10 +630,10 @@ TEST(CheckpointIndex, InvalidShardKeepsItsCodeAndNamesTheIndex) {
 
 TEST(Checkpoint, DirectoryWithoutIndex) {
   ScratchDir dir;
-  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_index,
                {dir.path().native(), "empty"});
   write_text(dir / "notes.txt", "x");
-  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_index,
                {"no *.safetensors file", "`notes.txt`"});
   Tensors tensors;
   tensors.add("a", 4);
@@ -640,7 +642,7 @@ TEST(Checkpoint, DirectoryWithoutIndex) {
   fs::rename(dir / "a" / "model.safetensors", dir / "a.safetensors");
   EXPECT_EQ(Checkpoint::open(dir.path()).files().at(0).name(), (dir / "a.safetensors").native());
   fs::rename(dir / "b" / "model.safetensors", dir / "b.safetensors");
-  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_checkpoint,
+  expect_error([&] { (void)Checkpoint::open(dir.path()); }, ErrorCode::invalid_index,
                {"2 *.safetensors files", "`a.safetensors`, `b.safetensors`", "no index"});
   // An index under another name (diffusers) is found when it is the only one.
   write_text(dir / "diffusion_pytorch_model.safetensors.index.json",

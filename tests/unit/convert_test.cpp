@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,7 +27,7 @@ using test::shell_quote;
 class Convert : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!test::have_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch or numpy";
+    if (!test::have_torch()) GTEST_SKIP() << test::python_interpreter() << " has no torch or numpy";
   }
   void TearDown() override {
     std::error_code ignored;
@@ -188,6 +189,31 @@ TEST_F(Convert, ShardedDirectory) {
                                                    dir / "model-00002-of-00002.safetensors",
                                                    dir / "model.safetensors.index.json"}));
   EXPECT_EQ(test::check_conversion("--dir " + shell_quote(dir)), 0);
+}
+
+// An index that names a tensor its shard lacks is the index's fault (invalid_index), not a
+// malformed torch checkpoint's (invalid_checkpoint).
+TEST_F(Convert, ShardedDirectoryWhoseIndexDisagreesIsAnInvalidIndex) {
+  const fs::path dir = private_dir("sharded_dir");
+  const fs::path index = dir / "pytorch_model.bin.index.json";
+  std::string json;
+  {
+    std::ifstream in(index, std::ios::binary);
+    json.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::string map_key = "\"weight_map\": {";
+  const std::size_t at = json.find(map_key);
+  ASSERT_NE(at, std::string::npos) << json;
+  json.insert(at + map_key.size(), "\"ghost\": \"pytorch_model-00001-of-00002.bin\", ");
+  std::ofstream(index, std::ios::binary | std::ios::trunc) << json;
+  try {
+    convert_directory(dir);
+    FAIL() << "converted a directory whose index names a missing tensor";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_index) << e.what();
+    EXPECT_NE(std::string(e.what()).find("`ghost`"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "model.safetensors.index.json"));
 }
 
 TEST_F(Convert, ShardedDirectoryWithAMissingShardLeavesNothing) {
@@ -364,7 +390,7 @@ TEST(ConvertWrite, VerificationCatchesBytesThatDifferFromTheSource) {
     detail::write_verified(plan, dir / "out.safetensors", options);
     FAIL() << "expected a verification error";
   } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::invalid_checkpoint);
+    EXPECT_EQ(e.code(), ErrorCode::io);
     EXPECT_NE(std::string(e.what()).find("tensor `t` differs from the source"), std::string::npos)
         << e.what();
   }
@@ -427,7 +453,7 @@ INSTANTIATE_TEST_SUITE_P(
 // nothing written. The files are made with the standard library alone: this needs no torch.
 TEST(ConvertHostileGlobals, AreRefusedNamedAndWriteNothing) {
   const test::Generated generated = test::run_fixture_script("make_hostile_pickles.py");
-  if (generated.status == -1) GTEST_SKIP() << "no " << test::system_python;
+  if (generated.status == -1) GTEST_SKIP() << "no " << test::python_interpreter();
   ASSERT_EQ(generated.status, 0) << "make_hostile_pickles.py failed";
   const auto rows = test::read_manifest(generated.dir, "convert.txt");
   ASSERT_GE(rows.size(), 400u);

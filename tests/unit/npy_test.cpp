@@ -304,11 +304,11 @@ class NpyFromNumpy : public ::testing::Test {
  protected:
   void SetUp() override {
     static const test::Generated generated = test::zip_fixtures("make_npy.py");
-    if (generated.status == -1 && !std::filesystem::exists(test::system_python)) {
-      GTEST_SKIP() << test::system_python << " is missing";
+    if (generated.status == -1 && !test::have_python()) {
+      GTEST_SKIP() << test::python_interpreter() << " is missing";
     }
     if (generated.status == test::missing_module_status) {
-      GTEST_SKIP() << "numpy is not installed for " << test::system_python;
+      GTEST_SKIP() << "numpy is not installed for " << test::python_interpreter();
     }
     ASSERT_EQ(generated.status, 0) << "tests/fixtures/zip/make_npy.py failed";
     dir_ = generated.dir;

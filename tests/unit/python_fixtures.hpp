@@ -1,6 +1,6 @@
 // Fixtures written during the tests by the Python scripts in tests/fixtures/pickles/, run
-// with Debian's /usr/bin/python3 (the one with numpy and torch). The scripts only write
-// files; nothing they make is ever loaded by Python.
+// with the interpreter CMake was configured with (the one with numpy and torch). The scripts
+// only write files; nothing they make is ever loaded by Python.
 #pragma once
 
 #include <sys/wait.h>
@@ -20,7 +20,39 @@
 
 namespace safetensors::test {
 
-inline constexpr const char* system_python = "/usr/bin/python3";
+/// The interpreter the fixture scripts run with: $SAFETENSORS_PYTHON, which ctest sets to the
+/// configured Python_EXECUTABLE, or the first `python3` on PATH when run by hand.
+inline const std::string& python_interpreter() {
+  static const std::string chosen = [] {
+    const char* configured = std::getenv("SAFETENSORS_PYTHON");
+    return std::string(configured != nullptr && *configured != '\0' ? configured : "python3");
+  }();
+  return chosen;
+}
+
+/// `s` as one word of a shell command line.
+inline std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+/// `python_interpreter()` ready for a shell command line.
+inline std::string python_command() {
+  return shell_quote(python_interpreter());
+}
+
+/// True when the interpreter runs at all (tests that need it skip otherwise).
+inline bool have_python() {
+  static const bool ok = std::system((python_command() + " -c '' >/dev/null 2>&1").c_str()) == 0;
+  return ok;
+}
 
 /// Exit status a fixture script uses when a module it needs (torch, numpy) is missing.
 inline constexpr int missing_module_status = 3;
@@ -36,11 +68,11 @@ inline Generated run_fixture_script(std::string_view script) {
   Generated out;
   out.dir = scratch_dir() / ("pickles-" + std::string(script) + "-" + std::to_string(::getpid()) +
                              "-" + std::to_string(counter++));
-  if (!std::filesystem::exists(system_python)) return out;
+  if (!have_python()) return out;
   const auto path =
       std::filesystem::path(__FILE__).parent_path().parent_path() / "fixtures" / "pickles" / script;
   const std::string command =
-      std::string(system_python) + " '" + path.string() + "' '" + out.dir.string() + "'";
+      python_command() + " '" + path.string() + "' '" + out.dir.string() + "'";
   const int raw = std::system(command.c_str());
   if (raw != -1 && WIFEXITED(raw)) out.status = WEXITSTATUS(raw);
   return out;

@@ -51,7 +51,7 @@ class ScanHostile : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { generated_ = test::run_fixture_script("make_hostile_pickles.py"); }
   void SetUp() override {
-    if (generated_.status == -1) GTEST_SKIP() << "no " << test::system_python;
+    if (generated_.status == -1) GTEST_SKIP() << "no " << test::python_interpreter();
     ASSERT_EQ(generated_.status, 0) << "make_hostile_pickles.py failed";
   }
   static ScanReport scan(const std::string& name) { return scan_file(generated_.dir / name); }
@@ -125,9 +125,9 @@ class ScanCheckpoints : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { generated_ = test::run_fixture_script("make_checkpoints.py"); }
   void SetUp() override {
-    if (generated_.status == -1) GTEST_SKIP() << "no " << test::system_python;
+    if (generated_.status == -1) GTEST_SKIP() << "no " << test::python_interpreter();
     if (generated_.status == test::missing_module_status) {
-      GTEST_SKIP() << test::system_python << " lacks torch or numpy";
+      GTEST_SKIP() << test::python_interpreter() << " lacks torch or numpy";
     }
     ASSERT_EQ(generated_.status, 0) << "make_checkpoints.py failed";
   }

@@ -70,7 +70,7 @@ TEST_P(FileSourceTest, RejectsReadsPastTheEnd) {
       source->read_at(offset, out);
       FAIL() << "read at " << offset << " succeeded";
     } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::io);
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
       EXPECT_NE(std::string(e.what()).find(file.path().string()), std::string::npos) << e.what();
     }
   }
@@ -160,7 +160,7 @@ TEST(MemorySource, BorrowsTheBytes) {
     source->read_at(31, out);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::io);
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
     EXPECT_NE(std::string(e.what()).find("buffer"), std::string::npos);
   }
 }

@@ -16,7 +16,7 @@ namespace {
 class TorchCheckpoint : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!test::have_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch or numpy";
+    if (!test::have_torch()) GTEST_SKIP() << test::python_interpreter() << " has no torch or numpy";
   }
 
   torch::SavedModel read(const std::string& name, const torch::ReadOptions& options = {}) {

@@ -182,7 +182,7 @@ class CPythonPickles : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { generated_ = test::run_fixture_script("make_data_pickles.py"); }
   void SetUp() override {
-    if (generated_.status == -1) GTEST_SKIP() << "no " << test::system_python;
+    if (generated_.status == -1) GTEST_SKIP() << "no " << test::python_interpreter();
     ASSERT_EQ(generated_.status, 0) << "make_data_pickles.py failed";
   }
   static Pickle load(const std::string& stem) {

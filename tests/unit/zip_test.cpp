@@ -828,8 +828,8 @@ class ZipFromPython : public ::testing::Test {
     dir_ = generated.dir;
   }
   void SetUp() override {
-    if (status_ == -1 && !std::filesystem::exists(test::system_python)) {
-      GTEST_SKIP() << test::system_python << " is missing";
+    if (status_ == -1 && !test::have_python()) {
+      GTEST_SKIP() << test::python_interpreter() << " is missing";
     }
     ASSERT_EQ(status_, 0) << "tests/fixtures/zip/make_archives.py failed";
   }
@@ -889,7 +889,7 @@ TEST_F(ZipFromPython, ManyEntriesUseZip64EndRecords) {
 }
 
 TEST_F(ZipFromPython, TorchSave) {
-  if (missing("torch")) GTEST_SKIP() << "torch is not installed for " << test::system_python;
+  if (missing("torch")) GTEST_SKIP() << "torch is not installed for " << test::python_interpreter();
   check_against_zipfile("torch.pt", true);
   const auto source = open_mmap_source(dir_ / "torch.pt");
   const Archive a = Archive::open(*source, {}, true);
@@ -904,7 +904,7 @@ TEST_F(ZipFromPython, TorchSave) {
 }
 
 TEST_F(ZipFromPython, NumpySavez) {
-  if (missing("numpy")) GTEST_SKIP() << "numpy is not installed for " << test::system_python;
+  if (missing("numpy")) GTEST_SKIP() << "numpy is not installed for " << test::python_interpreter();
   check_against_zipfile("arrays.npz");
   check_against_zipfile("compressed.npz");
 }
