@@ -5,8 +5,8 @@
 # tools/ except bench.cpp (it measures raw read(2) as the physical limit) and progress.cpp
 # (the terminal's width and whether stderr is one; nothing the library offers).
 #
-#   scripts/check_os_calls.sh [ROOT]     checks the tree at ROOT (default: this repository)
-#   scripts/check_os_calls.sh --self-test  shows on scratch trees that the check can fail
+#   tests/structure/check_os_calls.sh [ROOT]     checks the tree at ROOT (default: this repository)
+#   tests/structure/check_os_calls.sh --self-test  shows on scratch trees that the check can fail
 set -euo pipefail
 
 # System headers that declare file, memory and errno interfaces.
