@@ -24,12 +24,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
   try {
     // A prefix shorter than the header must be refused, never read past.
-    (void)npy::parse_header(bytes.first(size / 2), size, "fuzz.npy");
+    (void)npy::parse_array_header(bytes.first(size / 2), size, "fuzz.npy");
   } catch (const safetensors::Error&) {
   }
   npy::ArrayHeader h;
   try {
-    h = npy::parse_header(bytes, size, "fuzz.npy");
+    h = npy::parse_array_header(bytes, size, "fuzz.npy");
   } catch (const safetensors::Error&) {
     return 0;
   }

@@ -125,7 +125,7 @@ std::uint64_t npy_header_span(std::span<const std::byte> first12) {
 
 // C-order little-endian bytes of the array in `npy` (a whole .npy file's bytes).
 std::vector<std::byte> npy_array(std::vector<std::byte> npy, std::string_view origin) {
-  const npy::ArrayHeader h = npy::parse_header(npy, npy.size(), origin);
+  const npy::ArrayHeader h = npy::parse_array_header(npy, npy.size(), origin);
   const std::span<const std::byte> data = std::span(npy).subspan(h.data_offset, h.data_size);
   if (h.big_endian || h.fortran_order) {
     std::vector<std::byte> out(h.data_size);
@@ -160,7 +160,7 @@ ConvertPlan plan_npy(const Source& source, const std::string& stem) {
   std::vector<std::byte> header(
       std::min<std::uint64_t>(source.size(), npy_header_span(std::span(first).first(n))));
   source.read_at(0, header);
-  const npy::ArrayHeader h = npy::parse_header(header, source.size(), source.name());
+  const npy::ArrayHeader h = npy::parse_array_header(header, source.size(), source.name());
   ConvertPlan plan;
   plan.input_format = "npy";
   plan.metadata.emplace("format", "np");
@@ -197,7 +197,7 @@ ConvertPlan plan_npz(const Source& source, std::shared_ptr<zip::Archive> archive
     } else {
       bytes = archive->read(e);
     }
-    const npy::ArrayHeader h = npy::parse_header(bytes, e.size, origin);
+    const npy::ArrayHeader h = npy::parse_array_header(bytes, e.size, origin);
     const std::string name = e.name.substr(0, e.name.size() - npy_suffix.size());
     plan.items.push_back(whole_array(name, h, e.name));
     plan.storage_bytes.emplace(e.name, h.data_size);
@@ -206,7 +206,7 @@ ConvertPlan plan_npz(const Source& source, std::shared_ptr<zip::Archive> archive
     const zip::Entry* e = archive->find(entry);
     const std::string origin = archive->source().name() + ":" + entry;
     if (const auto view = archive->stored_view(*e); !view.empty()) {
-      const npy::ArrayHeader h = npy::parse_header(view, view.size(), origin);
+      const npy::ArrayHeader h = npy::parse_array_header(view, view.size(), origin);
       if (!h.big_endian && !h.fortran_order) {
         return StorageBytes(archive->source(), e->data_offset + h.data_offset, h.data_size);
       }

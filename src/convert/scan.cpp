@@ -192,8 +192,8 @@ class Scanner {
   void scan_npy(Bytes bytes, const std::string& location, std::uint64_t base) {
     try {
       // Only whether it parses matters here: parse_header throws on a malformed header.
-      (void)npy::parse_header(bytes, bytes.size(),
-                              location.empty() ? report_.path.string() : location);
+      (void)npy::parse_array_header(bytes, bytes.size(),
+                                    location.empty() ? report_.path.string() : location);
       read_something_ = true;  // a plain numeric array: no pickle, nothing runs
       return;
     } catch (const Error& e) {

@@ -264,8 +264,8 @@ bool looks_like_npy(std::span<const std::byte> prefix) noexcept {
          std::memcmp(prefix.data(), magic.data(), magic.size()) == 0;
 }
 
-ArrayHeader parse_header(std::span<const std::byte> prefix, std::uint64_t total_size,
-                         std::string_view origin) {
+ArrayHeader parse_array_header(std::span<const std::byte> prefix, std::uint64_t total_size,
+                               std::string_view origin) {
   HeaderParser parser({}, origin);
   const auto available = std::min<std::uint64_t>(prefix.size(), total_size);
   if (available < 10) {

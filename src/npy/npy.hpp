@@ -28,7 +28,7 @@ struct ArrayHeader {
 
 /// Where a header's text starts (10 bytes in for version 1, 12 for later ones) and the length
 /// its first bytes give; nullopt when `prefix` is too short to hold that length. Nothing else
-/// is checked, so readers that must get past a header parse_header refuses can still find
+/// is checked, so readers that must get past a header parse_array_header refuses can still find
 /// its end.
 struct HeaderExtent {
   std::uint64_t text_start = 0;
@@ -41,8 +41,8 @@ std::optional<HeaderExtent> header_extent(std::span<const std::byte> prefix) noe
 /// Refuses object arrays (`|O`: the payload would be a pickle), structured and
 /// unsupported dtypes (complex128, datetime, strings) naming the descr, data shorter or
 /// longer than the shape needs, and malformed literals. Errors name `origin`.
-[[nodiscard]] ArrayHeader parse_header(std::span<const std::byte> prefix, std::uint64_t total_size,
-                                       std::string_view origin);
+[[nodiscard]] ArrayHeader parse_array_header(std::span<const std::byte> prefix,
+                                             std::uint64_t total_size, std::string_view origin);
 
 /// Converts `data` (exactly header.data_size bytes) in place-free fashion into C-order
 /// little-endian bytes in `out` (same size): byte swaps and/or transposes as the header

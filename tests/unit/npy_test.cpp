@@ -47,7 +47,7 @@ Bytes npy_file(std::string_view dict, std::size_t data_size, int major = 1) {
 }
 
 ArrayHeader parse(const Bytes& file) {
-  return parse_header(file, file.size(), "test.npy");
+  return parse_array_header(file, file.size(), "test.npy");
 }
 
 std::vector<std::uint64_t> parse_shape(const std::string& text) {
@@ -89,7 +89,7 @@ TEST(Npy, ParsesNumpysLayout) {
   EXPECT_EQ(h.data_size, 24u);
   EXPECT_EQ(h.descr, "<f4");
   // The prefix only needs to hold the header.
-  EXPECT_EQ(parse_header(std::span(file).first(128), file.size(), "test.npy").data_size, 24u);
+  EXPECT_EQ(parse_array_header(std::span(file).first(128), file.size(), "test.npy").data_size, 24u);
   EXPECT_TRUE(looks_like_npy(file));
   EXPECT_FALSE(looks_like_npy(bytes_of("\x93NUMP")));
   EXPECT_FALSE(looks_like_npy(bytes_of("PK\x03\x04\x00\x00")));
@@ -162,8 +162,9 @@ TEST(Npy, RefusesTruncatedHeaders) {
   Bytes v2 = npy_file(good, 24, 2);
   expect_malformed(Bytes(v2.begin(), v2.begin() + 11), "too short for a version 2.0 header");
   // The caller gave too short a prefix of a long enough file.
-  expect_error([&] { (void)parse_header(std::span(file).first(40), file.size(), "test.npy"); },
-               ErrorCode::invalid_checkpoint, "only 40 bytes of the 128-byte header");
+  expect_error(
+      [&] { (void)parse_array_header(std::span(file).first(40), file.size(), "test.npy"); },
+      ErrorCode::invalid_checkpoint, "only 40 bytes of the 128-byte header");
 }
 
 TEST(Npy, RefusesHeaderLengthBeyondTheFile) {
@@ -324,7 +325,7 @@ TEST_F(NpyFromNumpy, EveryCaseMatchesNumpysBytes) {
     ++cases;
     const std::string& name = row[1];
     const Bytes file = test::read_bytes(dir_ / (name + ".npy"));
-    const ArrayHeader h = parse_header(file, file.size(), name);
+    const ArrayHeader h = parse_array_header(file, file.size(), name);
     EXPECT_EQ(dtype_name(h.dtype), row[2]) << name;
     EXPECT_EQ(h.big_endian, row[3] == "1") << name;
     EXPECT_EQ(h.fortran_order, row[4] == "1") << name;
@@ -346,7 +347,7 @@ TEST_F(NpyFromNumpy, RefusesWhatSafetensorsCannotHold) {
     ++cases;
     const Bytes file = test::read_bytes(dir_ / (row[1] + ".npy"));
     try {
-      (void)parse_header(file, file.size(), "test.npy");
+      (void)parse_array_header(file, file.size(), "test.npy");
       ADD_FAILURE() << row[1] << " was accepted";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::unsupported_checkpoint) << e.what();
@@ -367,7 +368,7 @@ TEST_F(NpyFromNumpy, NpzMembers) {
     ASSERT_EQ(archive.entries().size(), 3u);
     for (const zip::Entry& e : archive.entries()) {
       const Bytes npy = archive.read(e);
-      const ArrayHeader h = parse_header(npy, npy.size(), e.name);
+      const ArrayHeader h = parse_array_header(npy, npy.size(), e.name);
       Bytes out(h.data_size);
       to_c_order_little_endian(h, std::span(npy).subspan(h.data_offset), out);
       EXPECT_EQ(out, test::read_bytes(dir_ / (row[1] + "." + e.name + ".bytes"))) << e.name;
