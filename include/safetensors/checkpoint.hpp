@@ -26,7 +26,7 @@ struct SAFETENSORS_API CheckpointTensor {
 };
 
 /// An opened checkpoint: a single file, or an index and every shard it names. Opening
-/// validates each shard (FORMAT.md) and that index and shards agree: every mapped tensor
+/// validates each shard (docs/FORMAT.md) and that index and shards agree: every mapped tensor
 /// exists in its shard, no tensor is in two shards, every shard tensor is mapped,
 /// `total_size` equals the tensors' bytes, and shard names stay inside the directory.
 /// Errors (`Error`, invalid_index or the shard's own code) name the index, the shard

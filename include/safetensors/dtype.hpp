@@ -9,7 +9,7 @@
 
 namespace safetensors {
 
-/// Every element type FORMAT.md defines. The enumerator order is not the file order; use
+/// Every element type docs/FORMAT.md defines. The enumerator order is not the file order; use
 /// `dtype_write_rank` for the order the reference writer lays tensors out in.
 enum class Dtype : std::uint8_t {
   BOOL,

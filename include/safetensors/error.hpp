@@ -10,7 +10,7 @@
 
 namespace safetensors {
 
-/// What went wrong. The first eleven follow FORMAT.md's validation rules in order.
+/// What went wrong. The first eleven follow docs/FORMAT.md's validation rules in order.
 enum class ErrorCode {
   header_too_small = 1,     // rule 1: file shorter than 8 bytes
   header_too_large,         // rule 2: N > 100,000,000
@@ -36,8 +36,8 @@ enum class ErrorCode {
   invalid_checkpoint,       // a torch, pickle or .npy checkpoint that is malformed (its
                             // storages and views disagree, a bad .npy header...)
   not_regular_file,         // an input is a FIFO, socket, device or directory, not a file
-  nul_character,            // a tensor name or metadata key/value holds U+0000 (FORMAT.md)
-  too_many_dimensions,      // a shape of rank above max_rank (FORMAT.md)
+  nul_character,            // a tensor name or metadata key/value holds U+0000 (docs/FORMAT.md)
+  too_many_dimensions,      // a shape of rank above max_rank (docs/FORMAT.md)
   invalid_index,            // a sharded checkpoint's index is malformed or disagrees with
                             // its shards (missing shard, tensor in two shards...)
 };

@@ -1,4 +1,4 @@
-// Parsing and validating a safetensors header (FORMAT.md "Validation on read").
+// Parsing and validating a safetensors header (docs/FORMAT.md "Validation on read").
 #pragma once
 
 #include <cstddef>
@@ -18,10 +18,10 @@ namespace safetensors {
 /// `__metadata__`: string keys to string values, kept sorted (the order we write them in).
 using Metadata = std::map<std::string, std::string, std::less<>>;
 
-/// The largest header FORMAT.md allows (rule 2); exactly this size is accepted.
+/// The largest header docs/FORMAT.md allows (rule 2); exactly this size is accepted.
 inline constexpr std::uint64_t max_header_size = 100'000'000;
 
-/// The most dimensions a tensor may have (FORMAT.md): numpy's limit, far above any model's,
+/// The most dimensions a tensor may have (docs/FORMAT.md): numpy's limit, far above any model's,
 /// and low enough that a shape costs a bounded amount of memory to hold and to show.
 inline constexpr std::size_t max_rank = 64;
 

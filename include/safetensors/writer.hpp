@@ -1,4 +1,4 @@
-// Writing safetensors files byte-compatible with the reference writer (FORMAT.md "Writing").
+// Writing safetensors files byte-compatible with the reference writer (docs/FORMAT.md "Writing").
 #pragma once
 
 #include <cstddef>

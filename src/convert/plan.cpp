@@ -21,7 +21,7 @@ constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 // All the tensors of a checkpoint together may hold at most this many times the bytes of
 // the file (or of 1 MiB). Honest checkpoints store what they mean to save, so their output
 // is about the size of their input; many small views that each expand within the per-view
-// cap of torch_checkpoint.cpp must not add up to a disk-filling output either.
+// cap of torch/checkpoint.cpp must not add up to a disk-filling output either.
 constexpr std::uint64_t max_output_expansion = 16;
 
 constexpr std::string_view npy_suffix = ".npy";

@@ -9,7 +9,7 @@ namespace safetensors::detail {
 /// What a JSON string keeps raw. All modes escape `"`, `\` and U+0000..U+001F, the five
 /// with short forms as \b \t \n \f \r and the others as \u00XX (lowercase).
 enum class JsonText {
-  /// FORMAT.md "Writing", as the reference writes headers: every other byte is written as
+  /// docs/FORMAT.md "Writing", as the reference writes headers: every other byte is written as
   /// it is, UTF-8 or not (the writer refuses text that is not UTF-8 before this).
   reference,
   /// The command's output: as `reference`, but each byte that does not start a valid UTF-8

@@ -12,7 +12,7 @@ struct DtypeFacts {
   unsigned write_rank;
 };
 
-// Indexed by the enumerator value. write_rank follows FORMAT.md "Writing".
+// Indexed by the enumerator value. write_rank follows docs/FORMAT.md "Writing".
 constexpr std::array<DtypeFacts, dtype_count> facts = {{
     {Dtype::BOOL, "BOOL", 8, 21},
     {Dtype::U8, "U8", 8, 17},

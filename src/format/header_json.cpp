@@ -170,7 +170,7 @@ class Reader {
          "header: malformed JSON " + where + ": " + simdjson::error_message(error));
   }
 
-  // FORMAT.md: names and metadata are C strings to most of the code that uses them (file
+  // docs/FORMAT.md: names and metadata are C strings to most of the code that uses them (file
   // systems, framework APIs), where a NUL would silently cut them short. `where` shows a
   // name or key itself; a value is shown after it.
   void refuse_nul(std::string_view text, const Where& where, bool is_value) const {

@@ -1,4 +1,4 @@
-// Reading the header JSON into tensor entries and metadata (FORMAT.md rules 5 and 6).
+// Reading the header JSON into tensor entries and metadata (docs/FORMAT.md rules 5 and 6).
 #pragma once
 
 #include <cstddef>

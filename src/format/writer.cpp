@@ -66,7 +66,7 @@ std::uint64_t checked_byte_size(const TensorData& t) {
     throw_tensor_error(ErrorCode::too_many_dimensions, t,
                        "more than " + std::to_string(max_rank) + " dimensions");
   }
-  // Readers refuse a header that is not UTF-8 (FORMAT.md rule 4): no file nothing opens.
+  // Readers refuse a header that is not UTF-8 (docs/FORMAT.md rule 4): no file nothing opens.
   if (!is_utf8(t.name)) {
     throw_tensor_error(ErrorCode::invalid_argument, t, "the name is not valid UTF-8");
   }
@@ -92,7 +92,7 @@ const Metadata* metadata_of(const WriteOptions& options) {
   return options.metadata ? &*options.metadata : nullptr;
 }
 
-// Readers refuse text that is not UTF-8 and NUL characters (FORMAT.md), so writing either
+// Readers refuse text that is not UTF-8 and NUL characters (docs/FORMAT.md), so writing either
 // would only make a file nothing opens: both are refused before a byte is written.
 void check_metadata(const Metadata* metadata) {
   if (!metadata) return;
@@ -209,7 +209,7 @@ WritePlan plan_write(std::span<const TensorData> tensors, const WriteOptions& op
   std::sort(plan.order.begin(), plan.order.end(), [&](std::size_t a, std::size_t b) {
     const unsigned ra = dtype_write_rank(tensors[a].dtype);
     const unsigned rb = dtype_write_rank(tensors[b].dtype);
-    // std::string compares as unsigned char: bytewise, as FORMAT.md asks.
+    // std::string compares as unsigned char: bytewise, as docs/FORMAT.md asks.
     return ra != rb ? ra < rb : tensors[a].name < tensors[b].name;
   });
   plan.begin.resize(tensors.size());

@@ -2,7 +2,7 @@
 // that survive signals, opening an input so that nothing but a regular file gets through, and
 // the one way from errno to an Error. Only src/io/ includes this; the layers above see
 // `Source`, `AtomicFile` and the helpers here, never a system call
-// (scripts/check_os_calls.sh enforces it).
+// (tests/structure/check_os_calls.sh enforces it).
 #pragma once
 
 #include <cstddef>

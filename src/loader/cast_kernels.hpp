@@ -2,7 +2,7 @@
 // that loops over them auto-vectorize. Each function reproduces torch 2's `.to(dtype)` on the
 // CPU bit for bit, NaN encodings included (measured on torch 2.13 over every F16/BF16 code and
 // F32 edge cases; see tests/unit/cast_test.cpp). torch 1.13 differs in one place only: its
-// F32 -> F16 turns every NaN into the canonical 0x7E00 (docs/FORMAT.md, "Casts").
+// F32 -> F16 turns every NaN into the canonical 0x7E00.
 #pragma once
 
 #include <algorithm>

@@ -106,7 +106,7 @@ struct Pickle {
 
 /// Parses one pickle (protocols 0-5) starting at data[0]. In strict mode, bytes after STOP
 /// are left to the caller (see `end_offset`). Accepts only the data opcodes listed in
-/// CHECKPOINTS.md; refuses INST, OBJ, EXT*, NEWOBJ_EX, PERSID, NEXT_BUFFER,
+/// docs/CHECKPOINTS.md; refuses INST, OBJ, EXT*, NEWOBJ_EX, PERSID, NEXT_BUFFER,
 /// READONLY_BUFFER, DUP and unknown opcodes. Error messages name `origin`, the opcode and
 /// its byte offset.
 [[nodiscard]] Pickle unpickle(std::span<const std::byte> data, const Options& options,

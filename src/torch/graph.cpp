@@ -18,8 +18,8 @@ using pickle::Value;
 using pickle::ValueId;
 using Entries = std::vector<std::pair<ValueId, ValueId>>;
 
-// Where training checkpoints keep their weights when there is no `state_dict` (CHECKPOINTS.md),
-// in the order we prefer them when several are present.
+// Where training checkpoints keep their weights when there is no `state_dict`
+// (docs/CHECKPOINTS.md), in the order we prefer them when several are present.
 constexpr std::array<std::string_view, 6> weight_keys = {"model_state_dict", "model",      "module",
                                                          "params",           "params_ema", "ema"};
 

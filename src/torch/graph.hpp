@@ -1,6 +1,6 @@
 // Interpreting an unpickled torch checkpoint: which dict holds the weights, which values
 // are tensor rebuild calls and which persistent ids name storages. Nothing here reads
-// storage bytes; torch_checkpoint.cpp checks geometry against the records. Private.
+// storage bytes; torch/checkpoint.cpp checks geometry against the records. Private.
 #pragma once
 
 #include <cstdint>

@@ -11,7 +11,7 @@ struct Named {
   TorchDtype type;
 };
 
-// Element sizes from CHECKPOINTS.md; complex128 is known so that errors can name it.
+// Element sizes from docs/CHECKPOINTS.md; complex128 is known so that errors can name it.
 constexpr std::array<Named, 12> storage_classes = {{
     {"DoubleStorage", {Dtype::F64, 8, "float64"}},
     {"FloatStorage", {Dtype::F32, 4, "float32"}},
