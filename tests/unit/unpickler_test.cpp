@@ -545,7 +545,7 @@ TEST(Unpickler, CustomAllowlist) {
   EXPECT_EQ(unpickle(ok.span(), options, "x").globals.size(), 1u);
   Bytes refused;
   refused.global("collections", "OrderedDict").stop();
-  EXPECT_THROW(unpickle(refused.span(), options, "x"), Error);
+  EXPECT_THROW((void)unpickle(refused.span(), options, "x"), Error);
 }
 
 TEST(Unpickler, PythonTwoBuiltinsOnlyBelowProtocolThree) {
@@ -746,7 +746,7 @@ TEST(Unpickler, StackAndValueLimits) {
   options.max_stack_depth = 3;
   Bytes deep;
   deep.op('N').op('N').op('(').op('N').stop();
-  EXPECT_THROW(unpickle(deep.span(), options, "x"), Error);
+  EXPECT_THROW((void)unpickle(deep.span(), options, "x"), Error);
   Options values;
   values.max_values = 4;
   Bytes many;

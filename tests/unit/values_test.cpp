@@ -251,9 +251,10 @@ TEST(Elements, BoolAndComplex) {
 
 TEST(Elements, OutOfRangeIndexThrows) {
   const auto f32 = raw<float>({1.0f});
-  EXPECT_THROW(format_element(Dtype::F32, f32, 1), Error);
+  EXPECT_THROW((void)format_element(Dtype::F32, f32, 1), Error);
   EXPECT_THROW((void)element_as_double(Dtype::U64, f32, 0), Error);
-  EXPECT_THROW(format_element(Dtype::F32, f32, std::numeric_limits<std::uint64_t>::max()), Error);
+  EXPECT_THROW((void)format_element(Dtype::F32, f32, std::numeric_limits<std::uint64_t>::max()),
+               Error);
 }
 
 }  // namespace
