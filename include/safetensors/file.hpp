@@ -65,6 +65,11 @@ class SAFETENSORS_API File {
 
   /// True when tensor bytes are mapped, so `view` is available.
   bool zero_copy() const noexcept;
+  /// Reads every page of the tensor data into memory now, in parallel (`threads`, 0: the
+  /// library's default), at the speed of a sequential read of the file: later views cost no
+  /// I/O and no page fault. For callers that will read everything; does nothing when the
+  /// source is not mapped. Throws `Error` (io) when the data cannot be read.
+  void populate(unsigned threads = 0) const;
   /// Zero-copy view; throws `Error` (invalid_argument) on a source that is not mapped.
   TensorView view(std::string_view name) const;
   TensorView view(const TensorInfo& info) const;

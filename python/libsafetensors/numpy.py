@@ -67,9 +67,16 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
     return handle.get_tensors()
 
 
-def load_file(filename, *, backend: str = "mmap", mmap: bool = True) -> Dict[str, np.ndarray]:
-    """Every array of a file, in file order; zero-copy views of the mapping by default."""
+def load_file(filename, *, backend: str = "mmap", mmap: bool = True,
+              materialize: bool = False) -> Dict[str, np.ndarray]:
+    """Every array of a file, in file order; zero-copy views of the mapping by default.
+
+    With `materialize=True` every page is read before this returns, at the speed of a
+    sequential read, instead of on first touch (see `libsafetensors.torch.load_file`).
+    """
     with safe_open(filename, framework="np", backend=backend, mmap=mmap) as f:
+        if materialize:
+            f._populate()
         return f.get_tensors()
 
 

@@ -228,9 +228,14 @@ def load_file(
     *,
     backend: str = "mmap",
     mmap: bool = True,
+    materialize: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Every tensor of a file, in file order; on the CPU, zero-copy views of a private
     copy-on-write mapping (writing to them never changes the file).
+
+    Pages are read when first touched. With `materialize=True` every page is read before this
+    returns, in parallel and at the speed of a sequential read of the file: for callers that
+    will use every tensor, a cold file arrives several times faster than through page faults.
 
     With `dtype`, floating-point tensors are converted to it while the file is read into new
     memory, as `load_checkpoint` does (tensors then come in name order).
@@ -238,6 +243,8 @@ def load_file(
     if dtype is not None:
         return load_checkpoint(filename, dtype=dtype, device=device)
     with safe_open(filename, framework="pt", device=device, backend=backend, mmap=mmap) as f:
+        if materialize:
+            f._populate()
         return f.get_tensors()
 
 

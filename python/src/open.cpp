@@ -118,6 +118,11 @@ class PyFile {
     return py::make_tuple(std::string(dtype_name(t.dtype)), shape_list(t.shape));
   }
 
+  void populate(unsigned threads) const {
+    py::gil_scoped_release release;
+    file().populate(threads);
+  }
+
   Bytes tensor(const std::string& name) const {
     const TensorInfo& t = find(name);
     if (file().zero_copy()) return Bytes::view(owner_, file().view(t).data, true);
@@ -191,6 +196,8 @@ void register_open(py::module_& module) {
       .def("metadata", &PyFile::metadata)
       .def("info", &PyFile::info, "(dtype name, shape) of a tensor.")
       .def("tensor", &PyFile::tensor, "A tensor's bytes: a view of the mapping or a copy.")
+      .def("populate", &PyFile::populate, py::arg("threads") = 0,
+           "Reads every page of the tensor data into memory now (mapped files only).")
       .def("slice", &PyFile::slice, "(bytes, shape) of a slice of a tensor.");
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "format/slice_runs.hpp"
+#include "io/memory.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors {
@@ -97,6 +98,13 @@ const TensorInfo& File::info(std::string_view name) const {
 
 bool File::zero_copy() const noexcept {
   return !state_->source->mapped().empty();
+}
+
+void File::populate(unsigned threads) const {
+  const std::span<const std::byte> mapped = state_->source->mapped();
+  if (mapped.empty()) return;
+  detail::populate(mapped.subspan(static_cast<std::size_t>(state_->header.data_start)), threads,
+                   name());
 }
 
 TensorView File::view(std::string_view name) const {

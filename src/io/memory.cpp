@@ -3,8 +3,14 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "io/posix.hpp"
 
@@ -12,6 +18,13 @@ namespace safetensors::detail {
 namespace {
 
 constexpr std::size_t huge_page = std::size_t{2} << 20;
+
+// populate(): the unit of work, and the default number of workers. Measured on a 2-core VM
+// with a virtio disk (500 MB file, cold cache): one worker already keeps the disk as busy as
+// `cat` does, as the kernel reads ahead 8 MB per request; more workers keep a deeper queue
+// for disks that need one, and cost nothing when the pages are cached.
+constexpr std::size_t populate_chunk = std::size_t{32} << 20;
+constexpr unsigned populate_default_threads = 4;
 
 std::uintptr_t page_size() noexcept {
   static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
@@ -49,6 +62,72 @@ Mapping map_file(int fd, std::uint64_t size, MapKind kind, const std::string& na
   void* base = ::mmap(nullptr, size, protection, flags, fd, 0);
   if (base == MAP_FAILED) throw_os_error(name, "cannot map", errno);
   return Mapping({static_cast<const std::byte*>(base), static_cast<std::size_t>(size)});
+}
+
+namespace {
+
+// Faults in the pages of [begin, end), both page aligned; false when the kernel does not know
+// MADV_POPULATE_READ (before 5.14). Throws for pages that cannot be read.
+bool populate_range(std::uintptr_t begin, std::uintptr_t end, const std::string& name) {
+#ifdef MADV_POPULATE_READ
+  if (::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ) == 0) return true;
+  if (errno == EINVAL) return false;
+  // EFAULT: a page past the end of the file, which has shrunk since it was mapped.
+  if (errno == EFAULT) throw_os_error(name, "cannot read into memory (did the file shrink?)", EIO);
+  throw_os_error(name, "cannot read into memory", errno);
+#else
+  (void)begin;
+  (void)end;
+  (void)name;
+  return false;
+#endif
+}
+
+void touch_pages(std::uintptr_t begin, std::uintptr_t end) noexcept {
+  for (std::uintptr_t at = begin; at < end; at += page_size()) {
+    (void)*reinterpret_cast<const volatile std::byte*>(at);
+  }
+}
+
+}  // namespace
+
+void populate(std::span<const std::byte> mapped, unsigned threads, const std::string& name) {
+  if (mapped.empty()) return;
+  const std::uintptr_t page = page_size();
+  const auto begin = reinterpret_cast<std::uintptr_t>(mapped.data()) / page * page;
+  const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(mapped.data()) + mapped.size();
+  const std::size_t chunks = (end - begin + populate_chunk - 1) / populate_chunk;
+  const unsigned workers = static_cast<unsigned>(
+      std::min<std::size_t>(chunks, threads != 0 ? threads : populate_default_threads));
+
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> unsupported{false};
+  std::atomic<bool> failed{false};
+  std::mutex error_mutex;
+  std::exception_ptr error;
+  const auto work = [&] {
+    try {
+      for (std::size_t chunk; !failed.load(std::memory_order_relaxed) &&
+                              (chunk = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+        const std::uintptr_t from = begin + chunk * populate_chunk;
+        const std::uintptr_t to = std::min(end, from + populate_chunk);
+        if (unsupported.load(std::memory_order_relaxed) || !populate_range(from, to, name)) {
+          unsupported.store(true, std::memory_order_relaxed);
+          touch_pages(from, to);
+        }
+      }
+    } catch (...) {
+      std::lock_guard lock(error_mutex);
+      if (!error) error = std::current_exception();
+      failed.store(true, std::memory_order_relaxed);
+    }
+  };
+  {
+    std::vector<std::jthread> helpers;
+    for (unsigned i = 1; i < workers; ++i) helpers.emplace_back(work);
+    work();
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 void advise(std::span<const std::byte> range, PageAdvice advice) noexcept {

@@ -35,6 +35,13 @@ class Mapping {
   std::span<const std::byte> bytes_;
 };
 
+/// Reads every page of `mapped`, a mapping of a file, into memory now: after this, touching
+/// any byte costs no I/O and no page fault. `threads` workers (0: a measured default) each
+/// ask the kernel for 32 MiB at a time (MADV_POPULATE_READ), which reads ahead sequentially
+/// at the speed of `cat`; kernels before 5.14 get one read of a byte per page instead.
+/// Throws io naming `name` when a page cannot be read (an I/O error, or the file shrank).
+void populate(std::span<const std::byte> mapped, unsigned threads, const std::string& name);
+
 /// Maps the first `size` bytes of `fd`; an empty file maps to an empty span (mmap refuses a
 /// zero length). Throws io naming `name` when the system refuses.
 Mapping map_file(int fd, std::uint64_t size, MapKind kind, const std::string& name);

@@ -302,3 +302,33 @@ def test_numpy_bfloat16_needs_ml_dtypes(tmp_path):
         assert loaded["w"].dtype == ml_dtypes.bfloat16
     with pytest.raises(ValueError, match="cannot be loaded into"):
         st_numpy.load_checkpoint(path, dtype=np.int8)
+
+
+def test_materialize_reads_every_page_first_and_changes_no_value(tmp_path):
+    path = str(tmp_path / "m.safetensors")
+    g = torch.Generator().manual_seed(3)
+    tensors = {"big": torch.randn(3 << 20, generator=g), "small": torch.arange(7),
+               "empty": torch.zeros(0, 5)}
+    save_file(tensors, path)
+    lazy = load_file(path)
+    eager = load_file(path, materialize=True)
+    assert list(eager) == list(lazy)
+    for name, tensor in tensors.items():
+        assert torch.equal(eager[name], tensor) and torch.equal(lazy[name], tensor)
+    # Still zero-copy views of the private mapping: writing changes neither the file nor
+    # another load.
+    eager["small"][0] = 100
+    assert load_file(path, materialize=True)["small"][0] == 0
+    arrays = st_numpy.load_file(path, materialize=True)
+    np.testing.assert_array_equal(arrays["big"], tensors["big"].numpy())
+
+
+def test_materialize_reports_a_file_that_shrank_after_opening(tmp_path):
+    from libsafetensors import safe_open
+
+    path = str(tmp_path / "shrinks.safetensors")
+    save_file({"w": torch.ones(1 << 20)}, path)
+    with safe_open(path, "pt") as f:
+        os.truncate(path, 4096)
+        with pytest.raises(SafetensorError, match="did the file shrink"):
+            f._populate()

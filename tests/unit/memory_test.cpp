@@ -1,11 +1,14 @@
 // The OS layer's memory helpers: file mappings, page advice and huge-page-aligned buffers.
 #include "io/memory.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 #include <vector>
 
@@ -88,6 +91,46 @@ TEST(Advise, DontNeedSparesThePagesAtTheEdges) {
   EXPECT_EQ(buffer[100], std::byte{0x5a});            // first page shared with the edge
   EXPECT_EQ(buffer[page], std::byte{0});              // whole pages inside: dropped
   EXPECT_EQ(buffer[3 * page + 50], std::byte{0x5a});  // last, partial page kept
+}
+
+// Pages of `bytes` (page aligned) in the page cache, as mincore(2) reports them.
+std::size_t resident_pages(std::span<const std::byte> bytes) {
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> map((bytes.size() + page - 1) / page);
+  EXPECT_EQ(::mincore(const_cast<std::byte*>(bytes.data()), bytes.size(), map.data()), 0);
+  std::size_t resident = 0;
+  for (unsigned char m : map) resident += m & 1;
+  return resident;
+}
+
+TEST(Populate, EveryPageIsResidentAfterwardsWithAnyThreadCount) {
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::vector<std::byte> bytes = test::counting_bytes(70 * 1024 * 1024 + 123);
+  const std::size_t pages = (bytes.size() + page - 1) / page;
+  ScratchFile file("populate", bytes);
+  const FileDescriptor fd = open_regular_file(file.path().string());
+  for (unsigned threads : {0u, 1u, 3u}) {
+    const Mapping mapping = map_file(fd.get(), bytes.size(), MapKind::copy_on_write, "f");
+    // Evict what the write left cached (clean pages only), so populate has pages to read.
+    ::fdatasync(fd.get());
+    ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
+    const std::size_t before = resident_pages(mapping.bytes());
+    if (before == pages) GTEST_SKIP() << "the page cache keeps this file (tmpfs?): nothing to read";
+    populate(mapping.bytes(), threads, "f");
+    EXPECT_EQ(resident_pages(mapping.bytes()), pages)
+        << threads << " threads, " << before << " pages resident before";
+    EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), mapping.bytes().begin()));
+  }
+}
+
+TEST(Populate, AFileThatShrankIsAnIoErrorNotACrash) {
+  const std::vector<std::byte> bytes = test::counting_bytes(1 << 20);
+  ScratchFile file("populate-shrunk", bytes);
+  const FileDescriptor fd = open_regular_file(file.path().string());
+  const Mapping mapping = map_file(fd.get(), bytes.size(), MapKind::read_only, "shrunk.bin");
+  std::filesystem::resize_file(file.path(), 4096);
+  test::expect_error([&] { populate(mapping.bytes(), 2, "shrunk.bin"); }, ErrorCode::io,
+                     {"shrunk.bin", "did the file shrink?"});
 }
 
 TEST(AllocateHugePageAligned, AlignedWritableOrNullWhenSmall) {
