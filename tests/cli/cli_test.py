@@ -730,7 +730,7 @@ def check_bench(scratch):
           r.returncode == 0 and r.stdout.startswith(f"{path}: 2 tensors in 1 file, 1.1 KiB")
           and "memcpy (1 thread)" in r.stdout and "sequential read(2), warm" in r.stdout
           and {("pread", "1"), ("pread", "2"), ("mmap", "1"), ("mmap", "2"),
-               ("owned", "1"), ("owned", "2")} <= rows
+               ("mapped", "1"), ("mapped", "2"), ("owned", "1"), ("owned", "2")} <= rows
           and "cold cache: not measured (--no-cold)" in r.stdout, r.stdout + r.stderr)
     r = run("bench", path, "--dtype", "f16", "--threads", "1", "--repeat", "1", "--no-cold",
             "--methods", "auto")
@@ -838,7 +838,7 @@ def check_json_outputs(scratch):
     rows = [(row["method"], row["threads"]) for row in doc["rows"]] if doc else []
     check("bench --json", rc == 0 and doc["file"] == path and doc["bytes"] == 24
           and doc["dtype"] is None and doc["cold_read_gbps"] is None
-          and doc["memcpy_gbps"] > 0 and rows == [("pread", 1), ("owned", 1)]
+          and doc["memcpy_gbps"] > 0 and rows == [("pread", 1), ("mapped", 1), ("owned", 1)]
           and all(row["warm_gbps"] > 0 and row["cold_gbps"] is None for row in doc["rows"]),
           out)
 
