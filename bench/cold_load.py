@@ -200,7 +200,10 @@ def worker(task):
     # Warm-up on a tiny file: lazy imports and first-call paths, without touching the inputs.
     touch(load(task["warmup_pt" if is_pt else "warmup"]))
     # What one call loads: the .pt, the checkpoint directory, or each file (shard) in turn.
-    targets = task["pt"] if is_pt else task["target"] if impl == "ours_checkpoint" else task["files"]
+    if is_pt:
+        targets = task["pt"]
+    else:
+        targets = task["target"] if impl == "ours_checkpoint" else task["files"]
     rss_before = _status_kib("VmRSS")
     peak_reset = _reset_peak()
     start = time.perf_counter()
@@ -210,7 +213,8 @@ def worker(task):
     peak = _status_kib("VmHWM")
     return {"seconds": seconds, "checksum": checksum,
             "tensors": sum(len(sd) for sd in loaded),
-            "tensor_bytes": sum(t.numel() * t.element_size() for sd in loaded for t in sd.values()),
+            "tensor_bytes": sum(t.numel() * t.element_size()
+                                for sd in loaded for t in sd.values()),
             "peak_delta": (peak - rss_before) * 1024, "peak_reset": peak_reset}
 
 
@@ -322,7 +326,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="inputs of a few MB and one repetition: checks that every row runs")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5, --quick 1)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="repetitions (default 5, --quick 1)")
     parser.add_argument("--dir", default=None,
                         help="where the inputs are made and kept (default: a temp dir, removed)")
     parser.add_argument("--json", default=None, metavar="FILE",
@@ -374,6 +379,8 @@ def main():
     sizes = {name: {"st": sum(map(os.path.getsize, v["files"])),
                     "pt": sum(map(os.path.getsize, v["pt"]))} for name, v in inputs.items()}
     probe = python_worker(kind="probe")
+    # Can the page cache be dropped here? Tried on cached files, as every cold row will.
+    warm_cache(all_files["single"] + all_files["checkpoint"])
     method, cold_why = drop_cache(all_files["single"] + all_files["checkpoint"])
     print("libsafetensors %s vs safetensors %s and torch %s (%s); %d repetition(s), %d CPUs, "
           "Linux %s" % (probe["ours"], probe["reference"], probe["torch"], py, reps,
@@ -403,6 +410,9 @@ def main():
                     if impl == "ours_materialize" and not probe["materialize"]:
                         continue
                     if cache == "cold":
+                        if cold_why:
+                            record(key, "not measured: the page cache could not be dropped")
+                            continue
                         how, why_not = drop_cache(files)
                         if how is None:
                             record(key, "not measured: " + why_not)
@@ -480,23 +490,26 @@ def main():
         return pattern % value if value is not None else ""
 
     print()
-    print("| input | row | cache | s | GB/s | × cat | ours/ref | peak − before (MB) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| input | row | cache | s | s, min–max | GB/s | × cat | ours/ref "
+          "| peak − before (MB) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for row in results:
         head = "| %s | %s | %s |" % (row["input"], row["label"], row["cache"])
         if "note" in row:
-            print(head + " %s | | | | |" % row["note"])
+            print(head + " %s | | | | | |" % row["note"])
             continue
-        print(head + " %.4f | %.2f | %s | %s | %s |" % (
-            row["seconds"], row["gb_per_s"], fmt(row.get("x_cat"), "%.2f"),
+        print(head + " %.4f | %.4f–%.4f | %.2f | %s | %s | %s |" % (
+            row["seconds"], min(row["samples"]), max(row["samples"]), row["gb_per_s"],
+            fmt(row.get("x_cat"), "%.2f"),
             fmt(row.get("vs_reference"), "%.2f"),
             fmt(row.get("peak_delta") and row["peak_delta"] / MB, "%.0f")))
     print()
     tensor_mb = {r["input"]: r["tensor_bytes"] / MB for r in results if "tensor_bytes" in r}
     print("Seconds: medians of %d, each in a fresh process (imports and a tiny warm-up load "
-          "untimed). GB/s: bytes of the files read (the .pt for torch rows) per second. × cat: "
-          "that rate over `cat`'s for the same input and cache (above 1: faster than cat). "
-          "ours/ref: time over the reference `load_file` + touch (below 1: ours is faster). "
+          "untimed), and their range. GB/s: bytes of the files read (the .pt for torch rows) "
+          "per second. × cat: that rate over `cat`'s for the same input and cache (above 1: "
+          "faster than cat). ours/ref: time over the reference `load_file` + touch (below 1: "
+          "ours is faster). "
           "Tensors: single %s MB, checkpoint %s MB." % (
               reps, fmt(tensor_mb.get("single"), "%.0f"), fmt(tensor_mb.get("checkpoint"),
                                                               "%.0f")))
@@ -538,6 +551,8 @@ def main():
                 print("- %s, %s: peak %.0f MB for %.0f MB of tensors, %+.0f MB (target <= 64): "
                       "%s" % (label, input_name, worst / MB, peaks[0]["tensor_bytes"] / MB, over,
                               "met" if over <= 64 else "NOT met"))
+    if cold_why:
+        print("Cold rows NOT measured: the page cache could not be dropped: " + cold_why)
     print("Load average (1, 5, 15 min) at start: %s, at end: %s; %.0f s in all." %
           (load_at_start, load_text(), time.time() - started))
     for failure in failures:
