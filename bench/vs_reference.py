@@ -35,29 +35,17 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
+from bench_common import SKIP_STATUS, load_text, missing_peers, rotated, run_process, touch
 from model_shapes import gpt2_shapes
-
-SKIP_STATUS = 77
 
 
 # --------------------------------------------------------------------------- the workers
 # A worker is this file run with `--worker JSON`: it imports only what its task needs, times
 # it and prints {"seconds": ...} (plus extras) as its last line.
-
-def touch(tensors):
-    """Reads one byte of every 4 KiB page of every tensor."""
-    import torch
-    total = 0
-    for t in tensors.values():
-        if t.numel():
-            total += int(t.reshape(-1).view(torch.uint8)[::4096].sum())
-    return total
-
 
 def worker(task):
     kind, impl = task["kind"], task["impl"]
@@ -184,19 +172,6 @@ def make_inputs(scratch, quick, many):
 
 # --------------------------------------------------------------------------- running
 
-def run_process(argv, env):
-    """Runs argv; returns (wall seconds, stdout). Fails loudly."""
-    os.sync()
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout, stderr = proc.communicate()
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError("%s failed (%d):\n%s" % (" ".join(argv[:4]), proc.returncode,
-                                                     stderr.decode(errors="replace")[-3000:]))
-    return seconds, stdout.decode()
-
-
 def run_measured(argv, env, scratch):
     """Runs argv; returns (wall seconds, peak RSS bytes). The peak is measured by GNU time,
     a small process: a child forked from this one would be charged this process's RSS (Linux
@@ -239,24 +214,6 @@ def find_cli(args):
     if found:
         return found
     raise SystemExit("vs_reference.py: our `safetensors` command was not found; pass --cli")
-
-
-def missing_peers():
-    """Why the comparison cannot run here, or None."""
-    if importlib.util.find_spec("safetensors") is None:
-        return "the reference safetensors package is not installed"
-    if importlib.util.find_spec("torch") is None:
-        return "torch is not installed"
-    import torch
-    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
-    if (major, minor) < (2, 1):
-        return "torch %s is older than 2.1 (no torch.load(mmap=True))" % torch.__version__
-    return None
-
-
-def load_text():
-    one, five, fifteen = os.getloadavg()
-    return "%.2f %.2f %.2f" % (one, five, fifteen)
 
 
 LOAD_PEERS = (("reference", "reference `load_file`"), ("torch", "`torch.load`"),
@@ -346,11 +303,6 @@ def main():
 
     def add(key, value):
         samples.setdefault(key, []).append(value)
-
-    def rotated(items, rep):
-        items = list(items)
-        k = rep % len(items)
-        return items[k:] + items[:k]
 
     out_path = os.path.join(scratch, "out.safetensors")
     for rep in range(reps):
