@@ -53,3 +53,14 @@ def rotated(items, rep):
     items = list(items)
     k = rep % len(items) if items else 0
     return items[k:] + items[:k]
+
+
+def argument_parser(doc, quick_help):
+    """The options every benchmark here takes: --quick (a smoke run) and --reps."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--reps", type=int, default=None,
+                        help="repetitions (default 5, --quick 1)")
+    return parser

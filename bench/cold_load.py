@@ -46,6 +46,7 @@ import ctypes.util
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -53,7 +54,8 @@ import sys
 import tempfile
 import time
 
-from bench_common import SKIP_STATUS, load_text, missing_peers, rotated, run_process, touch
+from bench_common import (SKIP_STATUS, argument_parser, load_text, missing_peers, rotated,
+                          run_process, touch)
 from model_shapes import gpt2_shapes
 
 COLD_ENOUGH = 0.02  # the most of a file's pages that may stay cached in a "cold" row
@@ -264,13 +266,13 @@ def make_inputs(task):
     # The checkpoint: names in order, cut into shards of about equal size.
     os.makedirs(paths["checkpoint"], exist_ok=True)
     shapes = spec["checkpoint"]
-    total = sum(4 * _numel(s) for s in shapes.values())
+    total = sum(4 * math.prod(s) for s in shapes.values())
     groups, size = [[]], 0
     for name, shape in shapes.items():
         if size >= total * len(groups) / spec["shards"] and len(groups) < spec["shards"]:
             groups.append([])
         groups[-1].append(name)
-        size += 4 * _numel(shape)
+        size += 4 * math.prod(shape)
     weight_map = {}
     for names, path in zip(groups, paths["shards"]):
         shard = {name: torch.randn(shapes[name], generator=gen) for name in names}
@@ -284,13 +286,6 @@ def make_inputs(task):
         json.dump({"spec": spec_digest(spec),
                    "sizes": {p: os.path.getsize(p) for p in files}}, f, indent=2)
     return {"made": True}
-
-
-def _numel(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def inputs_ready(spec, paths):
@@ -323,11 +318,8 @@ def impls_for(input_name):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="inputs of a few MB and one repetition: checks that every row runs")
-    parser.add_argument("--reps", type=int, default=None,
-                        help="repetitions (default 5, --quick 1)")
+    parser = argument_parser(__doc__, "inputs of a few MB and one repetition: checks that "
+                             "every row runs")
     parser.add_argument("--dir", default=None,
                         help="where the inputs are made and kept (default: a temp dir, removed)")
     parser.add_argument("--json", default=None, metavar="FILE",

@@ -39,7 +39,8 @@ import sys
 import tempfile
 import time
 
-from bench_common import SKIP_STATUS, load_text, missing_peers, rotated, run_process, touch
+from bench_common import (SKIP_STATUS, argument_parser, load_text, missing_peers, rotated,
+                          run_process, touch)
 from model_shapes import gpt2_shapes
 
 
@@ -243,11 +244,8 @@ def planned_rows():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="small inputs and one repetition: checks that every row runs")
-    parser.add_argument("--reps", type=int, default=None,
-                        help="repetitions (default 5, --quick 1)")
+    parser = argument_parser(__doc__, "small inputs and one repetition: checks that every row "
+                             "runs")
     parser.add_argument("--tensors", type=int, default=None,
                         help="tensors in the safe_open file (default 200,000, --quick 2,000)")
     parser.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
