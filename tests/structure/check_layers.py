@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Checks that the library's layers only include the layers below them.
+"""Checks that the library's layers only include the layers below them, and that every
+source file is listed in its CMakeLists.txt (sources are listed, never globbed, so a file left
+out would silently not be built).
 
 Every folder of src/ is a layer, and every public header belongs to the layer that implements
 it. LAYERS below is the one statement of which layer may use which (docs/ARCHITECTURE.md
@@ -102,6 +104,31 @@ def violations(root):
     return found
 
 
+# Folders whose .cpp files a CMakeLists.txt lists by name: (folder, CMakeLists.txt, how a
+# file appears in the list).
+LISTED_SOURCES = [
+    ("src", "src/CMakeLists.txt", lambda rel: rel),
+    ("tools", "tools/CMakeLists.txt", lambda rel: rel),
+    ("tests/unit", "tests/CMakeLists.txt", lambda rel: rel[:-len(".cpp")]),
+]
+
+
+def unlisted_sources(root):
+    """Lines "file: not listed in CMakeLists.txt" for every source the build would miss."""
+    root = pathlib.Path(root)
+    found = []
+    for folder, cmake, entry in LISTED_SOURCES:
+        if not (root / cmake).exists():
+            continue
+        words = set(re.findall(r"[\w./]+", (root / cmake).read_text()))
+        pattern = "*_test.cpp" if folder == "tests/unit" else "*.cpp"
+        for path in sorted((root / folder).rglob(pattern)):
+            rel = path.relative_to(root / folder).as_posix()
+            if entry(rel) not in words:
+                found.append(f"{folder}/{rel}: not listed in {cmake}")
+    return found
+
+
 def self_test():
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
@@ -113,6 +140,10 @@ def self_test():
             '#include "safetensors/error.hpp"\n#include "convert/plan.hpp"\n')
         (root / "include" / "safetensors" / "source.hpp").write_text(
             '#include "safetensors/loader.hpp"\n')
+        (root / "src" / "CMakeLists.txt").write_text("set(SOURCES\n    io/bad.cpp)\n")
+        if unlisted_sources(root) != ["src/convert/ok.cpp: not listed in src/CMakeLists.txt"]:
+            print("self-test failed; unlisted sources:", *unlisted_sources(root), sep="\n  ")
+            return 1
         found = violations(root)
         expected = ['src/io/bad.cpp: layer io includes "convert/plan.hpp" of layer convert',
                     'include/safetensors/source.hpp: layer io includes '
@@ -120,7 +151,7 @@ def self_test():
         if sorted(found) != sorted(expected):
             print("self-test failed; found:", *found, sep="\n  ")
             return 1
-    print("self-test passed: upward includes are reported")
+    print("self-test passed: upward includes and unlisted sources are reported")
     return 0
 
 
@@ -128,12 +159,16 @@ def main():
     if sys.argv[1:] == ["--self-test"]:
         return self_test()
     found = violations(sys.argv[1])
-    for line in found:
+    unlisted = unlisted_sources(sys.argv[1])
+    for line in found + unlisted:
         print(line)
     if found:
         print(f"{len(found)} include(s) reach up a layer")
+    if unlisted:
+        print(f"{len(unlisted)} source file(s) missing from the build")
+    if found or unlisted:
         return 1
-    print("every include stays within its layer or below")
+    print("every include stays within its layer or below; every source is in the build")
     return 0
 
 
