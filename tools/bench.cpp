@@ -255,8 +255,9 @@ class Bench {
   }
 
  private:
+  // Called while progress_ is built: only members declared before it may be used.
   std::uint64_t measurements() const {
-    const std::uint64_t mapped_rows = base_.dtype ? 0 : thread_counts_.size();
+    const std::uint64_t mapped_rows = options_.dtype.empty() ? thread_counts_.size() : 0;
     return 1 + (methods_.size() + 1) * thread_counts_.size() + mapped_rows;
   }
 
