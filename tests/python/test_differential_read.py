@@ -118,17 +118,23 @@ def assert_same_handles(ours, theirs, path):
         assert as_bytes(ours.get_tensor(name)) == as_bytes(theirs.get_tensor(name))
 
 
+def save_both(scratch, ours, ref, tensors, metadata):
+    """Saves `tensors` with both packages' `save`, checks that each loads the other's bytes,
+    and writes both files: (the metadata both were given, our path, the reference's path)."""
+    if not tensors and metadata == {}:
+        metadata = None  # the reference cannot read back what it writes for this
+    ours_blob = ours.save(tensors, metadata=metadata)
+    ref_blob = ref.save(tensors, metadata=metadata)
+    assert_same_tensors(ref.load(ours_blob), tensors)
+    assert_same_tensors(ours.load(ref_blob), tensors)
+    return (metadata, write(scratch, "ours.st", ours_blob), write(scratch, "ref.st", ref_blob))
+
+
 @prop()
 @given(tensors=numpy_dicts(), metadata=METADATA.filter(
     lambda m: m is None or not any("\0" in k + v for k, v in m.items())))
 def test_each_reads_the_others_numpy_files(scratch, tensors, metadata):
-    if not tensors and metadata == {}:
-        metadata = None  # the reference cannot read back what it writes for this
-    ours_blob = our_numpy.save(tensors, metadata=metadata)
-    ref_blob = REF_NUMPY.save(tensors, metadata=metadata)
-    assert_same_tensors(REF_NUMPY.load(ours_blob), tensors)
-    assert_same_tensors(our_numpy.load(ref_blob), tensors)
-    ours_path, ref_path = write(scratch, "ours.st", ours_blob), write(scratch, "ref.st", ref_blob)
+    metadata, ours_path, ref_path = save_both(scratch, our_numpy, REF_NUMPY, tensors, metadata)
     for framework in ("np", "pt") if torch is not None else ("np",):
         if framework == "pt" and any(str(a.dtype) not in TORCH_NAMES for a in tensors.values()):
             continue
@@ -160,13 +166,7 @@ def torch_dicts(draw):
 @given(tensors=torch_dicts(), metadata=st.none() | st.dictionaries(
     TEXT.filter(lambda t: "\0" not in t), TEXT.filter(lambda t: "\0" not in t), max_size=2))
 def test_each_reads_the_others_torch_files(scratch, tensors, metadata):
-    if not tensors and metadata == {}:
-        metadata = None  # the reference cannot read back what it writes for this
-    ours_blob = our_torch.save(tensors, metadata=metadata)
-    ref_blob = REF_TORCH.save(tensors, metadata=metadata)
-    assert_same_tensors(REF_TORCH.load(ours_blob), tensors)
-    assert_same_tensors(our_torch.load(ref_blob), tensors)
-    ours_path, ref_path = write(scratch, "ours.st", ours_blob), write(scratch, "ref.st", ref_blob)
+    metadata, ours_path, ref_path = save_both(scratch, our_torch, REF_TORCH, tensors, metadata)
     assert_same_tensors(our_torch.load_file(ref_path), REF_TORCH.load_file(ours_path))
     for path in (ours_path, ref_path):
         with libsafetensors.safe_open(path, "pt") as ours, REF.safe_open(path, "pt") as theirs:
