@@ -234,8 +234,8 @@ def load_file(
     copy-on-write mapping (writing to them never changes the file).
 
     Pages are read when first touched. With `materialize=True` every page is read before this
-    returns, in parallel and at the speed of a sequential read of the file: for callers that
-    will use every tensor, a cold file arrives several times faster than through page faults.
+    returns, in parallel, for callers that will use every tensor: cold, at about the rate of
+    `cat` of the same file (bench/cold_load.py; the README has a run).
 
     With `dtype`, floating-point tensors are converted to it while the file is read into new
     memory, as `load_checkpoint` does (tensors then come in name order).
