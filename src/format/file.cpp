@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "format/header_json.hpp"
 #include "format/slice_runs.hpp"
 #include "io/memory.hpp"
 #include "safetensors/error.hpp"
@@ -43,11 +44,19 @@ File File::from_source(std::shared_ptr<const Source> source) {
   source->read_at(0, prefix_bytes);
   const std::uint64_t header_size = parse_header_length(prefix_bytes, file_size, origin);
 
-  // Only the header is read; the data buffer is never touched here.
-  std::vector<std::byte> json(header_size);
-  source->read_at(8, json);
+  // Only the header is read; the data buffer is never touched here. The buffer has room for
+  // the parser's padding, so the header is parsed where it was read. A large one lies in huge
+  // pages: opening a file of 200,000 tensors (a 22 MB header) spent more time in page faults
+  // than in parsing, and each 4 KiB page of a plain buffer costs one.
+  const auto length = static_cast<std::size_t>(header_size);
+  std::shared_ptr<std::byte[]> json =
+      detail::allocate_huge_page_aligned(length + detail::json_padding);
+  if (!json) json.reset(new std::byte[length + detail::json_padding]);
+  std::fill_n(json.get() + length, detail::json_padding, std::byte{0});
+  source->read_at(8, {json.get(), length});
   auto state = std::make_shared<State>();
-  state->header = parse_header(json, file_size - 8 - header_size, origin);
+  state->header =
+      detail::parse_padded_header({json.get(), length}, file_size - 8 - header_size, origin);
   state->source = std::move(source);
   return File(std::move(state));
 }

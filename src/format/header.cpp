@@ -177,13 +177,16 @@ std::uint64_t parse_header_length(std::span<const std::byte> prefix, std::uint64
   return length;
 }
 
-Header parse_header(std::span<const std::byte> header_json, std::uint64_t data_size,
-                    std::string_view origin) {
+namespace {
+
+// parse_header, for a header followed by detail::json_padding readable bytes or not.
+Header parse_any_header(std::span<const std::byte> header_json, std::uint64_t data_size,
+                        std::string_view origin, bool padded) {
   if (!simdjson::validate_utf8(reinterpret_cast<const char*>(header_json.data()),
                                header_json.size())) {
     fail(ErrorCode::invalid_header_encoding, origin, "header is not valid UTF-8");
   }
-  detail::JsonHeader json = detail::read_header_json(header_json, origin);
+  detail::JsonHeader json = detail::read_header_json(header_json, origin, padded);
   std::vector<std::uint32_t> by_name = detail::order_by_name(json.tensors);
   check_unique(json, by_name, origin);
   std::vector<std::uint32_t> by_data = order_by_data(json.tensors, by_name);
@@ -205,6 +208,18 @@ Header parse_header(std::span<const std::byte> header_json, std::uint64_t data_s
   header.data_start = 8 + header_json.size();
   header.data_size = data_size;
   return header;
+}
+
+}  // namespace
+
+Header parse_header(std::span<const std::byte> header_json, std::uint64_t data_size,
+                    std::string_view origin) {
+  return parse_any_header(header_json, data_size, origin, false);
+}
+
+Header detail::parse_padded_header(std::span<const std::byte> header_json, std::uint64_t data_size,
+                                   std::string_view origin) {
+  return parse_any_header(header_json, data_size, origin, true);
 }
 
 Header parse_file_header(std::span<const std::byte> file, std::string_view origin) {

@@ -459,17 +459,23 @@ class Reader {
 
 }  // namespace
 
-JsonHeader read_header_json(std::span<const std::byte> json, std::string_view origin) {
-  simdjson::padded_string padded(reinterpret_cast<const char*>(json.data()), json.size());
+JsonHeader read_header_json(std::span<const std::byte> json, std::string_view origin, bool padded) {
+  static_assert(json_padding >= simdjson::SIMDJSON_PADDING);
+  const auto* text = reinterpret_cast<const char*>(json.data());
+  simdjson::padded_string copy;
+  if (!padded) copy = simdjson::padded_string(text, json.size());
+  const simdjson::padded_string_view input =
+      padded ? simdjson::padded_string_view(text, json.size(), json.size() + json_padding)
+             : simdjson::padded_string_view(copy);
   thread_local ondemand::parser cached;
   ondemand::parser single_use;  // allocates nothing unless used
   ondemand::parser& parser = json.size() <= max_cached_header ? cached : single_use;
   ondemand::document doc;
-  if (auto error = parser.iterate(padded).get(doc)) {
+  if (auto error = parser.iterate(input).get(doc)) {
     fail(ErrorCode::invalid_header, origin,
          std::string("header is not valid JSON: ") + simdjson::error_message(error));
   }
-  return Reader(origin, padded.data()).read(doc, json.size());
+  return Reader(origin, input.data()).read(doc, json.size());
 }
 
 }  // namespace safetensors::detail

@@ -28,8 +28,19 @@ struct JsonHeader {
   static constexpr std::size_t no_duplicate = std::numeric_limits<std::size_t>::max();
 };
 
+/// Readable bytes the JSON parser needs after the header ("padding"): it reads whole blocks,
+/// but what these bytes hold never changes the result.
+inline constexpr std::size_t json_padding = 64;
+
 /// Parses UTF-8 header JSON. Throws invalid_header at the first rule-5 problem; duplicate
 /// keys are only recorded, since a rule-5 problem later in the header takes precedence.
-[[nodiscard]] JsonHeader read_header_json(std::span<const std::byte> json, std::string_view origin);
+/// `padded`: `json_padding` readable bytes follow `json`, so the parser reads it in place
+/// instead of copying it first.
+[[nodiscard]] JsonHeader read_header_json(std::span<const std::byte> json, std::string_view origin,
+                                          bool padded = false);
+
+/// parse_header (header.hpp) for a header followed by `json_padding` readable bytes.
+[[nodiscard]] Header parse_padded_header(std::span<const std::byte> json, std::uint64_t data_size,
+                                         std::string_view origin);
 
 }  // namespace safetensors::detail

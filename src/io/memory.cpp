@@ -27,6 +27,9 @@ constexpr std::size_t huge_page = std::size_t{2} << 20;
 constexpr std::size_t populate_chunk = std::size_t{32} << 20;
 constexpr unsigned populate_default_threads = 4;
 
+// prefault_for_write(): small enough that a stop is seen soon, large enough to cost few calls.
+constexpr std::uintptr_t prefault_step = std::uintptr_t{8} << 20;
+
 std::uintptr_t page_size() noexcept {
   static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
   return page;
@@ -94,6 +97,7 @@ void touch_pages(std::uintptr_t begin, std::uintptr_t end) noexcept {
 
 void populate(std::span<const std::byte> mapped, unsigned threads, const std::string& name) {
   if (mapped.empty()) return;
+  advise(mapped, PageAdvice::huge_pages);
   const std::uintptr_t page = page_size();
   const auto begin = reinterpret_cast<std::uintptr_t>(mapped.data()) / page * page;
   const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(mapped.data()) + mapped.size();
@@ -129,6 +133,24 @@ void populate(std::span<const std::byte> mapped, unsigned threads, const std::st
     work();
   }
   if (error) std::rethrow_exception(error);
+}
+
+bool prefault_for_write(std::span<std::byte> range, const std::atomic<bool>& stop) noexcept {
+#ifdef MADV_POPULATE_WRITE
+  const std::uintptr_t page = page_size();
+  const std::uintptr_t begin = reinterpret_cast<std::uintptr_t>(range.data()) / page * page;
+  const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(range.data()) + range.size();
+  for (std::uintptr_t at = begin; at < end && !stop.load(std::memory_order_relaxed);
+       at += prefault_step) {
+    const std::uintptr_t length = std::min<std::uintptr_t>(prefault_step, end - at);
+    if (::madvise(reinterpret_cast<void*>(at), length, MADV_POPULATE_WRITE) != 0) return false;
+  }
+  return true;
+#else
+  (void)range;
+  (void)stop;
+  return false;
+#endif
 }
 
 void advise(std::span<const std::byte> range, PageAdvice advice) noexcept {

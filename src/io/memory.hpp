@@ -3,6 +3,7 @@
 // `Source::mapped()`.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -38,9 +39,18 @@ class Mapping {
 /// Reads every page of `mapped`, a mapping of a file, into memory now: after this, touching
 /// any byte costs no I/O and no page fault. `threads` workers (0: a measured default) each
 /// ask the kernel for 32 MiB at a time (MADV_POPULATE_READ), which reads ahead sequentially
-/// at the speed of `cat`; kernels before 5.14 get one read of a byte per page instead.
+/// at the speed of `cat`; kernels before 5.14 get one read of a byte per page instead. The
+/// range is marked for huge pages first, so that pages read now come into the page cache as
+/// 2 MiB folios, which later mappings of the file (by anyone) map with one entry each.
 /// Throws io naming `name` when a page cannot be read (an I/O error, or the file shrank).
 void populate(std::span<const std::byte> mapped, unsigned threads, const std::string& name);
+
+/// Faults in the pages of `range`, memory about to be filled, ready for writing
+/// (MADV_POPULATE_WRITE), without changing a byte: a copy into them then costs no fault, so
+/// another thread can do this ahead of the copies. Works in steps of a few huge pages and
+/// returns when `stop` becomes true. False when the kernel cannot (before 5.14) or memory ran
+/// short; the copies then fault the pages in themselves.
+bool prefault_for_write(std::span<std::byte> range, const std::atomic<bool>& stop) noexcept;
 
 /// Maps the first `size` bytes of `fd`; an empty file maps to an empty span (mmap refuses a
 /// zero length). Throws io naming `name` when the system refuses.

@@ -117,6 +117,7 @@ detail::LoadJob make_job(const Checkpoint& checkpoint, const LoadPlan& plan,
   job.method = options.method == LoadMethod::automatic ? LoadMethod::pread : options.method;
   job.threads = thread_count(options);
   job.progress = options.progress;
+  job.destination = buffer.first(static_cast<std::size_t>(plan.buffer_size));
 
   std::vector<std::size_t> shard_of_file(checkpoint.files().size(), SIZE_MAX);
   std::uint64_t source_total = 0;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "io/bulk_reader.hpp"
@@ -33,6 +34,9 @@ struct LoadJob {
   LoadMethod method = LoadMethod::pread;  // never automatic
   unsigned threads = 1;
   std::uint64_t total_bytes = 0;  // destination bytes, for progress
+  /// Every byte the pieces write: its pages are faulted in ahead of the copies, on a thread
+  /// of its own (see run_load).
+  std::span<std::byte> destination;
   std::function<void(std::uint64_t, std::uint64_t)> progress;
 };
 

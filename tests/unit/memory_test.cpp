@@ -6,9 +6,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -143,6 +145,32 @@ TEST(AllocateHugePageAligned, AlignedWritableOrNullWhenSmall) {
   buffer[0] = std::byte{1};
   buffer[size - 1] = std::byte{2};
   EXPECT_EQ(buffer[size - 1], std::byte{2});
+}
+
+TEST(PrefaultForWrite, PagesBecomeResidentAndKeepTheirBytes) {
+  const std::size_t size = (std::size_t{20} << 20) + 5000;
+  void* raw = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(raw, MAP_FAILED);
+  const std::span<std::byte> bytes(static_cast<std::byte*>(raw), size);
+  bytes[size / 2] = std::byte{7};                              // one page already holds data
+  ASSERT_LT(resident_pages(bytes), (size + 4095) / 4096 / 2);  // a huge page at most
+  const std::atomic<bool> stop{false};
+  if (!prefault_for_write(bytes, stop)) GTEST_SKIP() << "MADV_POPULATE_WRITE needs Linux 5.14";
+  EXPECT_EQ(resident_pages(bytes), (size + 4095) / 4096);
+  EXPECT_EQ(bytes[size / 2], std::byte{7});
+  EXPECT_EQ(bytes[0], std::byte{0});
+  ::munmap(raw, size);
+}
+
+TEST(PrefaultForWrite, StopsWhenAsked) {
+  const std::size_t size = std::size_t{64} << 20;
+  void* raw = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(raw, MAP_FAILED);
+  const std::span<std::byte> bytes(static_cast<std::byte*>(raw), size);
+  const std::atomic<bool> stop{true};
+  (void)prefault_for_write(bytes, stop);
+  EXPECT_EQ(resident_pages(bytes), 0u);
+  ::munmap(raw, size);
 }
 
 }  // namespace
