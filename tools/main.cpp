@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli_common.hpp"
+#include "huge_page_heap.hpp"
 #include "safetensors/safetensors.hpp"
 
 namespace {
@@ -98,6 +99,8 @@ int main(int argc, char** argv) {
 
   for (const cli::Command& command : commands) {
     if (!command.app->parsed()) continue;
+    // Every command reads headers, which can be large; help and --version end above.
+    cli::reexec_with_huge_page_heap(argv);
     try {
       return command.run();
     } catch (const safetensors::Error& e) {

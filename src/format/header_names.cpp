@@ -34,7 +34,10 @@ NameKey make_key(std::string_view rest, std::uint32_t index) {
 bool key_less(const NameKey& a, const NameKey& b) {
   if (a.high != b.high) return a.high < b.high;
   if (a.low != b.low) return a.low < b.low;
-  int cmp = a.rest.compare(b.rest);
+  // Equal keys: the names agree on their first 16 bytes when both are that long (a shorter
+  // one may end in NUL bytes that the zero padding hides, so it is compared whole).
+  const std::size_t skip = std::min({a.rest.size(), b.rest.size(), std::size_t{16}}) == 16 ? 16 : 0;
+  int cmp = a.rest.substr(skip).compare(b.rest.substr(skip));
   return cmp < 0 || (cmp == 0 && a.index < b.index);
 }
 

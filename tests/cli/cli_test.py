@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 BIN = sys.argv[1]
 SCRATCH_ROOT = sys.argv[2]
@@ -747,6 +748,60 @@ def check_bench(scratch):
         check(f"bench refuses {args}", r.returncode == 1 and args[1] in r.stderr, r.stderr)
 
 
+def environment_of(pid):
+    """The environment of a running process, as a dict; None once it has exited."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            entries = f.read().split(b"\0")
+    except OSError:
+        return None
+    return dict(e.decode(errors="replace").split("=", 1) for e in entries if b"=" in e)
+
+
+def check_huge_page_heap(scratch):
+    """A command re-executes itself once with glibc's heap on huge pages (the tunable added to
+    whatever GLIBC_TUNABLES held), and a setting the caller made is left alone."""
+    thp = "/sys/kernel/mm/transparent_hugepage/enabled"
+    if not os.path.exists(f"/proc/{os.getpid()}/environ") or not os.path.exists(thp):
+        print("cli: huge-page heap not checked (no /proc or no transparent huge pages)")
+        return
+    with open(thp) as f:
+        if "[never]" in f.read():
+            print("cli: huge-page heap not checked (transparent huge pages are off)")
+            return
+    path = os.path.join(scratch, "heap.safetensors")
+    plain_file(path, {"a": ("U8", [16 << 20], bytes(16 << 20))})
+    # bench of 16 MB repeated 1000 times runs for seconds: time to read its environment.
+    # (Other tunables the caller sets are kept, but glibc cuts its copy of the variable at
+    # the first ':' as it parses it, so /proc shows only the first one.)
+    for given, expected in ((None, "glibc.malloc.hugetlb=1"),
+                            ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0")):
+        env = dict(os.environ)
+        env.pop("GLIBC_TUNABLES", None)
+        if given is not None:
+            env["GLIBC_TUNABLES"] = given
+        proc = subprocess.Popen([BIN, "bench", path, "--no-cold", "--repeat", "1000",
+                                 "--threads", "1", "--methods", "pread"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seen, deadline = None, time.monotonic() + 20
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                environment = environment_of(proc.pid)
+                # The tunable shows once the exec happened; the caller's own value at once.
+                if environment and "hugetlb" in environment.get("GLIBC_TUNABLES", ""):
+                    seen = environment["GLIBC_TUNABLES"]
+                    if given and "hugetlb" in given:
+                        time.sleep(0.3)  # no exec must come to change it
+                        seen = (environment_of(proc.pid) or {}).get("GLIBC_TUNABLES", seen)
+                    break
+                time.sleep(0.01)
+        finally:
+            proc.kill()
+            proc.wait()
+        check(f"the command runs with GLIBC_TUNABLES={expected} (given {given})",
+              seen == expected, f"seen {seen!r}")
+
+
 # ---------------------------------------------------------------- help, --json and progress
 
 SUBCOMMANDS = ["inspect", "validate", "merge", "get", "shard", "scan", "convert", "cast", "bench"]
@@ -839,7 +894,8 @@ def check_json_outputs(scratch):
     check("bench --json", rc == 0 and doc["file"] == path and doc["bytes"] == 24
           and doc["dtype"] is None and doc["cold_read_gbps"] is None
           and doc["memcpy_gbps"] > 0 and rows == [("pread", 1), ("mapped", 1), ("owned", 1)]
-          and all(row["warm_gbps"] > 0 and row["cold_gbps"] is None for row in doc["rows"]),
+          and all(row["warm_gbps"] > 0 and row["cold_gbps"] is None
+                  and row["cold_read_gbps"] is None for row in doc["rows"]),
           out)
 
 
@@ -894,7 +950,8 @@ def check_progress(scratch):
 
 
 SUBCOMMAND_GROUPS = (check_subcommand_help, check_scan, check_convert, check_cast, check_bench,
-                     check_help_one_line_each, check_json_outputs, check_progress)
+                     check_huge_page_heap, check_help_one_line_each, check_json_outputs,
+                     check_progress)
 
 
 def main():
