@@ -70,6 +70,9 @@ class SAFETENSORS_API File {
   /// I/O and no page fault. For callers that will read everything; does nothing when the
   /// source is not mapped. Throws `Error` (io) when the data cannot be read.
   void populate(unsigned threads = 0) const;
+  /// populate() for these tensors of this file only (TensorInfo of `tensors()`), with the
+  /// small gaps between them; throws `Error` (invalid_argument) for one of another file.
+  void populate(std::span<const TensorInfo* const> selected, unsigned threads = 0) const;
   /// Zero-copy view; throws `Error` (invalid_argument) on a source that is not mapped.
   TensorView view(std::string_view name) const;
   TensorView view(const TensorInfo& info) const;

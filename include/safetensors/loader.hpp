@@ -23,6 +23,11 @@ enum class LoadMethod : std::uint8_t {
   pread,      // large aligned positional reads in parallel
   mmap,       // a mapping touched (copied from) in parallel
   direct,     // O_DIRECT reads that bypass the page cache (falls back to pread if refused)
+  // No copy (load() only): each file mapped privately, copy-on-write, and every page of the
+  // selected tensors read in before load() returns; the tensors are the page cache's pages.
+  // Needs tensors loaded as stored, from files (a Source with a descriptor); load_into, which
+  // fills caller memory, reads with pread instead.
+  mapped,
 };
 
 struct SAFETENSORS_API LoadOptions {
@@ -65,20 +70,28 @@ struct SAFETENSORS_API LoadPlan {
 SAFETENSORS_API void load_into(const Checkpoint& checkpoint, const LoadPlan& plan,
                                std::span<std::byte> buffer, const LoadOptions& options = {});
 
-/// Tensors loaded into memory the library owns: one allocation of exactly the plan's size.
+/// Tensors loaded into memory: one allocation of exactly the plan's size that the library
+/// owns, or (LoadMethod::mapped) private copy-on-write mappings of the files, whose pages are
+/// all in memory. Either way the bytes stay valid, and writable, as long as this object.
 class SAFETENSORS_API LoadedCheckpoint {
  public:
   const std::vector<LoadedTensor>& tensors() const noexcept { return plan_.tensors; }
-  std::span<std::byte> bytes(const LoadedTensor& tensor) const noexcept {
-    return {buffer_.get() + tensor.offset, static_cast<std::size_t>(tensor.byte_count)};
-  }
+  /// The bytes of `tensor`, an element of tensors() (or one with the name of one; empty when
+  /// there is none).
+  std::span<std::byte> bytes(const LoadedTensor& tensor) const noexcept;
   const LoadedTensor* find(std::string_view name) const noexcept;
+  /// The tensors' bytes in all.
   std::uint64_t buffer_size() const noexcept { return plan_.buffer_size; }
+  /// True when the tensors are mappings of the files (LoadMethod::mapped): aligned as the
+  /// file lays them out, and `LoadedTensor::offset` unused.
+  bool mapped() const noexcept { return !mapped_data_.empty(); }
 
  private:
   friend LoadedCheckpoint load(const Checkpoint&, const LoadOptions&);
   LoadPlan plan_;
-  std::shared_ptr<std::byte[]> buffer_;
+  std::shared_ptr<std::byte[]> buffer_;  // owned loads
+  std::vector<std::byte*> mapped_data_;  // mapped loads: each tensor's first byte, plan order
+  std::vector<std::shared_ptr<const void>> mappings_;
 };
 
 /// Plans, allocates and loads.

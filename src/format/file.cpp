@@ -22,6 +22,10 @@ namespace {
 // runs of a slice are cheaper than this per run, one covering read wins.
 constexpr std::uint64_t read_call_cost = 16 * 1024;
 
+// populate(tensors): a gap between selected tensors up to this size is read with them, as
+// the kernel reads ahead that far anyway.
+constexpr std::uint64_t populate_merge_gap = std::uint64_t{1} << 20;
+
 std::string tensor_label(const std::string& file, std::string_view tensor) {
   return file + ": tensor `" + std::string(tensor) + "`";
 }
@@ -114,6 +118,34 @@ void File::populate(unsigned threads) const {
   if (mapped.empty()) return;
   detail::populate(mapped.subspan(static_cast<std::size_t>(state_->header.data_start)), threads,
                    name());
+}
+
+void File::populate(std::span<const TensorInfo* const> selected, unsigned threads) const {
+  const std::span<const TensorInfo> all = tensors();
+  std::vector<const TensorInfo*> order(selected.begin(), selected.end());
+  for (const TensorInfo* info : order) {
+    if (info < all.data() || info >= all.data() + all.size()) {
+      throw Error(ErrorCode::invalid_argument,
+                  name() + ": populate was given a tensor that is not one of this file's");
+    }
+  }
+  const std::span<const std::byte> mapped = state_->source->mapped();
+  if (mapped.empty() || order.empty()) return;
+  // `all` is in data order, so pointer order is data order.
+  std::sort(order.begin(), order.end());
+  const std::span<const std::byte> data =
+      mapped.subspan(static_cast<std::size_t>(state_->header.data_start));
+  std::vector<std::span<const std::byte>> ranges;
+  std::uint64_t begin = order.front()->data_begin, end = order.front()->data_end;
+  for (const TensorInfo* info : order) {
+    if (info->data_begin > end + populate_merge_gap) {
+      ranges.push_back(data.subspan(begin, end - begin));
+      begin = info->data_begin;
+    }
+    end = std::max(end, info->data_end);
+  }
+  ranges.push_back(data.subspan(begin, end - begin));
+  detail::populate(ranges, threads, name());
 }
 
 TensorView File::view(std::string_view name) const {

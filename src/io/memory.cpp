@@ -96,14 +96,31 @@ void touch_pages(std::uintptr_t begin, std::uintptr_t end) noexcept {
 }  // namespace
 
 void populate(std::span<const std::byte> mapped, unsigned threads, const std::string& name) {
-  if (mapped.empty()) return;
-  advise(mapped, PageAdvice::huge_pages);
+  const std::span<const std::byte> ranges[] = {mapped};
+  populate(ranges, threads, name);
+}
+
+void populate(std::span<const std::span<const std::byte>> ranges, unsigned threads,
+              const std::string& name) {
+  // Every range cut into chunks of at most populate_chunk, so that one pool of workers
+  // shares them all.
+  struct Chunk {
+    std::uintptr_t from;
+    std::uintptr_t to;
+  };
+  std::vector<Chunk> chunks;
   const std::uintptr_t page = page_size();
-  const auto begin = reinterpret_cast<std::uintptr_t>(mapped.data()) / page * page;
-  const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(mapped.data()) + mapped.size();
-  const std::size_t chunks = (end - begin + populate_chunk - 1) / populate_chunk;
+  for (const std::span<const std::byte> range : ranges) {
+    if (range.empty()) continue;
+    advise(range, PageAdvice::huge_pages);
+    const auto begin = reinterpret_cast<std::uintptr_t>(range.data()) / page * page;
+    const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(range.data()) + range.size();
+    for (std::uintptr_t from = begin; from < end; from += populate_chunk) {
+      chunks.push_back({from, std::min(end, from + populate_chunk)});
+    }
+  }
   const unsigned workers = static_cast<unsigned>(
-      std::min<std::size_t>(chunks, threads != 0 ? threads : populate_default_threads));
+      std::min<std::size_t>(chunks.size(), threads != 0 ? threads : populate_default_threads));
 
   std::atomic<std::size_t> next{0};
   std::atomic<bool> unsupported{false};
@@ -112,13 +129,13 @@ void populate(std::span<const std::byte> mapped, unsigned threads, const std::st
   std::exception_ptr error;
   const auto work = [&] {
     try {
-      for (std::size_t chunk; !failed.load(std::memory_order_relaxed) &&
-                              (chunk = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-        const std::uintptr_t from = begin + chunk * populate_chunk;
-        const std::uintptr_t to = std::min(end, from + populate_chunk);
-        if (unsupported.load(std::memory_order_relaxed) || !populate_range(from, to, name)) {
+      for (std::size_t i; !failed.load(std::memory_order_relaxed) &&
+                          (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();) {
+        const Chunk chunk = chunks[i];
+        if (unsupported.load(std::memory_order_relaxed) ||
+            !populate_range(chunk.from, chunk.to, name)) {
           unsupported.store(true, std::memory_order_relaxed);
-          touch_pages(from, to);
+          touch_pages(chunk.from, chunk.to);
         }
       }
     } catch (...) {

@@ -45,6 +45,10 @@ class Mapping {
 /// Throws io naming `name` when a page cannot be read (an I/O error, or the file shrank).
 void populate(std::span<const std::byte> mapped, unsigned threads, const std::string& name);
 
+/// populate() for several ranges of mappings at once, one pool of workers sharing them.
+void populate(std::span<const std::span<const std::byte>> ranges, unsigned threads,
+              const std::string& name);
+
 /// Faults in the pages of `range`, memory about to be filled, ready for writing
 /// (MADV_POPULATE_WRITE), without changing a byte: a copy into them then costs no fault, so
 /// another thread can do this ahead of the copies. Works in steps of a few huge pages and

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "expect_error.hpp"
 #include "safetensors/cast.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/writer.hpp"
@@ -162,11 +163,88 @@ TEST_F(LoaderTest, LoadsEverythingInNameOrderWithAlignedOffsets) {
   ASSERT_NE(loaded.find("positions"), nullptr);
   EXPECT_EQ(loaded.find("positions")->dtype, Dtype::I64);
   EXPECT_EQ(loaded.find("missing"), nullptr);
-  // The owned buffer starts 64-byte aligned.
-  for (const LoadedTensor& t : loaded.tensors()) {
-    const auto start = reinterpret_cast<std::uintptr_t>(loaded.bytes(t).data());
+  // An owned buffer starts 64-byte aligned.
+  LoadOptions copy;
+  copy.method = LoadMethod::pread;
+  const LoadedCheckpoint owned = load(checkpoint_, copy);
+  ASSERT_FALSE(owned.mapped());
+  expect_loaded(owned, std::nullopt, "owned");
+  for (const LoadedTensor& t : owned.tensors()) {
+    const auto start = reinterpret_cast<std::uintptr_t>(owned.bytes(t).data());
     EXPECT_EQ((start - t.offset) % 64, 0u) << t.name;
   }
+}
+
+TEST_F(LoaderTest, AutomaticMapsTheFilesWhenNothingConverts) {
+  const LoadedCheckpoint loaded = load(checkpoint_);
+  ASSERT_TRUE(loaded.mapped());
+  expect_loaded(loaded, std::nullopt, "mapped");
+  for (const LoadedTensor& t : loaded.tensors()) {
+    const auto start = reinterpret_cast<std::uintptr_t>(loaded.bytes(t).data());
+    EXPECT_EQ(start % std::max(dtype_bits(t.dtype) / 8, 1u), 0u) << t.name;
+  }
+  // Copy-on-write: writing to a tensor never reaches the file.
+  const LoadedTensor& embed = *loaded.find("embed.weight");
+  std::fill_n(loaded.bytes(embed).data(), 4096, std::byte{0x5a});
+  const LoadedCheckpoint again = load(Checkpoint::open(path_));
+  expect_loaded(again, std::nullopt, "reloaded");
+  // A copy of a LoadedTensor finds its bytes by name; an unknown name has none.
+  LoadedTensor copied = *loaded.find("positions");
+  EXPECT_EQ(loaded.bytes(copied).data(), loaded.bytes(*loaded.find("positions")).data());
+  copied.name = "absent";
+  EXPECT_TRUE(loaded.bytes(copied).empty());
+  // A conversion copies, for every tensor.
+  LoadOptions to_bf16;
+  to_bf16.dtype = Dtype::BF16;
+  const LoadedCheckpoint converted = load(checkpoint_, to_bf16);
+  EXPECT_FALSE(converted.mapped());
+  expect_loaded(converted, Dtype::BF16, "converted");
+}
+
+TEST_F(LoaderTest, MappedLoadsSubsetsAndRefusesConversions) {
+  LoadOptions options;
+  options.method = LoadMethod::mapped;
+  options.pattern = "layers.1*";
+  const LoadedCheckpoint subset = load(checkpoint_, options);
+  EXPECT_TRUE(subset.mapped());
+  EXPECT_EQ(subset.tensors().size(), 3u);  // layers.1.*, layers.10.*
+  expect_loaded(subset, std::nullopt, "subset");
+  options.dtype = Dtype::F16;
+  test::expect_error([&] { (void)load(checkpoint_, options); }, ErrorCode::invalid_argument,
+                     {"LoadMethod::mapped", "conversion"});
+  // load_into fills caller memory, so it reads instead.
+  const LoadPlan plan = plan_load(checkpoint_);
+  std::vector<std::byte> buffer(plan.buffer_size);
+  LoadOptions into;
+  into.method = LoadMethod::mapped;
+  load_into(checkpoint_, plan, buffer, into);
+  const LoadedTensor& positions =
+      *std::find_if(plan.tensors.begin(), plan.tensors.end(),
+                    [](const auto& t) { return t.name == "positions"; });
+  const Original& source = by_name(tensors_, "positions");
+  EXPECT_TRUE(std::equal(source.bytes.begin(), source.bytes.end(),
+                         buffer.begin() + static_cast<std::ptrdiff_t>(positions.offset)));
+}
+
+TEST(Loader, AutomaticCopiesTensorsTheFileLeavesMisaligned) {
+  // An unpadded header puts the data at an odd offset: an F32 there is not 4-byte aligned.
+  const std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  ASSERT_NE((8 + header.size()) % 4, 0u);
+  const std::vector<std::byte> data = test::counting_bytes(8);
+  const fs::path path = test::unique_path("loader-misaligned");
+  test::write_file(path, test::file_bytes(header, data));
+  const Checkpoint checkpoint = Checkpoint::open(path);
+  const LoadedCheckpoint automatic = load(checkpoint);
+  EXPECT_FALSE(automatic.mapped());
+  LoadOptions options;
+  options.method = LoadMethod::mapped;
+  const LoadedCheckpoint mapped = load(checkpoint, options);
+  EXPECT_TRUE(mapped.mapped());
+  for (const LoadedCheckpoint* loaded : {&automatic, &mapped}) {
+    const auto bytes = loaded->bytes(loaded->tensors().front());
+    EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), data.begin(), data.end()));
+  }
+  fs::remove(path);
 }
 
 TEST_F(LoaderTest, PlanIsExactAfterConversion) {
@@ -381,11 +459,13 @@ TEST(Loader, ShardedCheckpointLoadsAsOne) {
   ASSERT_GT(written.size(), 2u) << "expected several shards and an index";
   const Checkpoint checkpoint = Checkpoint::open(dir);
   ASSERT_GT(checkpoint.files().size(), 1u);
-  for (LoadMethod method : {LoadMethod::pread, LoadMethod::mmap, LoadMethod::direct}) {
+  for (LoadMethod method :
+       {LoadMethod::pread, LoadMethod::mmap, LoadMethod::direct, LoadMethod::mapped}) {
     LoadOptions options;
     options.method = method;
     options.threads = 3;
-    options.dtype = Dtype::F16;
+    // A mapped load takes the tensors as stored.
+    if (method != LoadMethod::mapped) options.dtype = Dtype::F16;
     const LoadedCheckpoint loaded = load(checkpoint, options);
     ASSERT_EQ(loaded.tensors().size(), tensors.size());
     for (const LoadedTensor& t : loaded.tensors()) {
