@@ -21,7 +21,11 @@ Rows:
   and the call plus an fsync of the output (ours already fsyncs inside the call).
 - `safe_open` of a file of 200,000 small tensors, then `keys()`: in-process (after one
   warm-up open), and as whole processes: `safetensors validate` (our CLI) and `python -c` of
-  each package's safe_open + keys.
+  each package's safe_open + keys. `safetensors validate` is also timed against the
+  reference Rust crate itself (the core of the same safetensors 0.8.0) in a native program,
+  `st_validate`, which maps the file and calls `SafeTensors::deserialize` (the crate's full,
+  validating open): built by bench/rust_peer/build.sh, found through SAFETENSORS_RUST_PEER
+  or at that script's default output; without it the row says why it was not measured.
 - conversion of the same state dict saved by `torch.save` (a .bin): `safetensors convert`
   against `python -c` of `torch.load` + the reference `save_file`, whole processes, with
   their peak RSS.
@@ -202,6 +206,22 @@ def run_measured(argv, env, scratch):
     return seconds, usage.ru_maxrss * 1024  # an upper bound: includes this process's RSS
 
 
+RUST_PEER_DEFAULT = "/tmp/rust-peer-build/st_validate"  # bench/rust_peer/build.sh's output
+
+
+def find_rust_peer():
+    """(path, None) for the native reference-crate peer, or (None, why it is not there)."""
+    path = os.environ.get("SAFETENSORS_RUST_PEER")
+    if path:
+        if os.access(path, os.X_OK):
+            return os.path.abspath(path), None
+        return None, "SAFETENSORS_RUST_PEER=%s is not an executable" % path
+    if os.access(RUST_PEER_DEFAULT, os.X_OK):
+        return RUST_PEER_DEFAULT, None
+    return None, ("no st_validate: build it with bench/rust_peer/build.sh, or set "
+                  "SAFETENSORS_RUST_PEER")
+
+
 def find_cli(args):
     if args.cli:
         return args.cli
@@ -235,6 +255,8 @@ def planned_rows():
     rows.append((("open", "inproc", "reference"), "`safe_open` + `keys()`, in process"))
     rows.append((("open", "process", "reference"),
                  "`safetensors validate` vs `python -c` reference safe_open, whole process"))
+    rows.append((("open", "process_rust", "rust_peer"),
+                 "`safetensors validate` vs reference Rust crate, native binary, whole process"))
     rows.append((("open", "process_py", "reference"),
                  "`python -c` ours vs reference safe_open + keys, whole process"))
     rows.append((("convert", "time", "reference"),
@@ -267,6 +289,7 @@ def main():
         raise SystemExit("vs_reference.py: libsafetensors is not importable "
                          "(set PYTHONPATH=BUILD/python)")
     cli = find_cli(args)
+    rust_peer, rust_peer_why = find_rust_peer()
     import torch
     import safetensors
     env = dict(os.environ)
@@ -296,6 +319,8 @@ def main():
           (safetensors.__version__, torch.__version__, py, reps, os.cpu_count()), flush=True)
     print("state dict: %d F32 tensors, %.1f MB; safe_open file: %d tensors, %.1f MB" %
           (ntensors, nbytes / 1e6, nmany, os.path.getsize(paths["many"]) / 1e6), flush=True)
+    print("reference Rust crate, native binary: %s" % (rust_peer or "not measured, " +
+                                                       rust_peer_why), flush=True)
 
     samples = {}  # (section, variant, impl) -> [seconds...]
 
@@ -327,8 +352,12 @@ def main():
                              str(nmany)],
                  "reference_py": [py, "-c", OPEN_KEYS.format(module="safetensors"),
                                   paths["many"], str(nmany)]}
+        if rust_peer:
+            whole["rust_peer"] = [rust_peer, paths["many"]]
         for impl in rotated(whole, rep):
-            seconds, _ = run_process(whole[impl], env)
+            seconds, stdout = run_process(whole[impl], env)
+            if impl == "rust_peer":  # it prints the number of tensors
+                assert int(stdout.split()[-1]) == nmany, stdout
             add(("open", "whole", impl), seconds)
         # Conversion of the .bin.
         convert = {"ours": [cli, "convert", paths["pt"], out_path],
@@ -347,7 +376,12 @@ def main():
     table = []
     for key, label in planned_rows():
         section, variant, peer = key
-        if section == "open" and variant == "process":
+        if section == "open" and variant == "process_rust":
+            if not rust_peer:
+                table.append((label, rust_peer_why))
+                continue
+            ours, theirs = ("open", "whole", "cli"), ("open", "whole", "rust_peer")
+        elif section == "open" and variant == "process":
             ours, theirs = ("open", "whole", "cli"), ("open", "whole", "reference_py")
         elif section == "open" and variant == "process_py":
             ours, theirs = ("open", "whole", "ours_py"), ("open", "whole", "reference_py")
@@ -360,7 +394,11 @@ def main():
     print()
     print("| | ours | peer | ours/peer | per repetition |")
     print("|---|---:|---:|---:|---:|")
-    for label, ours, theirs, low, high in table:
+    for row in table:
+        if len(row) == 2:
+            print("| %s | not measured: %s |" % row)
+            continue
+        label, ours, theirs, low, high = row
         fmt = "%.0f" if label.startswith("... peak RSS") else "%.4f"
         print("| %s | %s | %s | %.2f | %.2f–%.2f |" % (label, fmt % ours, fmt % theirs,
                                                        ours / theirs, low, high))
