@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "io/bulk_reader.hpp"
@@ -39,5 +40,11 @@ struct LoadJob {
 /// Runs every work item on `job.threads` threads (the caller's included). The first error
 /// thrown by any worker stops the others and is rethrown here.
 void run_load(const LoadJob& job);
+
+/// The job load_into would run for `buffer` (whose addresses only become pieces' `dest`, so
+/// it may be memory another device owns): for pipelines that deliver elsewhere (src/device/).
+/// Checks the plan against the checkpoint as load_into does.
+LoadJob make_load_job(const Checkpoint& checkpoint, const LoadPlan& plan,
+                      std::span<std::byte> buffer, const LoadOptions& options);
 
 }  // namespace safetensors::detail
