@@ -40,6 +40,8 @@ enum class ErrorCode {
   too_many_dimensions,      // a shape of rank above max_rank (docs/FORMAT.md)
   invalid_index,            // a sharded checkpoint's index is malformed or disagrees with
                             // its shards (missing shard, tensor in two shards...)
+  device,                   // a device path is unavailable (no CUDA runtime, no device) or
+                            // the device refused an operation (allocation, copy)
 };
 
 /// A short stable name for the code, e.g. "invalid_offsets".

@@ -23,6 +23,7 @@ from libsafetensors._core import (
     serialize,
     serialize_file,
 )
+from libsafetensors._device import cuda_status
 from libsafetensors._open import _backend, safe_open
 from libsafetensors._shim import install_as_safetensors, uninstall_as_safetensors
 
@@ -31,6 +32,7 @@ __all__ = [
     "SafetensorError",
     "TensorSpec",
     "__version__",
+    "cuda_status",
     "deserialize",
     "install_as_safetensors",
     "safe_open",

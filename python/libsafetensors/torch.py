@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 
-from libsafetensors import TensorSpec, _core, _plan_load  # noqa: F401 - TensorSpec: API
+from libsafetensors import TensorSpec, _core, _device, _plan_load  # noqa: F401 - TensorSpec
 from libsafetensors._convert import (DTYPE_BITS, TORCH_DTYPES, Converter, representable,
                                      torch_dtype)
 from libsafetensors._core import deserialize, serialize, serialize_file  # noqa: F401 - API
@@ -242,6 +242,12 @@ def load_file(
     """
     if dtype is not None:
         return load_checkpoint(filename, dtype=dtype, device=device)
+    if (not isinstance(filename, _core.Checkpoint) and os.path.isfile(filename)
+            and _device.cuda_target(torch, device) is not None
+            and _device.cuda_unavailable_reason() is None):
+        loaded = load_checkpoint(filename, device=device)
+        with safe_open(filename, framework="pt", backend=backend, mmap=mmap) as f:
+            return {name: loaded[name] for name in f.offset_keys()}  # file order
     with safe_open(filename, framework="pt", device=device, backend=backend, mmap=mmap) as f:
         if materialize:
             f._populate()
@@ -263,8 +269,12 @@ def load_checkpoint(
         dtype: torch.float16, torch.bfloat16 or torch.float32: F32, F16, BF16 and 8-bit float
             (F8_*) tensors are converted to it while copying, exactly as `.to(dtype)` would;
             others (F64, F4 and F6 included) are unchanged.
-        device: where the tensors end up (they are loaded on the CPU first); a dict maps names
-            or module prefixes to devices, as for `load_file`.
+        device: where the tensors end up; a dict maps names or module prefixes to devices,
+            as for `load_file`. One CUDA device ("cuda:0", 0, torch.device) is loaded into
+            directly when the library finds the CUDA runtime (`libsafetensors.cuda_status()`):
+            reads into a bounded ring of pinned buffers (256 MB at most), asynchronous copies,
+            one device allocation of exactly the tensors' bytes. Otherwise, and for other
+            devices, tensors are loaded on the CPU first and moved with `.to(device)`.
         threads: worker threads; None for the library's default (every core).
         names: the tensors to load, as a list of names or a glob pattern (`*`, `?`) such as
             "h.0.*"; None for all. An absent name raises SafetensorError.
@@ -279,8 +289,30 @@ def load_checkpoint(
     checkpoint, plan = _plan_load(path, _CAST_TARGETS.get(dtype), names, threads)
     if plan is None:
         return {}
+    target = _device.cuda_target(torch, device)
+    if target is not None and _device.cuda_unavailable_reason() is None:
+        # Straight into device memory torch allocates (freed by torch with the tensors):
+        # pinned staging buffers and asynchronous copies, never the whole model on the host.
+        buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=target)
+        tensors = _plan_views(plan, buffer)
+        # The allocator hands out memory ready for torch's current stream; ours are others.
+        torch.cuda.current_stream(target).synchronize()
+        checkpoint.load_to_cuda(plan, buffer.data_ptr(), plan.buffer_size, target.index,
+                                threads or 0)
+        return tensors
     # The tensors are made first, so that one torch cannot represent fails before any reading.
     buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
+    tensors = _plan_views(plan, buffer)
+    checkpoint.load_into(plan, buffer.numpy(), threads or 0)
+    for name, tensor in tensors.items():
+        device_for = convert._device_for(name)
+        if device_for is not None:
+            tensors[name] = tensor.to(device_for)
+    return tensors
+
+
+def _plan_views(plan, buffer: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The plan's tensors as views of `buffer` (uint8, plan.buffer_size bytes), in name order."""
     tensors = {}
     for name, stored, shape, offset, nbytes in plan.tensors:
         t_dtype = torch_dtype(torch, stored)
@@ -288,11 +320,6 @@ def load_checkpoint(
             shape[-1] //= 2  # two F4 values per float4_e2m1fn_x2 element
         with representable("pt", name, shape):
             tensors[name] = buffer[offset:offset + nbytes].view(t_dtype).reshape(shape)
-    checkpoint.load_into(plan, buffer.numpy(), threads or 0)
-    for name, tensor in tensors.items():
-        device_for = convert._device_for(name)
-        if device_for is not None:
-            tensors[name] = tensor.to(device_for)
     return tensors
 
 

@@ -113,5 +113,6 @@ void register_dtypes(py::module_& module);
 void register_open(py::module_& module);
 void register_serialize(py::module_& module);
 void register_checkpoint(py::module_& module);
+void register_device(py::module_& module);
 
 }  // namespace safetensors::python

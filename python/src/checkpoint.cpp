@@ -14,10 +14,21 @@
 #include "bindings.hpp"
 #include "io/memory.hpp"
 #include "safetensors/checkpoint.hpp"
+#include "safetensors/device.hpp"
 #include "safetensors/loader.hpp"
 #include "signals.hpp"
 
 namespace safetensors::python {
+
+// device.cpp: the device paths over an open checkpoint.
+DeviceLoadOptions device_load_options(unsigned threads, std::size_t slot_bytes, unsigned slots,
+                                      std::size_t max_pinned_bytes, unsigned streams);
+py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
+                              std::uintptr_t pointer, std::uint64_t size, int device,
+                              const DeviceLoadOptions& options);
+py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
+                                   const DeviceLoadOptions& options, unsigned copy_delay_us,
+                                   unsigned seed, bool skip_slot_wait);
 
 namespace {
 
@@ -123,6 +134,24 @@ class PyCheckpoint {
     safetensors::load_into(checkpoint_, plan, bytes, stop_on_signal(options));
   }
 
+  py::dict load_to_cuda(const LoadPlan& plan, std::uintptr_t pointer, std::uint64_t size,
+                        int device, unsigned threads, std::size_t slot_bytes, unsigned slots,
+                        std::size_t max_pinned_bytes, unsigned streams) const {
+    return load_to_cuda_binding(
+        checkpoint_, plan, pointer, size, device,
+        device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams));
+  }
+
+  py::tuple load_to_emulated_device(const LoadPlan& plan, unsigned threads, std::size_t slot_bytes,
+                                    unsigned slots, std::size_t max_pinned_bytes, unsigned streams,
+                                    unsigned copy_delay_us, unsigned seed,
+                                    bool skip_slot_wait) const {
+    return load_to_emulated_binding(
+        checkpoint_, plan,
+        device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams), copy_delay_us,
+        seed, skip_slot_wait);
+  }
+
  private:
   const CheckpointTensor& find(const std::string& name) const {
     const CheckpointTensor* t = checkpoint_.find(name);
@@ -168,7 +197,18 @@ void register_checkpoint(py::module_& module) {
            "buffer.")
       .def("load_into", &PyCheckpoint::load_into, py::arg("plan"), py::arg("buffer"),
            py::arg("threads") = 0,
-           "Fills a writable buffer of at least plan.buffer_size bytes; the GIL is released.");
+           "Fills a writable buffer of at least plan.buffer_size bytes; the GIL is released.")
+      .def("load_to_cuda", &PyCheckpoint::load_to_cuda, py::arg("plan"), py::arg("pointer"),
+           py::arg("size"), py::arg("device"), py::arg("threads") = 0, py::arg("slot_bytes") = 0,
+           py::arg("slots") = 0, py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0,
+           "Loads into CUDA memory at `pointer` (`size` bytes on device `device`) through pinned "
+           "staging buffers; returns the load's statistics. The GIL is released.")
+      .def("_load_to_emulated_device", &PyCheckpoint::load_to_emulated_device, py::arg("plan"),
+           py::arg("threads") = 0, py::arg("slot_bytes") = 0, py::arg("slots") = 0,
+           py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0, py::arg("copy_delay_us") = 0,
+           py::arg("seed") = 1, py::arg("skip_slot_wait") = false,
+           "The device pipeline against the emulated device (for tests): (the device's bytes, "
+           "the emulator's checks, the load's statistics).");
 }
 
 }  // namespace safetensors::python

@@ -214,4 +214,5 @@ PYBIND11_MODULE(_core, module) {
   st::register_open(module);
   st::register_serialize(module);
   st::register_checkpoint(module);
+  st::register_device(module);
 }

@@ -52,6 +52,8 @@ std::string_view error_code_name(ErrorCode code) noexcept {
       return "too_many_dimensions";
     case ErrorCode::invalid_index:
       return "invalid_index";
+    case ErrorCode::device:
+      return "device";
   }
   return "unknown";
 }

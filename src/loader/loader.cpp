@@ -330,4 +330,9 @@ LoadedCheckpoint load(const Checkpoint& checkpoint, const LoadOptions& options) 
   return loaded;
 }
 
+detail::LoadJob detail::make_load_job(const Checkpoint& checkpoint, const LoadPlan& plan,
+                                      std::span<std::byte> buffer, const LoadOptions& options) {
+  return make_job(checkpoint, plan, buffer, options);
+}
+
 }  // namespace safetensors

@@ -44,4 +44,10 @@ struct LoadJob {
 /// thrown by any worker stops the others and is rethrown here.
 void run_load(const LoadJob& job);
 
+/// The job load_into would run for `buffer` (whose addresses only become pieces' `dest`, so
+/// it may be memory another device owns): for pipelines that deliver elsewhere (src/device/).
+/// Checks the plan against the checkpoint as load_into does.
+LoadJob make_load_job(const Checkpoint& checkpoint, const LoadPlan& plan,
+                      std::span<std::byte> buffer, const LoadOptions& options);
+
 }  // namespace safetensors::detail

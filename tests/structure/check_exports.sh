@@ -28,7 +28,8 @@ all=$(for library in "$@"; do nm -D --defined-only -C "$library"; done)
 for needed in 'safetensors::File::open(' 'safetensors::parse_header(' 'safetensors::write_file(' \
   'safetensors::Checkpoint::open(' 'safetensors::load(' 'safetensors::cast(' \
   'safetensors::open_mmap_source(' 'safetensors::AtomicFile::commit(' 'typeinfo for safetensors::Error' \
-  'safetensors::convert_file(' 'safetensors::scan_file('; do
+  'safetensors::convert_file(' 'safetensors::scan_file(' 'safetensors::load_to_cuda(' \
+  'safetensors::cuda_status('; do
   if ! grep -qF -- "$needed" <<<"$all"; then
     echo "missing from the exports: $needed"
     status=1

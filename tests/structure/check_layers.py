@@ -23,6 +23,7 @@ LAYERS = {
     "format": ["io"],
     "checkpoint": ["format"],
     "loader": ["checkpoint"],
+    "device": ["loader"],
     "zip": ["io"],
     "pickle": ["error"],
     "torch": ["zip", "pickle", "format"],
@@ -46,6 +47,7 @@ PUBLIC_HEADERS = {
     "checkpoint": "checkpoint",
     "cast": "loader",
     "loader": "loader",
+    "device": "device",
     "convert": "convert",
     "scan": "convert",
     "safetensors": "umbrella",  # the whole API: never included by the library itself

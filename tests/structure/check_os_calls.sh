@@ -11,9 +11,9 @@
 set -euo pipefail
 
 # System headers that declare file, memory and errno interfaces.
-headers='^[[:space:]]*#[[:space:]]*include[[:space:]]*<(unistd\.h|fcntl\.h|dirent\.h|errno\.h|cerrno|sys/[a-z_]+\.h)>'
+headers='^[[:space:]]*#[[:space:]]*include[[:space:]]*<(unistd\.h|fcntl\.h|dirent\.h|dlfcn\.h|errno\.h|cerrno|sys/[a-z_]+\.h)>'
 # Calls written as ::name( (the library's way of calling the system), not Class::name(.
-calls='(^|[^A-Za-z0-9_])::(open|openat|creat|close|read|write|pread|pread64|pwrite|pwrite64|preadv|pwritev|fsync|fdatasync|sync_file_range|mmap|munmap|mremap|madvise|posix_madvise|posix_fadvise|fallocate|posix_fallocate|ftruncate|truncate|stat|fstat|fstatat|lstat|flock|fcntl|ioctl|unlink|unlinkat|rename|renameat|access|faccessat|dup|dup2|sysconf|opendir|readdir|closedir)[[:space:]]*\('
+calls='(^|[^A-Za-z0-9_])::(open|openat|creat|close|read|write|pread|pread64|pwrite|pwrite64|preadv|pwritev|fsync|fdatasync|sync_file_range|mmap|munmap|mremap|madvise|posix_madvise|posix_fadvise|fallocate|posix_fallocate|ftruncate|truncate|stat|fstat|fstatat|lstat|flock|fcntl|ioctl|unlink|unlinkat|rename|renameat|access|faccessat|dup|dup2|sysconf|opendir|readdir|closedir|dlopen|dlsym|dlclose|dlinfo)[[:space:]]*\('
 # errno and its message tables, however they are spelled.
 errors='(^|[^A-Za-z0-9_])(errno|strerror|strerror_r|perror)([^A-Za-z0-9_]|$)'
 

@@ -9,9 +9,9 @@
 namespace safetensors {
 namespace {
 
-// The enumerators run from header_too_small = 1 to the last one, invalid_index.
+// The enumerators run from header_too_small = 1 to the last one, device.
 constexpr int first_code = static_cast<int>(ErrorCode::header_too_small);
-constexpr int last_code = static_cast<int>(ErrorCode::invalid_index);
+constexpr int last_code = static_cast<int>(ErrorCode::device);
 
 TEST(ErrorCodeName, EveryCodeHasItsOwnName) {
   std::set<std::string> names;
@@ -29,6 +29,7 @@ TEST(ErrorCodeName, InvalidIndexIsAppendedWithoutRenumbering) {
   EXPECT_EQ(error_code_name(ErrorCode::invalid_checkpoint), "invalid_checkpoint");
   EXPECT_EQ(static_cast<int>(ErrorCode::too_many_dimensions), 23);
   EXPECT_EQ(static_cast<int>(ErrorCode::invalid_index), 24);
+  EXPECT_EQ(static_cast<int>(ErrorCode::device), 25);
 }
 
 }  // namespace

@@ -1,0 +1,106 @@
+// Loading checkpoints straight into GPU memory: parallel reads into a small ring of pinned
+// host buffers, asynchronous host-to-device copies overlapping the reads, optional dtype
+// conversion on the way. The CUDA runtime is found at run time (dlopen); nothing links to it,
+// and without it every entry point says why the device path is unavailable.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "safetensors/checkpoint.hpp"
+#include "safetensors/export.hpp"
+#include "safetensors/loader.hpp"
+
+namespace safetensors {
+
+/// Whether the CUDA path can be used in this process, and if not, why.
+struct SAFETENSORS_API CudaStatus {
+  bool available = false;
+  /// Empty when available; else one sentence: which libraries were tried and what each said,
+  /// a missing symbol, or the runtime's own answer to cudaGetDeviceCount.
+  std::string reason;
+  std::string library;  // the CUDA runtime file loaded, when one was
+  int device_count = 0;
+  int runtime_version = 0;  // as cudaRuntimeGetVersion gives it, e.g. 12040
+  int driver_version = 0;   // as cudaDriverGetVersion gives it
+};
+
+/// Loads the CUDA runtime on first use (the library named by the environment variable
+/// SAFETENSORS_CUDART if set, else libcudart.so, libcudart.so.13, .12, .11) and asks it for
+/// devices. A failed attempt is not remembered: a later call tries again.
+[[nodiscard]] SAFETENSORS_API CudaStatus cuda_status();
+
+/// How a device load runs. Pinned host memory is `slots * slot_bytes`, never more than
+/// `max_pinned_bytes`, whatever the checkpoint's size.
+struct SAFETENSORS_API DeviceLoadOptions {
+  /// Reading threads; 0 = hardware concurrency.
+  unsigned threads = 0;
+  /// Bytes of one pinned staging buffer (one host-to-device copy at most).
+  std::size_t slot_bytes = std::size_t{8} << 20;
+  /// Staging buffers in the ring; 0 = three per thread, at least 4, within max_pinned_bytes.
+  unsigned slots = 0;
+  std::size_t max_pinned_bytes = std::size_t{256} << 20;
+  /// Copy streams; the workers share them round-robin.
+  unsigned streams = 2;
+  /// How shard bytes are read into the staging buffers (mmap copies from a mapping).
+  LoadMethod method = LoadMethod::automatic;
+  /// Called from worker threads with (bytes staged, bytes total); must be thread-safe.
+  std::function<void(std::uint64_t, std::uint64_t)> progress;
+};
+
+/// What a device load did, for benchmarks to tell what limits it.
+struct SAFETENSORS_API DeviceLoadStats {
+  std::uint64_t bytes_read = 0;    // from the shards
+  std::uint64_t bytes_copied = 0;  // host to device
+  std::uint64_t copies = 0;        // asynchronous copies issued
+  std::uint64_t pinned_bytes = 0;  // the ring's pinned memory
+  unsigned threads = 0;
+  unsigned slots = 0;
+  double seconds = 0;            // the whole load, wall clock
+  double read_seconds = 0;       // summed over workers: reading (and casting) into slots
+  double slot_wait_seconds = 0;  // summed over workers: waiting for a free slot
+  double drain_seconds = 0;      // after the last read, waiting for the last copies
+};
+
+/// Loads the plan's tensors into device memory at `device_pointer` (at least
+/// `plan.buffer_size` bytes, `device_bytes` of them usable, on CUDA device `device`), each at
+/// its plan offset, converted as the plan says. Returns when every byte is on the device.
+/// Throws Error(device) when the CUDA path is unavailable (with cuda_status's reason) or a
+/// CUDA call fails, and the loader's errors otherwise; in-flight copies are waited for first.
+SAFETENSORS_API DeviceLoadStats load_to_cuda(const Checkpoint& checkpoint, const LoadPlan& plan,
+                                             void* device_pointer, std::uint64_t device_bytes,
+                                             int device, const DeviceLoadOptions& options = {});
+
+/// Tensors loaded into one device allocation the library owns (cudaMalloc of exactly the
+/// plan's size), freed when the last copy of this object goes.
+class SAFETENSORS_API CudaCheckpoint {
+ public:
+  const std::vector<LoadedTensor>& tensors() const noexcept { return plan_.tensors; }
+  /// The device address of a tensor's first byte.
+  void* device_pointer(const LoadedTensor& tensor) const noexcept {
+    return static_cast<std::byte*>(memory_.get()) + tensor.offset;
+  }
+  void* device_buffer() const noexcept { return memory_.get(); }
+  std::uint64_t buffer_size() const noexcept { return plan_.buffer_size; }
+  int device() const noexcept { return device_; }
+  const DeviceLoadStats& stats() const noexcept { return stats_; }
+
+ private:
+  friend CudaCheckpoint load_to_cuda(const Checkpoint&, const LoadOptions&, int,
+                                     const DeviceLoadOptions&);
+  LoadPlan plan_;
+  std::shared_ptr<void> memory_;
+  int device_ = 0;
+  DeviceLoadStats stats_;
+};
+
+/// Plans with `options` (names, pattern, dtype), allocates on `device` and loads.
+[[nodiscard]] SAFETENSORS_API CudaCheckpoint
+load_to_cuda(const Checkpoint& checkpoint, const LoadOptions& options, int device,
+             const DeviceLoadOptions& device_options = {});
+
+}  // namespace safetensors

@@ -1,0 +1,65 @@
+"""Whether loads onto CUDA devices can take the library's own device path (pinned staging
+buffers, asynchronous copies: src/device/), and why not.
+
+The CUDA runtime is found at run time, never linked: first the copies torch ships (its lib/
+folder, or the nvidia-cuda-runtime wheel beside it), then the system's. Where it cannot be
+used, loads fall back to reading into host memory and torch's `.to(device)`, and
+`cuda_unavailable_reason()` says why. SAFETENSORS_DEVICE_LOAD=torch forces that fallback.
+"""
+
+import glob
+import os
+import sys
+
+from libsafetensors import _core
+
+_status = None
+
+
+def _torch_runtimes():
+    """Paths of the CUDA runtime libraries torch's installation ships, if any."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return []
+    roots = [os.path.join(os.path.dirname(torch.__file__), "lib")]
+    for entry in sys.path:
+        roots.append(os.path.join(entry, "nvidia", "cuda_runtime", "lib"))
+    found = []
+    for root in roots:
+        found += sorted(glob.glob(os.path.join(root, "libcudart*.so*")), reverse=True)
+    return found
+
+
+def cuda_status():
+    """The library's view of CUDA: {available, reason, library, device_count, ...}."""
+    global _status
+    if _status is None or not _status["available"]:
+        status = _core.cuda_status(_torch_runtimes())
+        if status["available"]:
+            _status = status
+        else:
+            return status
+    return _status
+
+
+def cuda_unavailable_reason():
+    """None when the device path can be used, else why not."""
+    if os.environ.get("SAFETENSORS_DEVICE_LOAD", "") == "torch":
+        return "SAFETENSORS_DEVICE_LOAD=torch asks for torch's .to(device) instead"
+    status = cuda_status()
+    return None if status["available"] else status["reason"]
+
+
+def cuda_target(torch, device):
+    """The single CUDA torch.device `device` names (str, int or torch.device), else None."""
+    if isinstance(device, dict) or device is None:
+        return None
+    try:
+        target = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return None
+    if target.type != "cuda":
+        return None
+    if target.index is None:
+        target = torch.device("cuda", torch.cuda.current_device())
+    return target

@@ -1,0 +1,117 @@
+// Loading into device memory from Python: the CUDA path (`_core.cuda_status`,
+// `Checkpoint.load_to_cuda`, into memory torch allocated) and the emulated device the tests
+// run the same pipeline against (`Checkpoint._load_to_emulated_device`).
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bindings.hpp"
+#include "device/cuda.hpp"
+#include "device/emulated.hpp"
+#include "device/pipeline.hpp"
+#include "safetensors/device.hpp"
+#include "signals.hpp"
+
+namespace safetensors::python {
+
+namespace {
+
+py::dict stats_dict(const DeviceLoadStats& stats) {
+  py::dict out;
+  out["bytes_read"] = stats.bytes_read;
+  out["bytes_copied"] = stats.bytes_copied;
+  out["copies"] = stats.copies;
+  out["pinned_bytes"] = stats.pinned_bytes;
+  out["threads"] = stats.threads;
+  out["slots"] = stats.slots;
+  out["seconds"] = stats.seconds;
+  out["read_seconds"] = stats.read_seconds;
+  out["slot_wait_seconds"] = stats.slot_wait_seconds;
+  out["drain_seconds"] = stats.drain_seconds;
+  return out;
+}
+
+}  // namespace
+
+DeviceLoadOptions device_load_options(unsigned threads, std::size_t slot_bytes, unsigned slots,
+                                      std::size_t max_pinned_bytes, unsigned streams) {
+  DeviceLoadOptions options;
+  options.threads = threads;
+  if (slot_bytes != 0) options.slot_bytes = slot_bytes;
+  options.slots = slots;
+  if (max_pinned_bytes != 0) options.max_pinned_bytes = max_pinned_bytes;
+  if (streams != 0) options.streams = streams;
+  options.progress = [](std::uint64_t, std::uint64_t) { check_signals(); };
+  return options;
+}
+
+py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
+                              std::uintptr_t pointer, std::uint64_t size, int device,
+                              const DeviceLoadOptions& options) {
+  DeviceLoadStats stats;
+  {
+    py::gil_scoped_release release;
+    stats = load_to_cuda(checkpoint, plan, reinterpret_cast<void*>(pointer), size, device, options);
+  }
+  return stats_dict(stats);
+}
+
+py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
+                                   const DeviceLoadOptions& options, unsigned copy_delay_us,
+                                   unsigned seed, bool skip_slot_wait) {
+  detail::EmulatedDevice::Options emulator;
+  emulator.copy_delay = std::chrono::microseconds(copy_delay_us);
+  emulator.seed = seed;
+  detail::PipelineFaults faults;
+  faults.skip_slot_wait = skip_slot_wait;
+  detail::EmulatedDevice device(emulator);
+  std::byte* memory = device.allocate(static_cast<std::size_t>(plan.buffer_size));
+  DeviceLoadStats stats;
+  detail::EmulatedDevice::Report report;
+  try {
+    py::gil_scoped_release release;
+    stats = detail::run_device_load(device, checkpoint, plan, memory, plan.buffer_size, options,
+                                    faults);
+    report = device.check();
+  } catch (...) {
+    device.free(memory);
+    throw;
+  }
+  py::bytes bytes(reinterpret_cast<const char*>(memory),
+                  static_cast<std::size_t>(plan.buffer_size));
+  device.free(memory);
+  py::dict checks;
+  checks["ok"] = report.ok();
+  checks["copies"] = report.copies;
+  checks["bytes_copied"] = report.bytes_copied;
+  checks["pinned_high_water"] = report.pinned_high_water;
+  checks["pinned_live"] = report.pinned_live;
+  checks["violation_count"] = report.violation_count;
+  checks["violations"] = report.violations;
+  return py::make_tuple(bytes, checks, stats_dict(stats));
+}
+
+void register_device(py::module_& module) {
+  module.def(
+      "cuda_status",
+      [](const std::vector<std::string>& candidates) {
+        detail::add_cuda_runtime_candidates(candidates);
+        const CudaStatus status = cuda_status();
+        py::dict out;
+        out["available"] = status.available;
+        out["reason"] = status.reason;
+        out["library"] = status.library;
+        out["device_count"] = status.device_count;
+        out["runtime_version"] = status.runtime_version;
+        out["driver_version"] = status.driver_version;
+        return out;
+      },
+      py::arg("candidates") = std::vector<std::string>{},
+      "Whether the CUDA path can be used, and why not: loads the CUDA runtime (libraries in "
+      "`candidates` are tried first) and asks it for devices.");
+}
+
+}  // namespace safetensors::python

@@ -1,0 +1,268 @@
+#include "device/cuda.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+#include "error/messages.hpp"
+#include "io/dynamic_library.hpp"
+#include "safetensors/error.hpp"
+
+namespace safetensors::detail {
+
+// The runtime API as its C ABI has it: cudaError_t is an int enum (0 = cudaSuccess, 600 =
+// cudaErrorNotReady), streams and events are opaque pointers, sizes are size_t.
+struct CudaRuntime {
+  DynamicLibrary library;
+  int (*malloc)(void**, std::size_t) = nullptr;
+  int (*free)(void*) = nullptr;
+  int (*host_alloc)(void**, std::size_t, unsigned) = nullptr;
+  int (*free_host)(void*) = nullptr;
+  int (*memcpy)(void*, const void*, std::size_t, int) = nullptr;
+  int (*memcpy_async)(void*, const void*, std::size_t, int, void*) = nullptr;
+  int (*stream_create)(void**, unsigned) = nullptr;
+  int (*stream_destroy)(void*) = nullptr;
+  int (*stream_synchronize)(void*) = nullptr;
+  int (*event_create)(void**, unsigned) = nullptr;
+  int (*event_destroy)(void*) = nullptr;
+  int (*event_record)(void*, void*) = nullptr;
+  int (*event_synchronize)(void*) = nullptr;
+  int (*set_device)(int) = nullptr;
+  int (*get_device)(int*) = nullptr;
+  int (*device_count)(int*) = nullptr;
+  int (*runtime_version)(int*) = nullptr;
+  int (*driver_version)(int*) = nullptr;
+  const char* (*error_string)(int) = nullptr;
+};
+
+namespace {
+
+constexpr int cuda_success = 0;
+constexpr int memcpy_host_to_device = 1;      // cudaMemcpyHostToDevice
+constexpr int memcpy_device_to_host = 2;      // cudaMemcpyDeviceToHost
+constexpr unsigned host_alloc_portable = 1;   // cudaHostAllocPortable
+constexpr unsigned stream_non_blocking = 1;   // cudaStreamNonBlocking
+constexpr unsigned event_disable_timing = 2;  // cudaEventDisableTiming
+
+std::mutex runtime_mutex;
+std::vector<std::string> extra_candidates;
+// Loaded once and kept for the life of the process: device memory handed out refers to it.
+std::unique_ptr<CudaRuntime> loaded_runtime;
+
+template <class Fn>
+bool resolve(const DynamicLibrary& library, const char* name, Fn& fn, std::string& missing) {
+  fn = reinterpret_cast<Fn>(library.symbol(name));
+  if (fn == nullptr && missing.empty()) missing = name;
+  return fn != nullptr;
+}
+
+std::unique_ptr<CudaRuntime> open_runtime(const std::string& name, std::string& why) {
+  auto runtime = std::make_unique<CudaRuntime>();
+  runtime->library = DynamicLibrary::open(name, why);
+  if (!runtime->library) return nullptr;
+  const DynamicLibrary& l = runtime->library;
+  std::string missing;
+  resolve(l, "cudaMalloc", runtime->malloc, missing);
+  resolve(l, "cudaFree", runtime->free, missing);
+  resolve(l, "cudaHostAlloc", runtime->host_alloc, missing);
+  resolve(l, "cudaFreeHost", runtime->free_host, missing);
+  resolve(l, "cudaMemcpy", runtime->memcpy, missing);
+  resolve(l, "cudaMemcpyAsync", runtime->memcpy_async, missing);
+  resolve(l, "cudaStreamCreateWithFlags", runtime->stream_create, missing);
+  resolve(l, "cudaStreamDestroy", runtime->stream_destroy, missing);
+  resolve(l, "cudaStreamSynchronize", runtime->stream_synchronize, missing);
+  resolve(l, "cudaEventCreateWithFlags", runtime->event_create, missing);
+  resolve(l, "cudaEventDestroy", runtime->event_destroy, missing);
+  resolve(l, "cudaEventRecord", runtime->event_record, missing);
+  resolve(l, "cudaEventSynchronize", runtime->event_synchronize, missing);
+  resolve(l, "cudaSetDevice", runtime->set_device, missing);
+  resolve(l, "cudaGetDevice", runtime->get_device, missing);
+  resolve(l, "cudaGetDeviceCount", runtime->device_count, missing);
+  resolve(l, "cudaRuntimeGetVersion", runtime->runtime_version, missing);
+  resolve(l, "cudaDriverGetVersion", runtime->driver_version, missing);
+  resolve(l, "cudaGetErrorString", runtime->error_string, missing);
+  if (!missing.empty()) {
+    why = l.name() + " lacks " + missing;
+    return nullptr;
+  }
+  return runtime;
+}
+
+std::string error_text(const CudaRuntime& runtime, int code) {
+  const char* text = runtime.error_string(code);
+  return std::string(text != nullptr ? text : "unknown error") + " (CUDA error " +
+         std::to_string(code) + ")";
+}
+
+void check(const CudaRuntime& runtime, int code, const std::string& what) {
+  if (code != cuda_success)
+    fail(ErrorCode::device, "CUDA", what + " failed: " + error_text(runtime, code));
+}
+
+// The loaded runtime, or nullptr with `why`.
+const CudaRuntime* try_runtime(std::string& why) {
+  std::lock_guard lock(runtime_mutex);
+  if (loaded_runtime) return loaded_runtime.get();
+  std::vector<std::string> candidates;
+  if (const char* forced = std::getenv("SAFETENSORS_CUDART"); forced != nullptr && *forced) {
+    candidates.emplace_back(forced);
+  } else {
+    candidates = extra_candidates;
+    for (const char* name :
+         {"libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"}) {
+      candidates.emplace_back(name);
+    }
+  }
+  std::string tried;
+  for (const std::string& name : candidates) {
+    std::string reason;
+    std::unique_ptr<CudaRuntime> runtime = open_runtime(name, reason);
+    if (runtime) {
+      loaded_runtime = std::move(runtime);
+      return loaded_runtime.get();
+    }
+    tried += (tried.empty() ? "" : "; ") + reason;
+  }
+  why = "no CUDA runtime could be loaded (tried " + std::to_string(candidates.size()) +
+        (std::getenv("SAFETENSORS_CUDART") != nullptr ? " library named by SAFETENSORS_CUDART"
+                                                      : " libraries") +
+        "): " + tried;
+  return nullptr;
+}
+
+}  // namespace
+
+void add_cuda_runtime_candidates(const std::vector<std::string>& paths) {
+  std::lock_guard lock(runtime_mutex);
+  for (const std::string& path : paths) {
+    if (std::find(extra_candidates.begin(), extra_candidates.end(), path) ==
+        extra_candidates.end()) {
+      extra_candidates.push_back(path);
+    }
+  }
+}
+
+const CudaRuntime& cuda_runtime() {
+  std::string why;
+  const CudaRuntime* runtime = try_runtime(why);
+  if (runtime == nullptr) fail(ErrorCode::device, "CUDA", "the CUDA path is unavailable: " + why);
+  return *runtime;
+}
+
+void cuda_copy_to_host(const CudaRuntime& runtime, void* host, const void* device,
+                       std::size_t bytes) {
+  check(runtime, runtime.memcpy(host, device, bytes, memcpy_device_to_host),
+        "cudaMemcpy of " + std::to_string(bytes) + " bytes to the host");
+}
+
+CudaDevice::CudaDevice(const CudaRuntime& runtime, int index) : runtime_(runtime), index_(index) {
+  check(runtime_, runtime_.get_device(&previous_), "cudaGetDevice");
+  check(runtime_, runtime_.set_device(index_), "cudaSetDevice(" + std::to_string(index_) + ")");
+}
+
+CudaDevice::~CudaDevice() {
+  if (previous_ != index_) runtime_.set_device(previous_);
+}
+
+std::string CudaDevice::describe() const {
+  return "CUDA device " + std::to_string(index_) + " (" + runtime_.library.name() + ")";
+}
+
+void CudaDevice::bind_thread() {
+  check(runtime_, runtime_.set_device(index_), "cudaSetDevice(" + std::to_string(index_) + ")");
+}
+
+std::byte* CudaDevice::allocate(std::size_t bytes) {
+  void* p = nullptr;
+  check(runtime_, runtime_.malloc(&p, bytes),
+        "cudaMalloc of " + std::to_string(bytes) + " bytes on device " + std::to_string(index_));
+  return static_cast<std::byte*>(p);
+}
+
+void CudaDevice::free(std::byte* memory) noexcept {
+  if (memory != nullptr) runtime_.free(memory);
+}
+
+std::byte* CudaDevice::allocate_pinned(std::size_t bytes) {
+  void* p = nullptr;
+  check(runtime_, runtime_.host_alloc(&p, bytes, host_alloc_portable),
+        "cudaHostAlloc of " + std::to_string(bytes) + " pinned bytes");
+  return static_cast<std::byte*>(p);
+}
+
+void CudaDevice::free_pinned(std::byte* memory) noexcept {
+  if (memory != nullptr) runtime_.free_host(memory);
+}
+
+DeviceStream CudaDevice::create_stream() {
+  void* stream = nullptr;
+  check(runtime_, runtime_.stream_create(&stream, stream_non_blocking),
+        "cudaStreamCreateWithFlags");
+  return stream;
+}
+
+void CudaDevice::destroy_stream(DeviceStream stream) noexcept {
+  runtime_.stream_destroy(stream);
+}
+
+DeviceEvent CudaDevice::create_event() {
+  void* event = nullptr;
+  check(runtime_, runtime_.event_create(&event, event_disable_timing), "cudaEventCreateWithFlags");
+  return event;
+}
+
+void CudaDevice::destroy_event(DeviceEvent event) noexcept {
+  runtime_.event_destroy(event);
+}
+
+void CudaDevice::copy_async(std::byte* device, const std::byte* host, std::size_t bytes,
+                            DeviceStream stream) {
+  check(
+      runtime_, runtime_.memcpy_async(device, host, bytes, memcpy_host_to_device, stream),
+      "cudaMemcpyAsync of " + std::to_string(bytes) + " bytes to device " + std::to_string(index_));
+}
+
+void CudaDevice::record(DeviceEvent event, DeviceStream stream) {
+  check(runtime_, runtime_.event_record(event, stream), "cudaEventRecord");
+}
+
+void CudaDevice::wait(DeviceEvent event) {
+  check(runtime_, runtime_.event_synchronize(event), "cudaEventSynchronize");
+}
+
+void CudaDevice::synchronize(DeviceStream stream) {
+  check(runtime_, runtime_.stream_synchronize(stream), "cudaStreamSynchronize");
+}
+
+}  // namespace safetensors::detail
+
+namespace safetensors {
+
+CudaStatus cuda_status() {
+  CudaStatus status;
+  std::string why;
+  const detail::CudaRuntime* runtime = detail::try_runtime(why);
+  if (runtime == nullptr) {
+    status.reason = why;
+    return status;
+  }
+  status.library = runtime->library.name();
+  runtime->runtime_version(&status.runtime_version);
+  runtime->driver_version(&status.driver_version);
+  const int code = runtime->device_count(&status.device_count);
+  if (code != detail::cuda_success) {
+    status.device_count = 0;
+    status.reason =
+        "the CUDA runtime " + status.library +
+        " found no usable device: cudaGetDeviceCount failed: " + detail::error_text(*runtime, code);
+  } else if (status.device_count == 0) {
+    status.reason = "the CUDA runtime " + status.library + " sees no CUDA device";
+  } else {
+    status.available = true;
+  }
+  return status;
+}
+
+}  // namespace safetensors

@@ -1,0 +1,60 @@
+// The CUDA runtime, loaded at run time (io/dynamic_library.hpp), and the device pipeline's
+// CUDA device over it. The entry points used and their C signatures are listed in
+// docs/ARCHITECTURE.md ("device"); nothing here includes CUDA's headers.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "device/device_api.hpp"
+#include "safetensors/device.hpp"
+
+namespace safetensors::detail {
+
+struct CudaRuntime;
+
+/// Library names tried after SAFETENSORS_CUDART and before the default sonames, e.g. the
+/// copy a Python framework ships (the Python package adds torch's). Kept for the process.
+void add_cuda_runtime_candidates(const std::vector<std::string>& paths);
+
+/// The process's CUDA runtime, loaded on first success; throws Error(device) saying why the
+/// CUDA path is unavailable (library, symbol, or no device).
+const CudaRuntime& cuda_runtime();
+
+/// Copies device memory back to the host (synchronously), for checks.
+void cuda_copy_to_host(const CudaRuntime& runtime, void* host, const void* device,
+                       std::size_t bytes);
+
+/// Device `index` of `runtime`. The constructing thread is switched to the device for the
+/// object's lifetime and back afterwards; bind_thread switches other threads.
+class CudaDevice final : public DeviceApi {
+ public:
+  CudaDevice(const CudaRuntime& runtime, int index);
+  CudaDevice(const CudaDevice&) = delete;
+  CudaDevice& operator=(const CudaDevice&) = delete;
+  ~CudaDevice() override;
+
+  std::string describe() const override;
+  void bind_thread() override;
+  std::byte* allocate(std::size_t bytes) override;
+  void free(std::byte* memory) noexcept override;
+  std::byte* allocate_pinned(std::size_t bytes) override;
+  void free_pinned(std::byte* memory) noexcept override;
+  DeviceStream create_stream() override;
+  void destroy_stream(DeviceStream stream) noexcept override;
+  DeviceEvent create_event() override;
+  void destroy_event(DeviceEvent event) noexcept override;
+  void copy_async(std::byte* device, const std::byte* host, std::size_t bytes,
+                  DeviceStream stream) override;
+  void record(DeviceEvent event, DeviceStream stream) override;
+  void wait(DeviceEvent event) override;
+  void synchronize(DeviceStream stream) override;
+
+ private:
+  const CudaRuntime& runtime_;
+  int index_;
+  int previous_ = -1;
+};
+
+}  // namespace safetensors::detail

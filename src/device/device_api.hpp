@@ -1,0 +1,54 @@
+// What the device pipeline needs from a device: memory on it, pinned host memory to stage
+// in, asynchronous host-to-device copies on streams, and events to know when a copy is done.
+// Two implementations: CudaDevice (cuda.hpp, the CUDA runtime loaded at run time) and
+// EmulatedDevice (emulated.hpp, host memory, every copy checked).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace safetensors::detail {
+
+using DeviceStream = void*;
+using DeviceEvent = void*;
+
+/// Calls may come from any thread. Errors are Error(device) naming the call.
+class DeviceApi {
+ public:
+  virtual ~DeviceApi() = default;
+
+  /// "CUDA device 0 (libcudart.so.12)", "emulated device".
+  virtual std::string describe() const = 0;
+  /// Makes this device current on a thread the pipeline started (the constructing thread
+  /// already has it).
+  virtual void bind_thread() {}
+
+  virtual std::byte* allocate(std::size_t bytes) = 0;
+  virtual void free(std::byte* memory) noexcept = 0;
+  virtual std::byte* allocate_pinned(std::size_t bytes) = 0;
+  virtual void free_pinned(std::byte* memory) noexcept = 0;
+
+  virtual DeviceStream create_stream() = 0;
+  virtual void destroy_stream(DeviceStream stream) noexcept = 0;
+  virtual DeviceEvent create_event() = 0;
+  virtual void destroy_event(DeviceEvent event) noexcept = 0;
+
+  /// Queues a copy of `bytes` from pinned `host` to `device` on `stream`; returns at once.
+  virtual void copy_async(std::byte* device, const std::byte* host, std::size_t bytes,
+                          DeviceStream stream) = 0;
+  /// Marks the point in `stream` after everything queued so far.
+  virtual void record(DeviceEvent event, DeviceStream stream) = 0;
+  /// Blocks until the event's last recorded point is reached.
+  virtual void wait(DeviceEvent event) = 0;
+  /// Blocks until everything queued on `stream` is done.
+  virtual void synchronize(DeviceStream stream) = 0;
+
+  /// The host is about to write [host, host + bytes) of pinned memory. A real device ignores
+  /// it; the emulator checks that no queued copy still reads those bytes.
+  virtual void staging_write(const std::byte* host, std::size_t bytes) {
+    (void)host;
+    (void)bytes;
+  }
+};
+
+}  // namespace safetensors::detail

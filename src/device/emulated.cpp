@@ -1,0 +1,326 @@
+#include "device/emulated.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "error/messages.hpp"
+#include "safetensors/error.hpp"
+
+namespace safetensors::detail {
+namespace {
+
+// cudaMalloc's alignment.
+constexpr std::size_t device_alignment = 256;
+constexpr std::size_t kept_violations = 100;
+
+std::byte* raw_allocate(std::size_t bytes) {
+  return static_cast<std::byte*>(
+      ::operator new[](std::max<std::size_t>(bytes, 1), std::align_val_t{device_alignment}));
+}
+
+void raw_free(std::byte* p) noexcept {
+  ::operator delete[](p, std::align_val_t{device_alignment});
+}
+
+// Enough to tell whether staging bytes changed between queueing a copy and performing it.
+std::uint64_t hash_bytes(const std::byte* p, std::size_t n) {
+  std::uint64_t h = 0x9e3779b97f4a7c15u ^ n;
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, p + i, 8);
+    h = (h ^ word) * 0x100000001b3u;
+    h ^= h >> 29;
+  }
+  for (; i < n; ++i) h = (h ^ static_cast<std::uint64_t>(p[i])) * 0x100000001b3u;
+  return h;
+}
+
+std::string range(const std::byte* base, const std::byte* p, std::size_t n) {
+  std::string out = "[";
+  out += std::to_string(p - base);
+  out += ", ";
+  out += std::to_string(static_cast<std::size_t>(p - base) + n);
+  out += ")";
+  return out;
+}
+
+}  // namespace
+
+EmulatedDevice::EmulatedDevice() : EmulatedDevice(Options{}) {}
+
+EmulatedDevice::EmulatedDevice(Options options)
+    : options_(options), random_(options.seed), engine_([this] { serve(); }) {}
+
+EmulatedDevice::~EmulatedDevice() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  work_.notify_all();
+  engine_.join();
+  for (auto& [p, allocation] : device_) raw_free(p);
+  for (auto& [p, allocation] : pinned_) raw_free(p);
+}
+
+void EmulatedDevice::violation(std::string message) {
+  ++report_.violation_count;
+  if (report_.violations.size() < kept_violations) report_.violations.push_back(std::move(message));
+}
+
+const std::pair<std::byte* const, EmulatedDevice::Allocation>* EmulatedDevice::find(
+    const std::map<std::byte*, Allocation>& map, const std::byte* p, std::size_t bytes) {
+  auto it = map.upper_bound(const_cast<std::byte*>(p));
+  if (it == map.begin()) return nullptr;
+  --it;
+  const std::size_t offset = static_cast<std::size_t>(p - it->first);
+  if (offset > it->second.bytes || bytes > it->second.bytes - offset) return nullptr;
+  return &*it;
+}
+
+bool EmulatedDevice::reads_pending(const std::byte* begin, const std::byte* end,
+                                   std::uint64_t* number) const {
+  for (const auto& stream : streams_) {
+    for (const Op& op : stream->ops) {
+      if (op.is_copy && op.host < end && begin < op.host + op.bytes) {
+        if (number != nullptr) *number = op.number;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+bool EmulatedDevice::writes_pending(const std::byte* begin, const std::byte* end) const {
+  for (const auto& stream : streams_) {
+    for (const Op& op : stream->ops) {
+      if (op.is_copy && op.device < end && begin < op.device + op.bytes) return true;
+    }
+  }
+  return false;
+}
+
+bool EmulatedDevice::idle() const {
+  return std::all_of(streams_.begin(), streams_.end(),
+                     [](const auto& stream) { return stream->ops.empty(); });
+}
+
+// The copy engine: serves one queued op at a time, from a stream chosen at random among
+// those with work, so streams interleave while each keeps its order. An op stays at the
+// front of its stream's queue while it runs, so it counts as pending until it is done.
+void EmulatedDevice::serve() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    work_.wait(lock, [&] { return stopping_ || !idle(); });
+    if (idle()) return;  // stopping with nothing left
+    std::vector<Stream*> ready;
+    for (const auto& stream : streams_) {
+      if (!stream->ops.empty()) ready.push_back(stream.get());
+    }
+    Stream& stream =
+        *ready[std::uniform_int_distribution<std::size_t>(0, ready.size() - 1)(random_)];
+    stream.running = true;
+    const Op op = stream.ops.front();
+    if (op.is_copy) {
+      lock.unlock();
+      if (options_.copy_delay.count() > 0) std::this_thread::sleep_for(options_.copy_delay);
+      const std::uint64_t hash = hash_bytes(op.host, op.bytes);
+      std::memcpy(op.device, op.host, op.bytes);
+      lock.lock();
+      if (hash != op.hash) {
+        violation("copy " + std::to_string(op.number) + " of " + std::to_string(op.bytes) +
+                  " bytes: the staging bytes changed between queueing the copy and performing "
+                  "it (a slot was refilled before its copy completed)");
+      }
+      if (const auto* found = find(device_, op.device, op.bytes)) {
+        auto& writes = const_cast<Allocation&>(found->second).writes;
+        const std::size_t at = static_cast<std::size_t>(op.device - found->first);
+        for (std::size_t i = at; i < at + op.bytes; ++i) {
+          if (writes[i] != 255) ++writes[i];
+        }
+      }
+      ++report_.copies;
+      report_.bytes_copied += op.bytes;
+    } else {
+      op.event->completed = std::max(op.event->completed, op.generation);
+    }
+    stream.ops.pop_front();
+    stream.running = false;
+    done_.notify_all();
+  }
+}
+
+std::byte* EmulatedDevice::allocate(std::size_t bytes) {
+  std::byte* p = raw_allocate(bytes);
+  std::lock_guard lock(mutex_);
+  device_[p] = Allocation{bytes, std::vector<std::uint8_t>(bytes, 0)};
+  return p;
+}
+
+void EmulatedDevice::free(std::byte* memory) noexcept {
+  if (memory == nullptr) return;
+  std::lock_guard lock(mutex_);
+  const auto it = device_.find(memory);
+  if (it == device_.end()) {
+    violation("free of device memory that was not allocated");
+    return;
+  }
+  if (writes_pending(memory, memory + it->second.bytes)) {
+    violation("device memory freed while a copy into it was still queued");
+  }
+  device_.erase(it);
+  raw_free(memory);
+}
+
+std::byte* EmulatedDevice::allocate_pinned(std::size_t bytes) {
+  std::byte* p = raw_allocate(bytes);
+  std::lock_guard lock(mutex_);
+  pinned_[p] = Allocation{bytes, {}};
+  pinned_now_ += bytes;
+  report_.pinned_high_water = std::max(report_.pinned_high_water, pinned_now_);
+  return p;
+}
+
+void EmulatedDevice::free_pinned(std::byte* memory) noexcept {
+  if (memory == nullptr) return;
+  std::lock_guard lock(mutex_);
+  const auto it = pinned_.find(memory);
+  if (it == pinned_.end()) {
+    violation("free of pinned memory that was not allocated");
+    return;
+  }
+  std::uint64_t number = 0;
+  if (reads_pending(memory, memory + it->second.bytes, &number)) {
+    violation("pinned memory freed while copy " + std::to_string(number) +
+              " out of it was still queued");
+  }
+  pinned_now_ -= it->second.bytes;
+  pinned_.erase(it);
+  raw_free(memory);
+}
+
+DeviceStream EmulatedDevice::create_stream() {
+  std::lock_guard lock(mutex_);
+  streams_.push_back(std::make_unique<Stream>());
+  return streams_.back().get();
+}
+
+void EmulatedDevice::destroy_stream(DeviceStream stream) noexcept {
+  std::lock_guard lock(mutex_);
+  auto* s = static_cast<Stream*>(stream);
+  if (!s->ops.empty()) violation("stream destroyed with operations still queued");
+  s->destroyed = true;
+}
+
+DeviceEvent EmulatedDevice::create_event() {
+  std::lock_guard lock(mutex_);
+  events_.push_back(std::make_unique<Event>());
+  return events_.back().get();
+}
+
+void EmulatedDevice::destroy_event(DeviceEvent) noexcept {}
+
+void EmulatedDevice::copy_async(std::byte* device, const std::byte* host, std::size_t bytes,
+                                DeviceStream stream) {
+  {
+    std::lock_guard lock(mutex_);
+    const std::uint64_t number = ++queued_copies_;
+    if (options_.fail_copy != 0 && number == options_.fail_copy) {
+      fail(ErrorCode::device, "emulated device",
+           "copy " + std::to_string(number) + " refused (a fault injected by the test)");
+    }
+    auto* s = static_cast<Stream*>(stream);
+    if (s->destroyed) violation("copy queued on a destroyed stream");
+    if (find(pinned_, host, bytes) == nullptr) {
+      violation("copy " + std::to_string(number) + " reads " + std::to_string(bytes) +
+                " bytes of host memory that is not pinned staging memory");
+    }
+    if (find(device_, device, bytes) == nullptr) {
+      violation("copy " + std::to_string(number) + " writes " + std::to_string(bytes) +
+                " bytes outside every device allocation");
+      return;
+    }
+    s->ops.push_back(Op{true, device, host, bytes, hash_bytes(host, bytes), number, nullptr, 0});
+  }
+  work_.notify_one();
+}
+
+void EmulatedDevice::record(DeviceEvent event, DeviceStream stream) {
+  {
+    std::lock_guard lock(mutex_);
+    auto* e = static_cast<Event*>(event);
+    auto* s = static_cast<Stream*>(stream);
+    Op op;
+    op.is_copy = false;
+    op.event = e;
+    op.generation = ++e->recorded;
+    s->ops.push_back(op);
+  }
+  work_.notify_one();
+}
+
+void EmulatedDevice::wait(DeviceEvent event) {
+  auto* e = static_cast<Event*>(event);
+  std::unique_lock lock(mutex_);
+  const std::uint64_t target = e->recorded;
+  done_.wait(lock, [&] { return e->completed >= target; });
+}
+
+void EmulatedDevice::synchronize(DeviceStream stream) {
+  auto* s = static_cast<Stream*>(stream);
+  std::unique_lock lock(mutex_);
+  done_.wait(lock, [&] { return s->ops.empty(); });
+}
+
+void EmulatedDevice::staging_write(const std::byte* host, std::size_t bytes) {
+  std::lock_guard lock(mutex_);
+  const auto* block = find(pinned_, host, bytes);
+  if (block == nullptr) {
+    violation("the host staged " + std::to_string(bytes) +
+              " bytes outside every pinned allocation");
+    return;
+  }
+  std::uint64_t number = 0;
+  if (reads_pending(host, host + bytes, &number)) {
+    violation("the host wrote staging bytes " + range(block->first, host, bytes) + " while copy " +
+              std::to_string(number) +
+              " out of them was still queued (a slot reused before its event completed)");
+  }
+}
+
+EmulatedDevice::Report EmulatedDevice::check() {
+  std::unique_lock lock(mutex_);
+  done_.wait(lock, [&] { return idle(); });
+  Report report = report_;
+  for (const auto& [p, allocation] : device_) {
+    std::uint64_t unwritten = 0, twice = 0;
+    std::size_t first_unwritten = SIZE_MAX, first_twice = SIZE_MAX;
+    for (std::size_t i = 0; i < allocation.bytes; ++i) {
+      if (allocation.writes[i] == 0) {
+        if (unwritten++ == 0) first_unwritten = i;
+      } else if (allocation.writes[i] > 1) {
+        if (twice++ == 0) first_twice = i;
+      }
+    }
+    const std::string which = "device allocation of " + std::to_string(allocation.bytes) + " bytes";
+    if (unwritten != 0) {
+      ++report.violation_count;
+      report.violations.push_back(which + ": " + std::to_string(unwritten) +
+                                  " bytes never written, the first at offset " +
+                                  std::to_string(first_unwritten));
+    }
+    if (twice != 0) {
+      ++report.violation_count;
+      report.violations.push_back(which + ": " + std::to_string(twice) +
+                                  " bytes written more than once, the first at offset " +
+                                  std::to_string(first_twice));
+    }
+    report.device_live += allocation.bytes;
+  }
+  report.pinned_live = pinned_now_;
+  return report;
+}
+
+}  // namespace safetensors::detail

@@ -1,0 +1,442 @@
+#include "device/pipeline.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <new>
+#include <span>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "error/messages.hpp"
+#include "loader/run.hpp"
+#include "safetensors/cast.hpp"
+#include "safetensors/error.hpp"
+
+namespace safetensors::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Converting reads land in a per-worker bounce buffer small enough to stay in cache while it
+// is cast into the slot (as the host loader does, loader/run.cpp).
+constexpr std::size_t convert_block = std::size_t{1} << 20;
+// O_DIRECT reads go through the bounce buffer in blocks of this size.
+constexpr std::size_t direct_block = std::size_t{8} << 20;
+// A slot with less room than this left is sent rather than filled with a sliver.
+constexpr std::size_t min_chunk = std::size_t{64} << 10;
+constexpr std::size_t min_slot = std::size_t{64} << 10;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::int64_t nanoseconds_since(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+}
+
+std::string origin(const Checkpoint& checkpoint) {
+  if (!checkpoint.index_path().empty()) return checkpoint.index_path().string();
+  if (!checkpoint.files().empty()) return checkpoint.files().front().name();
+  return "checkpoint";
+}
+
+struct Slot {
+  std::byte* data = nullptr;
+  DeviceEvent event = nullptr;
+  bool pending = false;  // copies out of it were queued behind `event`
+};
+
+// Thrown inside a worker when the ring stops because another worker failed.
+struct Stopped {};
+
+// The free slots, oldest first (their copies are the likeliest to be done).
+class Ring {
+ public:
+  void put(Slot* slot) {
+    {
+      std::lock_guard lock(mutex_);
+      free_.push_back(slot);
+    }
+    changed_.notify_one();
+  }
+
+  Slot* take() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return stopped_ || !free_.empty(); });
+    if (stopped_) throw Stopped{};
+    Slot* slot = free_.front();
+    free_.pop_front();
+    return slot;
+  }
+
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopped_ = true;
+    }
+    changed_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Slot*> free_;
+  bool stopped_ = false;
+};
+
+// Throttled progress: about 256 calls, the last one with the total.
+class Progress {
+ public:
+  Progress(const std::function<void(std::uint64_t, std::uint64_t)>& callback, std::uint64_t total)
+      : callback_(callback), total_(total), step_(std::max<std::uint64_t>(total / 256, 1)) {}
+
+  void add(std::uint64_t bytes) {
+    if (!callback_ || bytes == 0) return;
+    const std::uint64_t done = done_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+    if (done != total_ && done < next_.load(std::memory_order_relaxed)) return;
+    std::lock_guard lock(mutex_);
+    if (done <= reported_) return;
+    reported_ = done;
+    next_.store(done + step_, std::memory_order_relaxed);
+    callback_(done, total_);
+  }
+
+ private:
+  const std::function<void(std::uint64_t, std::uint64_t)>& callback_;
+  std::uint64_t total_;
+  std::uint64_t step_;
+  std::atomic<std::uint64_t> done_{0};
+  std::atomic<std::uint64_t> next_{0};
+  std::mutex mutex_;
+  std::uint64_t reported_ = 0;
+};
+
+// Device resources of one load; the destructor waits for every queued copy before it frees
+// the pinned memory those copies read.
+class Resources {
+ public:
+  explicit Resources(DeviceApi& device) : device_(device) {}
+  Resources(const Resources&) = delete;
+  Resources& operator=(const Resources&) = delete;
+
+  ~Resources() {
+    for (DeviceStream stream : streams) {
+      try {
+        device_.synchronize(stream);
+      } catch (...) {  // NOLINT(bugprone-empty-catch): an earlier error is being reported
+      }
+    }
+    for (Slot& slot : slots) {
+      if (slot.event != nullptr) device_.destroy_event(slot.event);
+    }
+    for (DeviceStream stream : streams) device_.destroy_stream(stream);
+    if (pinned != nullptr) device_.free_pinned(pinned);
+  }
+
+  std::byte* pinned = nullptr;
+  std::vector<Slot> slots;
+  std::vector<DeviceStream> streams;
+
+ private:
+  DeviceApi& device_;
+};
+
+struct Totals {
+  std::atomic<std::uint64_t> bytes_read{0};
+  std::atomic<std::uint64_t> bytes_copied{0};
+  std::atomic<std::uint64_t> copies{0};
+  std::atomic<std::int64_t> read_ns{0};
+  std::atomic<std::int64_t> wait_ns{0};
+};
+
+struct Shared {
+  DeviceApi& device;
+  const LoadJob& job;
+  Ring& ring;
+  std::size_t slot_bytes;
+  const PipelineFaults& faults;
+  Progress& progress;
+  Totals& totals;
+};
+
+// One copy out of a slot: `length` bytes at `at` in the slot to `dest` on the device.
+struct Copy {
+  std::size_t at;
+  std::byte* dest;
+  std::size_t length;
+};
+
+class Worker {
+ public:
+  Worker(Shared& shared, DeviceStream stream) : s_(shared), stream_(stream) {}
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  ~Worker() {
+    // A slot still held after an error goes back unsent (nothing of it was queued).
+    if (slot_ != nullptr) s_.ring.put(slot_);
+  }
+
+  void run_item(std::size_t item) {
+    for (std::size_t p = s_.job.item_begin[item]; p < s_.job.item_begin[item + 1]; ++p) {
+      run_piece(s_.job.pieces[p]);
+      s_.progress.add(s_.job.pieces[p].dest_length);
+    }
+  }
+
+  // Queues the copies of the slot being filled, records its event and frees it for reuse.
+  void send() {
+    if (slot_ == nullptr) return;
+    if (copies_.empty()) {
+      s_.ring.put(std::exchange(slot_, nullptr));
+      return;
+    }
+    Slot* slot = std::exchange(slot_, nullptr);
+    // Should queueing fail, the slot stays out of the ring: copies out of it may be queued,
+    // and the load ends in an error, after which every stream is synchronized.
+    for (const Copy& copy : copies_) {
+      s_.device.copy_async(copy.dest, slot->data + copy.at, copy.length, stream_);
+    }
+    s_.device.record(slot->event, stream_);
+    slot->pending = true;
+    s_.totals.copies.fetch_add(copies_.size(), std::memory_order_relaxed);
+    s_.totals.bytes_copied.fetch_add(used_, std::memory_order_relaxed);
+    copies_.clear();
+    used_ = 0;
+    s_.ring.put(slot);
+  }
+
+ private:
+  void acquire() {
+    const Clock::time_point start = Clock::now();
+    Slot* slot = s_.ring.take();
+    if (slot->pending && !s_.faults.skip_slot_wait) {
+      try {
+        s_.device.wait(slot->event);
+      } catch (...) {
+        s_.ring.put(slot);
+        throw;
+      }
+    }
+    slot->pending = false;
+    slot_ = slot;
+    s_.totals.wait_ns.fetch_add(nanoseconds_since(start), std::memory_order_relaxed);
+  }
+
+  void run_piece(const LoadPiece& piece) {
+    const bool converts = piece.from != piece.to;
+    const std::uint64_t in_width = converts ? dtype_bits(piece.from) / 8 : 1;
+    const std::uint64_t out_width = converts ? dtype_bits(piece.to) / 8 : 1;
+    std::uint64_t at = 0;  // source bytes of the piece done
+    while (at < piece.length) {
+      if (slot_ == nullptr) acquire();
+      const std::uint64_t room = s_.slot_bytes - used_;
+      const std::uint64_t rest = (piece.length - at) / in_width * out_width;
+      if (room < out_width || (room < min_chunk && room < rest)) {
+        send();
+        continue;
+      }
+      const std::uint64_t n = std::min(piece.length - at, room / out_width * in_width);
+      const std::size_t out_n = static_cast<std::size_t>(n / in_width * out_width);
+      std::byte* into = slot_->data + used_;
+      s_.device.staging_write(into, out_n);
+      const Clock::time_point start = Clock::now();
+      fetch(piece, at, static_cast<std::size_t>(n), into);
+      s_.totals.read_ns.fetch_add(nanoseconds_since(start), std::memory_order_relaxed);
+      s_.totals.bytes_read.fetch_add(n, std::memory_order_relaxed);
+      std::byte* dest = piece.dest + at / in_width * out_width;
+      if (!copies_.empty() && copies_.back().at + copies_.back().length == used_ &&
+          copies_.back().dest + copies_.back().length == dest) {
+        copies_.back().length += out_n;  // continues the previous copy on both sides
+      } else {
+        copies_.push_back({used_, dest, out_n});
+      }
+      used_ += out_n;
+      at += n;
+      if (used_ == s_.slot_bytes) send();
+    }
+  }
+
+  // Source bytes [at, at + n) of `piece` into `into`, converted when the piece converts.
+  void fetch(const LoadPiece& piece, std::uint64_t at, std::size_t n, std::byte* into) {
+    const BulkReader& shard = *s_.job.shards[piece.shard];
+    const std::uint64_t offset = piece.offset + at;
+    const bool converts = piece.from != piece.to;
+    const bool mapped = s_.job.method == LoadMethod::mmap && shard.mapping() != nullptr;
+    if (mapped) shard.prefetch(offset, n);
+    if (!converts && !mapped && s_.job.method != LoadMethod::direct) {
+      shard.read(offset, {into, n});  // the kernel copies straight into pinned memory
+      return;
+    }
+    const std::size_t in_width = converts ? dtype_bits(piece.from) / 8 : 1;
+    const std::size_t out_width = converts ? dtype_bits(piece.to) / 8 : 1;
+    const std::size_t block =
+        mapped ? n : (s_.job.method == LoadMethod::direct ? direct_block : convert_block);
+    const std::size_t step = std::max<std::size_t>(block / in_width, 1) * in_width;
+    for (std::size_t done = 0; done < n; done += step) {
+      const std::size_t length = std::min(step, n - done);
+      std::span<const std::byte> source;
+      if (mapped) {
+        source = {shard.mapping() + offset + done, length};
+      } else if (s_.job.method == LoadMethod::direct) {
+        source = shard.read_direct(offset + done, length, bounce(direct_block));
+      } else {
+        const std::span<std::byte> buffer = bounce(convert_block).first(length);
+        shard.read(offset + done, buffer);
+        source = buffer;
+      }
+      std::byte* out = into + done / in_width * out_width;
+      if (converts) {
+        cast(piece.from, source, piece.to, {out, length / in_width * out_width});
+      } else {
+        std::memcpy(out, source.data(), length);
+      }
+    }
+  }
+
+  // Room for a block plus the alignment slack O_DIRECT adds at both ends.
+  std::span<std::byte> bounce(std::size_t block) {
+    const std::size_t size = block + 2 * direct_alignment;
+    if (bounce_.size() < size) {
+      bounce_storage_.reset(
+          static_cast<std::byte*>(::operator new[](size, std::align_val_t{direct_alignment})));
+      bounce_ = {bounce_storage_.get(), size};
+    }
+    return bounce_;
+  }
+
+  struct AlignedFree {
+    void operator()(std::byte* p) const noexcept {
+      ::operator delete[](p, std::align_val_t{direct_alignment});
+    }
+  };
+
+  Shared& s_;
+  DeviceStream stream_;
+  Slot* slot_ = nullptr;
+  std::size_t used_ = 0;
+  std::vector<Copy> copies_;
+  std::unique_ptr<std::byte[], AlignedFree> bounce_storage_;
+  std::span<std::byte> bounce_;
+};
+
+}  // namespace
+
+RingShape ring_shape(const DeviceLoadOptions& options, unsigned threads,
+                     std::uint64_t total_bytes) {
+  RingShape shape;
+  const std::size_t budget = std::max(options.max_pinned_bytes, 2 * min_slot);
+  shape.slot_bytes = std::clamp(options.slot_bytes, min_slot, budget / 2);
+  shape.slot_bytes = shape.slot_bytes / 4096 * 4096;
+  const unsigned wanted = options.slots != 0 ? options.slots : std::max(4u, 3 * threads);
+  const std::uint64_t fit = budget / shape.slot_bytes;
+  // No more slots than the load can fill at once: each worker holds one, plus a full ring's
+  // worth of the data.
+  const std::uint64_t useful = total_bytes / shape.slot_bytes + threads + 1;
+  shape.slots = static_cast<unsigned>(
+      std::max<std::uint64_t>(2, std::min<std::uint64_t>({wanted, fit, useful})));
+  shape.streams = std::clamp(options.streams, 1u, shape.slots);
+  return shape;
+}
+
+DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
+                                const LoadPlan& plan, std::byte* device_buffer,
+                                std::uint64_t device_bytes, const DeviceLoadOptions& options,
+                                const PipelineFaults& faults) {
+  const Clock::time_point start = Clock::now();
+  if (device_bytes < plan.buffer_size) {
+    fail(ErrorCode::invalid_argument, origin(checkpoint),
+         "the device buffer holds " + std::to_string(device_bytes) + " bytes, the plan needs " +
+             std::to_string(plan.buffer_size));
+  }
+  if (device_buffer == nullptr && plan.buffer_size != 0) {
+    fail(ErrorCode::invalid_argument, origin(checkpoint), "the device buffer is null");
+  }
+  LoadOptions load_options;
+  load_options.threads = options.threads;
+  load_options.method = options.method;
+  const LoadJob job = make_load_job(
+      checkpoint, plan, {device_buffer, static_cast<std::size_t>(plan.buffer_size)}, load_options);
+  const std::size_t items = job.item_begin.empty() ? 0 : job.item_begin.size() - 1;
+  const unsigned threads =
+      static_cast<unsigned>(std::clamp<std::size_t>(items, 1, std::max(job.threads, 1u)));
+  const RingShape shape = ring_shape(options, threads, job.total_bytes);
+
+  DeviceLoadStats stats;
+  stats.threads = threads;
+  stats.slots = shape.slots;
+  stats.pinned_bytes = std::uint64_t{shape.slots} * shape.slot_bytes;
+  if (items == 0) {
+    if (options.progress) options.progress(0, 0);
+    stats.seconds = seconds_since(start);
+    return stats;
+  }
+
+  Resources resources(device);
+  resources.pinned = device.allocate_pinned(static_cast<std::size_t>(stats.pinned_bytes));
+  Ring ring;
+  resources.slots.resize(shape.slots);
+  for (unsigned i = 0; i < shape.slots; ++i) {
+    resources.slots[i].data = resources.pinned + std::size_t{i} * shape.slot_bytes;
+    resources.slots[i].event = device.create_event();
+    ring.put(&resources.slots[i]);
+  }
+  for (unsigned i = 0; i < shape.streams; ++i) resources.streams.push_back(device.create_stream());
+
+  Progress progress(options.progress, job.total_bytes);
+  Totals totals;
+  Shared shared{device, job, ring, shape.slot_bytes, faults, progress, totals};
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::mutex error_mutex;
+  std::exception_ptr error;
+
+  auto work = [&](unsigned index) {
+    try {
+      if (index != 0) device.bind_thread();
+      Worker worker(shared, resources.streams[index % resources.streams.size()]);
+      while (!failed.load(std::memory_order_relaxed)) {
+        const std::size_t item = next.fetch_add(1, std::memory_order_relaxed);
+        if (item >= items) break;
+        worker.run_item(item);
+      }
+      if (!failed.load(std::memory_order_relaxed)) worker.send();
+    } catch (const Stopped&) {
+      // another worker failed; its error is reported
+    } catch (...) {
+      {
+        std::lock_guard lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+      failed.store(true, std::memory_order_relaxed);
+      ring.stop();
+    }
+  };
+  {
+    std::vector<std::jthread> helpers;
+    helpers.reserve(threads - 1);
+    for (unsigned i = 1; i < threads; ++i) helpers.emplace_back(work, i);
+    work(0);
+  }                                          // joins the helpers
+  if (error) std::rethrow_exception(error);  // ~Resources waits for the queued copies
+
+  const Clock::time_point drain = Clock::now();
+  for (DeviceStream stream : resources.streams) device.synchronize(stream);
+  stats.drain_seconds = seconds_since(drain);
+  stats.bytes_read = totals.bytes_read.load();
+  stats.bytes_copied = totals.bytes_copied.load();
+  stats.copies = totals.copies.load();
+  stats.read_seconds = static_cast<double>(totals.read_ns.load()) * 1e-9;
+  stats.slot_wait_seconds = static_cast<double>(totals.wait_ns.load()) * 1e-9;
+  stats.seconds = seconds_since(start);
+  return stats;
+}
+
+}  // namespace safetensors::detail

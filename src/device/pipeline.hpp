@@ -1,0 +1,38 @@
+// The device pipeline: a LoadJob's pieces read by worker threads into a ring of pinned
+// staging slots (cast on the way), each full slot copied to the device asynchronously, a
+// slot reused only after the event recorded behind its copies has completed.
+#pragma once
+
+#include <cstdint>
+
+#include "device/device_api.hpp"
+#include "safetensors/checkpoint.hpp"
+#include "safetensors/device.hpp"
+#include "safetensors/loader.hpp"
+
+namespace safetensors::detail {
+
+/// Test hooks: ways to break the pipeline on purpose, to show the emulator catches it.
+struct PipelineFaults {
+  /// Reuse a slot without waiting for the copies out of it (a broken ring).
+  bool skip_slot_wait = false;
+};
+
+/// The ring a load uses: `slots` buffers of `slot_bytes`, `streams` copy streams.
+struct RingShape {
+  unsigned slots = 0;
+  std::size_t slot_bytes = 0;
+  unsigned streams = 0;
+};
+
+/// Resolves the options' defaults and bounds for a load of `total_bytes` on `threads`.
+RingShape ring_shape(const DeviceLoadOptions& options, unsigned threads, std::uint64_t total_bytes);
+
+/// Loads `plan` into `device_buffer` (device memory of `device_bytes` bytes) through `device`.
+/// Every copy is complete when this returns or throws.
+DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
+                                const LoadPlan& plan, std::byte* device_buffer,
+                                std::uint64_t device_bytes, const DeviceLoadOptions& options,
+                                const PipelineFaults& faults = {});
+
+}  // namespace safetensors::detail

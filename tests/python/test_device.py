@@ -1,0 +1,181 @@
+"""The device path (src/device/): the same pipeline that loads onto a GPU, run against the
+emulated device, delivers the CPU loader's bytes for every dtype, cast, subset and ring shape,
+and its checks hold (and fail for a ring broken on purpose). Without CUDA, cuda_status says
+why and CUDA loads keep torch's path; with a GPU, load_checkpoint/load_file onto cuda:0 match
+the CPU bit for bit.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import libsafetensors  # noqa: E402
+import libsafetensors.torch as ours  # noqa: E402
+from libsafetensors import _core, _device  # noqa: E402
+
+DTYPES = ["float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8",
+          "uint8", "bool", "float8_e4m3fn", "float8_e5m2"]
+
+
+def random_tensors(seed=0):
+    """Random bytes viewed as every dtype this torch has (NaN payloads and all)."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    shapes = [(257, 129), (64, 33), (3, 5, 7), (1000,), (31,), (9, 9), (17,), (16, 16)]
+    for i, name in enumerate(DTYPES):
+        dtype = getattr(torch, name, None)
+        if dtype is None:
+            continue
+        shape = shapes[i % len(shapes)]
+        if name == "bool":
+            tensors[f"t.{name}"] = torch.randint(0, 2, shape, generator=g).bool()
+            continue
+        size = torch.empty((), dtype=dtype).element_size()
+        n = int(np.prod(shape))
+        raw = torch.randint(0, 256, (n * size,), generator=g, dtype=torch.uint8)
+        tensors[f"t.{name}"] = raw.view(dtype).reshape(shape)
+    tensors["t.scalar"] = torch.tensor(1.5)
+    tensors["t.empty"] = torch.zeros((0, 3), dtype=torch.float16)
+    tensors["t.big"] = torch.randn(700, 1031, generator=g)  # ~2.9 MB: many slots
+    return tensors
+
+
+@pytest.fixture(scope="module")
+def checkpoint_path(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("device") / "model.safetensors")
+    ours.save_file(random_tensors(), path)
+    return path
+
+
+RINGS = [
+    dict(threads=1, slots=2, slot_bytes=64 << 10),
+    dict(threads=2),
+    dict(threads=3, slots=5, slot_bytes=256 << 10, streams=3, copy_delay_us=100, seed=3),
+]
+
+
+def host_bytes(checkpoint, plan):
+    buffer = np.empty(plan.buffer_size, dtype=np.uint8)
+    checkpoint.load_into(plan, buffer)
+    return buffer.tobytes()
+
+
+@pytest.mark.parametrize("ring", RINGS, ids=["tight", "default", "slow"])
+@pytest.mark.parametrize("dtype", [None, "BF16", "F16", "F32"])
+def test_emulated_device_matches_the_host_loader(checkpoint_path, ring, dtype):
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan(dtype)
+    got, checks, stats = checkpoint._load_to_emulated_device(plan, **ring)
+    assert got == host_bytes(checkpoint, plan)
+    assert checks["ok"], checks["violations"]
+    assert checks["pinned_live"] == 0
+    assert checks["pinned_high_water"] <= stats["pinned_bytes"] <= 256 << 20
+    assert checks["bytes_copied"] == stats["bytes_copied"] == plan.buffer_size
+
+
+@pytest.mark.parametrize("target", [None, torch.bfloat16, torch.float16, torch.float32])
+def test_emulated_device_is_bit_identical_to_torch(checkpoint_path, target):
+    """Each tensor as the device would hold it equals torch's own `.to(target)` of the file's
+    tensor (for the dtypes load_checkpoint converts), bit for bit."""
+    source = ours.load_file(checkpoint_path)
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan(ours._CAST_TARGETS.get(target))
+    got, checks, _ = checkpoint._load_to_emulated_device(plan, threads=2, slot_bytes=64 << 10)
+    assert checks["ok"], checks["violations"]
+    device = torch.frombuffer(bytearray(got), dtype=torch.uint8) if got else torch.empty(0)
+    views = ours._plan_views(plan, device)
+    castable = {torch.float32, torch.float16, torch.bfloat16}
+    castable |= {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)}
+    for name, tensor in source.items():
+        want = tensor.to(target) if target is not None and tensor.dtype in castable else tensor
+        have = views[name]
+        assert have.dtype == want.dtype and have.shape == want.shape, name
+        assert torch.equal(have.reshape(-1).view(torch.uint8), want.reshape(-1).view(torch.uint8)), name
+
+
+def test_emulated_device_subsets(checkpoint_path):
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    for selection in (dict(names=["t.big", "t.scalar"]), dict(pattern="t.float*")):
+        plan = checkpoint.plan("BF16", **selection)
+        got, checks, _ = checkpoint._load_to_emulated_device(plan, **RINGS[2])
+        assert got == host_bytes(checkpoint, plan)
+        assert checks["ok"], checks["violations"]
+
+
+def test_pinned_memory_is_bounded(checkpoint_path):
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan()
+    got, checks, stats = checkpoint._load_to_emulated_device(
+        plan, threads=2, slot_bytes=1 << 20, max_pinned_bytes=128 << 10)
+    assert got == host_bytes(checkpoint, plan)
+    assert checks["pinned_high_water"] <= 128 << 10
+    assert stats["copies"] > plan.buffer_size // (128 << 10)
+
+
+def test_a_broken_ring_is_caught(checkpoint_path):
+    """The negative test: refilling slots without waiting for their copies is reported."""
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan()
+    _, checks, _ = checkpoint._load_to_emulated_device(
+        plan, threads=1, slots=2, slot_bytes=64 << 10, copy_delay_us=2000, skip_slot_wait=True)
+    assert not checks["ok"]
+    assert any("still queued" in v for v in checks["violations"]), checks["violations"]
+
+
+def test_cuda_status_says_why():
+    status = libsafetensors.cuda_status()
+    assert set(status) >= {"available", "reason", "library", "device_count"}
+    if not status["available"]:
+        assert status["reason"]
+        assert _device.cuda_unavailable_reason() == status["reason"]
+
+
+def test_cuda_target():
+    assert _device.cuda_target(torch, "cpu") is None
+    assert _device.cuda_target(torch, {"": "cuda:0"}) is None
+    assert _device.cuda_target(torch, "cuda:1") == torch.device("cuda", 1)
+    assert _device.cuda_target(torch, 2) == torch.device("cuda", 2)
+    assert _device.cuda_target(torch, torch.device("cuda", 0)) == torch.device("cuda", 0)
+
+
+def test_forced_fallback(monkeypatch):
+    monkeypatch.setenv("SAFETENSORS_DEVICE_LOAD", "torch")
+    assert "SAFETENSORS_DEVICE_LOAD" in _device.cuda_unavailable_reason()
+
+
+def test_load_to_cuda_without_cuda_raises_device_error(checkpoint_path):
+    if libsafetensors.cuda_status()["available"]:
+        pytest.skip("CUDA is available here")
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan()
+    with pytest.raises(libsafetensors.SafetensorError) as error:
+        checkpoint.load_to_cuda(plan, 0, plan.buffer_size, 0)
+    assert error.value.code == "device"
+
+
+needs_gpu = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _device.cuda_unavailable_reason() is None),
+    reason="needs a CUDA device the library can use")
+
+
+@needs_gpu
+@pytest.mark.parametrize("target", [None, torch.bfloat16, torch.float16, torch.float32])
+def test_load_checkpoint_on_cuda_matches_cpu(checkpoint_path, target):
+    cpu = ours.load_checkpoint(checkpoint_path, dtype=target)
+    gpu = ours.load_checkpoint(checkpoint_path, dtype=target, device="cuda:0")
+    assert list(gpu) == list(cpu)
+    for name, tensor in cpu.items():
+        assert gpu[name].device == torch.device("cuda", 0)
+        assert torch.equal(gpu[name].cpu().reshape(-1).view(torch.uint8),
+                           tensor.reshape(-1).view(torch.uint8)), name
+
+
+@needs_gpu
+def test_load_file_on_cuda_keeps_file_order(checkpoint_path):
+    cpu = ours.load_file(checkpoint_path)
+    gpu = ours.load_file(checkpoint_path, device="cuda:0")
+    assert list(gpu) == list(cpu)
+    for name, tensor in cpu.items():
+        assert torch.equal(gpu[name].cpu().reshape(-1).view(torch.uint8),
+                           tensor.reshape(-1).view(torch.uint8)), name

@@ -1,0 +1,459 @@
+// The device pipeline against the emulated device: the bytes it delivers are the host
+// loader's, bit for bit, for every dtype, cast, subset, shard layout, read method and ring
+// shape; the emulator's checks hold, and they fail when the ring is broken on purpose. The
+// CUDA device is tested where a CUDA runtime and a GPU are found, and otherwise must say why.
+#include "safetensors/device.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "device/cuda.hpp"
+#include "device/emulated.hpp"
+#include "device/pipeline.hpp"
+#include "safetensors/error.hpp"
+#include "safetensors/loader.hpp"
+#include "safetensors/writer.hpp"
+#include "test_files.hpp"
+
+namespace safetensors {
+namespace {
+
+namespace fs = std::filesystem;
+using detail::EmulatedDevice;
+
+std::vector<std::byte> random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937 random(seed);
+  std::vector<std::byte> out(n);
+  for (auto& b : out) b = static_cast<std::byte>(random());
+  return out;
+}
+
+// Every dtype the loader casts or carries, sizes that split into many slots, odd counts, an
+// empty tensor and a scalar.
+std::vector<TensorData> sample_tensors(std::vector<std::vector<std::byte>>& storage) {
+  struct Spec {
+    const char* name;
+    Dtype dtype;
+    std::vector<std::uint64_t> shape;
+  };
+  const std::vector<Spec> specs = {
+      {"embed.weight", Dtype::F32, {1537, 513}},  // about 3 MiB
+      {"layers.0.attn.weight", Dtype::F32, {33, 17}},
+      {"layers.0.norm.weight", Dtype::F16, {100003}},
+      {"layers.1.attn.weight", Dtype::BF16, {129, 651}},
+      {"layers.1.norm.weight", Dtype::F32, {7}},
+      {"layers.10.attn.weight", Dtype::F8_E4M3, {40999}},
+      {"layers.2.scale", Dtype::F8_E5M2, {333}},
+      {"layers.3.e8m0", Dtype::F8_E8M0, {65}},
+      {"positions", Dtype::I64, {10000}},
+      {"counts", Dtype::U32, {77}},
+      {"small", Dtype::I16, {5}},
+      {"mask", Dtype::BOOL, {13}},
+      {"double", Dtype::F64, {50001}},
+      {"empty", Dtype::F32, {0, 4}},
+      {"scalar", Dtype::F32, {}},
+  };
+  std::vector<TensorData> data;
+  storage.clear();
+  storage.reserve(specs.size());
+  for (const Spec& spec : specs) {
+    storage.push_back(random_bytes(byte_size(spec.dtype, spec.shape).bytes,
+                                   static_cast<unsigned>(storage.size() + 7)));
+    if (spec.dtype == Dtype::BOOL) {
+      for (auto& b : storage.back()) b &= std::byte{1};
+    }
+    data.push_back(TensorData::from_bytes(spec.name, spec.dtype, spec.shape, storage.back()));
+  }
+  return data;
+}
+
+struct EmulatedLoad {
+  std::vector<std::byte> bytes;
+  EmulatedDevice::Report report;
+  DeviceLoadStats stats;
+};
+
+// Plans with `options`, loads through the emulated device, returns the device's bytes.
+EmulatedLoad load_emulated(const Checkpoint& checkpoint, const LoadOptions& options,
+                           const DeviceLoadOptions& device_options,
+                           EmulatedDevice::Options emulator = {},
+                           detail::PipelineFaults faults = {}) {
+  EmulatedDevice device(emulator);
+  const LoadPlan plan = plan_load(checkpoint, options);
+  std::byte* memory = device.allocate(static_cast<std::size_t>(plan.buffer_size));
+  EmulatedLoad out;
+  out.stats = detail::run_device_load(device, checkpoint, plan, memory, plan.buffer_size,
+                                      device_options, faults);
+  out.report = device.check();
+  out.bytes.assign(memory, memory + plan.buffer_size);
+  device.free(memory);
+  return out;
+}
+
+std::string violations(const EmulatedDevice::Report& report) {
+  std::string out;
+  for (const std::string& v : report.violations) out += "\n  " + v;
+  return out;
+}
+
+class DeviceLoadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = test::unique_path("device");
+    write_file(path_, sample_tensors(storage_));
+    checkpoint_ = Checkpoint::open(path_);
+  }
+  void TearDown() override {
+    std::error_code ignored;
+    fs::remove(path_, ignored);
+  }
+
+  // Loads through the emulator and expects the host loader's bytes and a clean report.
+  void expect_same_as_host(const LoadOptions& options, const DeviceLoadOptions& device_options,
+                           EmulatedDevice::Options emulator, const std::string& what) {
+    const LoadedCheckpoint host = load(checkpoint_, options);
+    const EmulatedLoad got = load_emulated(checkpoint_, options, device_options, emulator);
+    ASSERT_EQ(got.bytes.size(), host.buffer_size()) << what;
+    for (const LoadedTensor& tensor : host.tensors()) {
+      const auto want = host.bytes(tensor);
+      EXPECT_TRUE(std::equal(want.begin(), want.end(), got.bytes.begin() + tensor.offset))
+          << what << ": " << tensor.name;
+    }
+    EXPECT_TRUE(got.report.ok()) << what << violations(got.report);
+    EXPECT_EQ(got.report.pinned_live, 0u) << what;
+    EXPECT_LE(got.report.pinned_high_water, got.stats.pinned_bytes) << what;
+    EXPECT_LE(got.stats.pinned_bytes, device_options.max_pinned_bytes) << what;
+    EXPECT_EQ(got.stats.bytes_copied, host.buffer_size()) << what;
+    EXPECT_EQ(got.report.bytes_copied, host.buffer_size()) << what;
+  }
+
+  std::vector<std::vector<std::byte>> storage_;
+  fs::path path_;
+  Checkpoint checkpoint_;
+};
+
+// Ring shapes from the tightest (two small slots, one thread) to several threads, slots and
+// streams with slow copies that interleave at random.
+std::vector<std::pair<DeviceLoadOptions, EmulatedDevice::Options>> ring_shapes() {
+  std::vector<std::pair<DeviceLoadOptions, EmulatedDevice::Options>> shapes;
+  DeviceLoadOptions tight;
+  tight.threads = 1;
+  tight.slots = 2;
+  tight.slot_bytes = 64 << 10;
+  shapes.push_back({tight, {}});
+  DeviceLoadOptions standard;
+  standard.threads = 2;
+  shapes.push_back({standard, {}});
+  DeviceLoadOptions many;
+  many.threads = 3;
+  many.slots = 5;
+  many.slot_bytes = 256 << 10;
+  many.streams = 3;
+  EmulatedDevice::Options slow;
+  slow.copy_delay = std::chrono::microseconds(200);
+  slow.seed = 7;
+  shapes.push_back({many, slow});
+  return shapes;
+}
+
+TEST_F(DeviceLoadTest, StoredDtypesMatchTheHostLoader) {
+  for (const auto& [device_options, emulator] : ring_shapes()) {
+    expect_same_as_host({}, device_options, emulator,
+                        "threads " + std::to_string(device_options.threads) + " slots " +
+                            std::to_string(device_options.slots));
+  }
+}
+
+TEST_F(DeviceLoadTest, CastsMatchTheHostLoader) {
+  for (const Dtype to : {Dtype::BF16, Dtype::F16, Dtype::F32}) {
+    LoadOptions options;
+    options.dtype = to;
+    for (const auto& [device_options, emulator] : ring_shapes()) {
+      expect_same_as_host(options, device_options, emulator,
+                          "to " + std::string(dtype_name(to)) + ", threads " +
+                              std::to_string(device_options.threads));
+    }
+  }
+}
+
+TEST_F(DeviceLoadTest, SubsetsMatchTheHostLoader) {
+  LoadOptions options;
+  options.names = {"double", "scalar"};
+  options.pattern = "layers.1*";
+  options.dtype = Dtype::BF16;
+  const LoadPlan plan = plan_load(checkpoint_, options);
+  ASSERT_EQ(plan.tensors.size(), 5u);
+  expect_same_as_host(options, ring_shapes()[0].first, {}, "subset");
+  expect_same_as_host(options, ring_shapes()[2].first, ring_shapes()[2].second, "subset, slow");
+}
+
+TEST_F(DeviceLoadTest, EveryReadMethodMatches) {
+  for (const LoadMethod method : {LoadMethod::pread, LoadMethod::mmap, LoadMethod::direct}) {
+    for (const std::optional<Dtype> dtype : {std::optional<Dtype>{}, std::optional{Dtype::BF16}}) {
+      LoadOptions options;
+      options.dtype = dtype;
+      DeviceLoadOptions device_options = ring_shapes()[2].first;
+      device_options.method = method;
+      expect_same_as_host(options, device_options, {},
+                          "method " + std::to_string(static_cast<int>(method)));
+    }
+  }
+}
+
+TEST_F(DeviceLoadTest, ShardedCheckpointsMatch) {
+  const fs::path directory = test::unique_path("device-shards");
+  fs::create_directories(directory);
+  ShardOptions shard_options;
+  shard_options.max_shard_size = 1 << 20;
+  const std::vector<TensorData> tensors = sample_tensors(storage_);
+  const std::vector<fs::path> written = write_sharded(directory, tensors, shard_options);
+  ASSERT_GT(written.size(), 3u);
+  const Checkpoint sharded = Checkpoint::open(directory);
+  LoadOptions options;
+  options.dtype = Dtype::F32;
+  const LoadedCheckpoint host = load(sharded, options);
+  const EmulatedLoad got =
+      load_emulated(sharded, options, ring_shapes()[2].first, ring_shapes()[2].second);
+  ASSERT_EQ(got.bytes.size(), host.buffer_size());
+  const auto all = host.bytes(host.tensors().front());
+  EXPECT_EQ(
+      std::memcmp(got.bytes.data(), all.data() - host.tensors().front().offset, got.bytes.size()),
+      0);
+  EXPECT_TRUE(got.report.ok()) << violations(got.report);
+  std::error_code ignored;
+  fs::remove_all(directory, ignored);
+}
+
+// Pinned memory stays within the bound whatever the checkpoint's size.
+TEST_F(DeviceLoadTest, PinnedMemoryIsBounded) {
+  DeviceLoadOptions options;
+  options.threads = 2;
+  options.max_pinned_bytes = 256 << 10;
+  options.slot_bytes = 1 << 20;  // more than the bound allows: slots shrink to fit
+  const EmulatedLoad got = load_emulated(checkpoint_, {}, options);
+  EXPECT_TRUE(got.report.ok()) << violations(got.report);
+  EXPECT_LE(got.report.pinned_high_water, 256u << 10);
+  EXPECT_GE(got.stats.slots, 2u);
+  EXPECT_GT(got.stats.copies, checkpoint_.total_bytes() / (256 << 10));
+}
+
+TEST_F(DeviceLoadTest, ProgressReachesTheTotal) {
+  DeviceLoadOptions options;
+  options.threads = 2;
+  std::atomic<std::uint64_t> last{0}, total{0};
+  options.progress = [&](std::uint64_t done, std::uint64_t all) {
+    last = done;
+    total = all;
+  };
+  const EmulatedLoad got = load_emulated(checkpoint_, {}, options);
+  EXPECT_EQ(last.load(), got.bytes.size());
+  EXPECT_EQ(total.load(), got.bytes.size());
+}
+
+TEST_F(DeviceLoadTest, StatsSayWhatHappened) {
+  DeviceLoadOptions options = ring_shapes()[0].first;
+  LoadOptions plan_options;
+  plan_options.dtype = Dtype::BF16;
+  const EmulatedLoad got = load_emulated(checkpoint_, plan_options, options);
+  std::uint64_t stored = 0;
+  for (const CheckpointTensor& t : checkpoint_.tensors()) stored += t.info->byte_count();
+  EXPECT_EQ(got.stats.bytes_read, stored);
+  EXPECT_EQ(got.stats.bytes_copied, got.bytes.size());
+  EXPECT_LT(got.stats.bytes_copied, stored);  // F32 halved on the way
+  EXPECT_EQ(got.stats.threads, 1u);
+  EXPECT_EQ(got.stats.slots, 2u);
+  EXPECT_EQ(got.stats.pinned_bytes, 2u * (64 << 10));
+  EXPECT_GT(got.stats.seconds, 0.0);
+}
+
+// The negative test: a ring that refills a slot without waiting for its copies is caught.
+TEST_F(DeviceLoadTest, TheEmulatorCatchesABrokenRing) {
+  EmulatedDevice::Options slow;
+  slow.copy_delay = std::chrono::microseconds(2000);
+  detail::PipelineFaults faults;
+  faults.skip_slot_wait = true;
+  const EmulatedLoad got = load_emulated(checkpoint_, {}, ring_shapes()[0].first, slow, faults);
+  ASSERT_FALSE(got.report.ok());
+  EXPECT_NE(violations(got.report).find("still queued"), std::string::npos)
+      << violations(got.report);
+}
+
+// A device error in the middle stops every worker, and the pinned memory is freed only after
+// the copies already queued have run.
+TEST_F(DeviceLoadTest, ADeviceErrorStopsTheLoadCleanly) {
+  EmulatedDevice::Options failing;
+  failing.fail_copy = 5;
+  failing.copy_delay = std::chrono::microseconds(500);
+  EmulatedDevice device(failing);
+  const LoadPlan plan = plan_load(checkpoint_, {});
+  std::byte* memory = device.allocate(static_cast<std::size_t>(plan.buffer_size));
+  DeviceLoadOptions options = ring_shapes()[2].first;
+  try {
+    (void)detail::run_device_load(device, checkpoint_, plan, memory, plan.buffer_size, options);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.code(), ErrorCode::device);
+    EXPECT_NE(std::string(error.what()).find("copy 5 refused"), std::string::npos) << error.what();
+  }
+  device.free(memory);
+  const EmulatedDevice::Report report = device.check();
+  EXPECT_TRUE(report.ok()) << violations(report);
+  EXPECT_EQ(report.pinned_live, 0u);
+  EXPECT_EQ(report.device_live, 0u);
+}
+
+TEST_F(DeviceLoadTest, ASmallDeviceBufferIsRefused) {
+  EmulatedDevice device;
+  const LoadPlan plan = plan_load(checkpoint_, {});
+  std::byte* memory = device.allocate(16);
+  EXPECT_THROW((void)detail::run_device_load(device, checkpoint_, plan, memory, 16, {}), Error);
+  device.free(memory);
+  EXPECT_TRUE(device.check().ok());
+}
+
+TEST_F(DeviceLoadTest, AnEmptySelectionCopiesNothing) {
+  LoadOptions options;
+  options.pattern = "nothing.matches";
+  const EmulatedLoad got = load_emulated(checkpoint_, options, {});
+  EXPECT_TRUE(got.bytes.empty());
+  EXPECT_EQ(got.stats.copies, 0u);
+  EXPECT_TRUE(got.report.ok()) << violations(got.report);
+}
+
+// The emulator's own checks, each shown to fire.
+TEST(EmulatedDevice, ChecksCopies) {
+  EmulatedDevice device;
+  std::byte* memory = device.allocate(100);
+  std::byte* pinned = device.allocate_pinned(100);
+  std::vector<std::byte> pageable(100);
+  const detail::DeviceStream stream = device.create_stream();
+  device.copy_async(memory, pinned, 60, stream);
+  device.copy_async(memory + 50, pinned, 50, stream);     // bytes 50..59 twice, 60..99 once
+  device.copy_async(memory + 90, pinned, 20, stream);     // past the end
+  device.copy_async(memory, pageable.data(), 1, stream);  // not pinned
+  device.synchronize(stream);
+  device.destroy_stream(stream);
+  const EmulatedDevice::Report report = device.check();
+  const std::string text = violations(report);
+  EXPECT_NE(text.find("outside every device allocation"), std::string::npos) << text;
+  EXPECT_NE(text.find("not pinned"), std::string::npos) << text;
+  EXPECT_NE(text.find("written more than once, the first at offset 0"), std::string::npos) << text;
+  device.free(memory);
+  device.free_pinned(pinned);
+}
+
+TEST(EmulatedDevice, ChecksStagingAndFrees) {
+  EmulatedDevice::Options slow;
+  slow.copy_delay = std::chrono::microseconds(20000);
+  EmulatedDevice device(slow);
+  std::byte* memory = device.allocate(64);
+  std::byte* pinned = device.allocate_pinned(64);
+  const detail::DeviceStream stream = device.create_stream();
+  const detail::DeviceEvent event = device.create_event();
+  device.copy_async(memory, pinned, 32, stream);
+  device.record(event, stream);
+  device.staging_write(pinned + 16, 8);  // the copy has not run yet
+  device.wait(event);
+  device.staging_write(pinned + 16, 8);  // now it has: fine
+  device.copy_async(memory + 32, pinned + 32, 32, stream);
+  device.free_pinned(pinned);  // under a queued copy
+  device.synchronize(stream);
+  device.destroy_stream(stream);
+  device.destroy_event(event);
+  const EmulatedDevice::Report report = device.check();
+  EXPECT_EQ(report.violation_count, 2u) << violations(report);
+  const std::string text = violations(report);
+  EXPECT_NE(text.find("wrote staging bytes [16, 24) while copy 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("pinned memory freed while copy 2"), std::string::npos) << text;
+  device.free(memory);
+}
+
+TEST(EmulatedDevice, EventsFollowTheirStream) {
+  EmulatedDevice::Options slow;
+  slow.copy_delay = std::chrono::microseconds(5000);
+  EmulatedDevice device(slow);
+  std::byte* memory = device.allocate(8);
+  std::byte* pinned = device.allocate_pinned(8);
+  std::memset(pinned, 0x5a, 8);
+  const detail::DeviceStream stream = device.create_stream();
+  const detail::DeviceEvent event = device.create_event();
+  device.copy_async(memory, pinned, 8, stream);
+  device.record(event, stream);
+  device.wait(event);
+  EXPECT_EQ(memory[7], std::byte{0x5a});  // the copy before the event is done
+  device.destroy_stream(stream);
+  device.destroy_event(event);
+  EXPECT_TRUE(device.check().ok());
+  device.free(memory);
+  device.free_pinned(pinned);
+}
+
+TEST(RingShape, StaysWithinThePinnedBound) {
+  DeviceLoadOptions options;
+  options.max_pinned_bytes = std::size_t{256} << 20;
+  const detail::RingShape big = detail::ring_shape(options, 16, std::uint64_t{8} << 30);
+  EXPECT_LE(std::uint64_t{big.slots} * big.slot_bytes, options.max_pinned_bytes);
+  EXPECT_GE(big.slots, 4u);
+  const detail::RingShape small = detail::ring_shape(options, 16, 1000);
+  EXPECT_LE(small.slots, 18u);  // one per worker and one more: no more than a load can fill
+  options.max_pinned_bytes = 1;
+  const detail::RingShape tiny = detail::ring_shape(options, 4, std::uint64_t{1} << 30);
+  EXPECT_EQ(tiny.slots, 2u);
+}
+
+// CUDA: without a runtime or a device, every entry point says why; with them, a real load
+// matches the host loader.
+TEST_F(DeviceLoadTest, CudaPathSaysWhyOrWorks) {
+  const CudaStatus status = cuda_status();
+  if (!status.available) {
+    EXPECT_FALSE(status.reason.empty());
+    try {
+      (void)load_to_cuda(checkpoint_, LoadOptions{}, 0);
+      ADD_FAILURE() << "load_to_cuda did not throw";
+    } catch (const Error& error) {
+      EXPECT_EQ(error.code(), ErrorCode::device);
+      const std::string what = error.what();
+      EXPECT_NE(what.find("CUDA"), std::string::npos) << what;
+    }
+    GTEST_SKIP() << "CUDA path unavailable: " << status.reason;
+  }
+  for (const std::optional<Dtype> dtype : {std::optional<Dtype>{}, std::optional{Dtype::BF16}}) {
+    LoadOptions options;
+    options.dtype = dtype;
+    const LoadedCheckpoint host = load(checkpoint_, options);
+    DeviceLoadOptions device_options;
+    device_options.threads = 2;
+    device_options.slot_bytes = 256 << 10;
+    const CudaCheckpoint loaded = load_to_cuda(checkpoint_, options, 0, device_options);
+    std::vector<std::byte> back(static_cast<std::size_t>(loaded.buffer_size()));
+    detail::cuda_copy_to_host(detail::cuda_runtime(), back.data(), loaded.device_buffer(),
+                              back.size());
+    ASSERT_EQ(back.size(), host.buffer_size());
+    for (const LoadedTensor& tensor : host.tensors()) {
+      const auto want = host.bytes(tensor);
+      EXPECT_TRUE(std::equal(want.begin(), want.end(), back.begin() + tensor.offset))
+          << tensor.name;
+    }
+  }
+}
+
+// A library named by SAFETENSORS_CUDART that does not exist is named in the reason.
+TEST(CudaStatus, NamesTheLibraryItTried) {
+  if (!cuda_status().library.empty()) GTEST_SKIP() << "a CUDA runtime is already loaded";
+  ::setenv("SAFETENSORS_CUDART", "/nonexistent/libcudart.so.99", 1);
+  const CudaStatus status = cuda_status();
+  ::unsetenv("SAFETENSORS_CUDART");
+  EXPECT_FALSE(status.available);
+  EXPECT_NE(status.reason.find("/nonexistent/libcudart.so.99"), std::string::npos) << status.reason;
+}
+
+}  // namespace
+}  // namespace safetensors
