@@ -10,6 +10,7 @@
 #include "safetensors/file.hpp"
 #include "safetensors/header.hpp"
 #include "safetensors/loader.hpp"
+#include "safetensors/parallel.hpp"
 #include "safetensors/scan.hpp"
 #include "safetensors/slice.hpp"
 #include "safetensors/source.hpp"

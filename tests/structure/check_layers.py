@@ -46,6 +46,7 @@ PUBLIC_HEADERS = {
     "checkpoint": "checkpoint",
     "cast": "loader",
     "loader": "loader",
+    "parallel": "loader",
     "convert": "convert",
     "scan": "convert",
     "safetensors": "umbrella",  # the whole API: never included by the library itself
