@@ -5,6 +5,7 @@
 #include "safetensors/cast.hpp"
 #include "safetensors/checkpoint.hpp"
 #include "safetensors/convert.hpp"
+#include "safetensors/device_map.hpp"
 #include "safetensors/dtype.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/file.hpp"

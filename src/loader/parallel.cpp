@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "error/messages.hpp"
+#include "loader/parts.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors {
@@ -16,25 +17,6 @@ std::string origin(const Checkpoint& checkpoint) {
   if (!checkpoint.index_path().empty()) return checkpoint.index_path().string();
   if (!checkpoint.files().empty()) return checkpoint.files().front().name();
   return "checkpoint";
-}
-
-// transformers' replace_layer_number_by_wildcard: a component made only of digits becomes `*`.
-std::string generic_name(std::string_view name) {
-  std::string out;
-  out.reserve(name.size());
-  std::size_t at = 0;
-  while (at <= name.size()) {
-    const std::size_t dot = std::min(name.find('.', at), name.size());
-    const std::string_view part = name.substr(at, dot - at);
-    const bool number =
-        at > 0 && !part.empty() &&
-        std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    out += number ? std::string_view("*") : part;
-    if (dot == name.size()) break;
-    out += '.';
-    at = dot + 1;
-  }
-  return out;
 }
 
 std::string_view parent(std::string_view name) {
@@ -113,7 +95,7 @@ const TpRule* find_tp_rule(std::string_view tensor_name, std::span<const TpRule>
     }
     return nullptr;
   };
-  const std::string generic = generic_name(tensor_name);
+  const std::string generic = detail::generic_name(tensor_name);
   for (std::string_view key :
        {std::string_view(generic), parent(generic), tensor_name, parent(tensor_name)}) {
     if (const TpRule* rule = find(key)) return rule;

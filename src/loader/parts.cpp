@@ -1,11 +1,30 @@
 #include "loader/parts.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "error/messages.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors::detail {
+
+std::string generic_name(std::string_view name) {
+  std::string out;
+  out.reserve(name.size());
+  std::size_t at = 0;
+  for (;;) {
+    const std::size_t dot = std::min(name.find('.', at), name.size());
+    const std::string_view part = name.substr(at, dot - at);
+    const bool number =
+        at > 0 && !part.empty() &&
+        std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+    out += number ? std::string_view("*") : part;
+    if (dot == name.size()) break;
+    out += '.';
+    at = dot + 1;
+  }
+  return out;
+}
 
 std::vector<std::uint64_t> sliced_shape(std::string_view origin, const TensorInfo& info,
                                         const TensorSlice& slice) {

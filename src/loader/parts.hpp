@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -10,6 +11,10 @@
 #include "safetensors/loader.hpp"
 
 namespace safetensors::detail {
+
+/// A tensor or module name with every all-digit component after the first written `*`
+/// (transformers' replace_layer_number_by_wildcard): "model.layers.3.mlp" -> "model.layers.*.mlp".
+[[nodiscard]] std::string generic_name(std::string_view name);
 
 /// The shape of `slice` of `info`. Throws invalid_slice, naming `origin` and the tensor, when
 /// the dimension or a range does not fit, or when a run of a sub-byte dtype would not start or

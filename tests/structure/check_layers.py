@@ -47,6 +47,7 @@ PUBLIC_HEADERS = {
     "cast": "loader",
     "loader": "loader",
     "parallel": "loader",
+    "device_map": "loader",
     "convert": "convert",
     "scan": "convert",
     "safetensors": "umbrella",  # the whole API: never included by the library itself

@@ -13,6 +13,7 @@
 
 #include "expect_error.hpp"
 #include "safetensors/cast.hpp"
+#include "safetensors/device_map.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/loader.hpp"
 #include "safetensors/writer.hpp"
@@ -412,6 +413,48 @@ TEST(ParallelMatch, FollowsTransformersLookup) {
   EXPECT_EQ(find_tp_rule("layers.4.attn.weight", plan), nullptr);
   EXPECT_EQ(find_tp_rule("layers.12.mlp.sub.weight", plan), nullptr);  // no deeper match
   EXPECT_EQ(find_tp_rule("layers2.mlp.weight", plan), nullptr);
+}
+
+}  // namespace
+}  // namespace safetensors
+
+namespace safetensors {
+namespace {
+
+TEST_F(ParallelTest, DeviceMapFillsDevicesInOrderFromHeadersAlone) {
+  const std::uint64_t before = bytes_read();
+  DeviceMapOptions options;
+  // Given out of order: GPUs come first, then cpu, then disk.
+  options.max_memory = {{"cpu", 4000}, {"cuda:0", 3300}};
+  options.no_split = {"model.layers.*"};
+  const DeviceMap map = plan_device_map(checkpoint_, options);
+  ASSERT_EQ(map.used.size(), 3u);
+  EXPECT_EQ(map.used[0].device, "cuda:0");
+  EXPECT_EQ(map.used[1].device, "cpu");
+  EXPECT_EQ(map.used[2].device, "disk");
+  std::uint64_t total = 0;
+  for (const DeviceBudget& d : map.used) total += d.bytes;
+  std::uint64_t stored = 0;
+  for (const Original& t : tensors_) stored += t.bytes.size();
+  EXPECT_EQ(total, stored);
+  EXPECT_LE(map.used[0].bytes, 3300u);
+  EXPECT_LE(map.used[1].bytes, 4000u);
+  // Every tensor has a device; layers are never split.
+  for (const Original& t : tensors_) EXPECT_FALSE(map.device_of(t.name).empty()) << t.name;
+  for (const DeviceAssignment& a : map.modules) {
+    EXPECT_FALSE(a.module.starts_with("model.layers.0.")) << a.module;
+  }
+  // The embedding (3200 bytes) is first in natural order and fits the GPU; the layers follow.
+  EXPECT_EQ(map.device_of("model.embed_tokens.weight"), "cuda:0");
+  EXPECT_EQ(map.device_of("model.layers.0.mlp.up_proj.weight"), "cpu");
+  // Counting at BF16 halves the F32 tensors.
+  options.dtype = Dtype::BF16;
+  const DeviceMap half = plan_device_map(checkpoint_, options);
+  EXPECT_LT(half.used[0].bytes + half.used[1].bytes + half.used[2].bytes, total);
+  EXPECT_EQ(bytes_read(), before);
+  options.max_memory.push_back({"cpu", 1});
+  test::expect_error([&] { (void)plan_device_map(checkpoint_, options); },
+                     ErrorCode::invalid_argument, {"`cpu` has two budgets"});
 }
 
 }  // namespace
