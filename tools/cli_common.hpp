@@ -29,6 +29,7 @@ Command add_scan(CLI::App& parent);
 Command add_convert(CLI::App& parent);
 Command add_cast(CLI::App& parent);
 Command add_bench(CLI::App& parent);
+Command add_plan(CLI::App& parent);
 
 /// A `cast` target from the command line: f32, f16 or bf16 in any case (also float32,
 /// float16, half, bfloat16). Throws invalid_argument for anything else.

@@ -88,9 +88,9 @@ int main(int argc, char** argv) {
   app.footer("Exit status: 0 success, 1 invalid or unreadable data, 2 usage error.");
 
   const std::vector<cli::Command> commands = {
-      cli::add_inspect(app), cli::add_validate(app), cli::add_merge(app),
-      cli::add_get(app),     cli::add_shard(app),    cli::add_scan(app),
-      cli::add_convert(app), cli::add_cast(app),     cli::add_bench(app)};
+      cli::add_inspect(app), cli::add_validate(app), cli::add_merge(app),   cli::add_get(app),
+      cli::add_shard(app),   cli::add_scan(app),     cli::add_convert(app), cli::add_cast(app),
+      cli::add_bench(app),   cli::add_plan(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

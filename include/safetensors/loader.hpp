@@ -5,11 +5,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "safetensors/checkpoint.hpp"
@@ -30,6 +32,30 @@ enum class LoadMethod : std::uint8_t {
   mapped,
 };
 
+/// A part of one tensor: along dimension `dim`, the index ranges [begin, end) taken in order
+/// and concatenated (one range for a block of rows or columns; several for the interleaved
+/// halves of a fused weight). Every dimension is kept; `dim` shrinks to the ranges' total.
+/// The loader reads only the bytes of the part: one request per contiguous run of the file
+/// (a block of whole rows is one run, a block of columns one run per row).
+struct SAFETENSORS_API TensorSlice {
+  struct Range {
+    std::uint64_t begin = 0;
+    std::uint64_t end = 0;
+    friend bool operator==(const Range&, const Range&) = default;
+  };
+  std::uint32_t dim = 0;
+  std::vector<Range> ranges;
+
+  /// The elements along `dim` (the sum of the ranges' lengths).
+  std::uint64_t length() const noexcept {
+    std::uint64_t n = 0;
+    for (const Range& r : ranges) n += r.end - r.begin;
+    return n;
+  }
+};
+
+struct TensorParallelOptions;  // parallel.hpp
+
 struct SAFETENSORS_API LoadOptions {
   /// Worker threads; 0 = hardware concurrency.
   unsigned threads = 0;
@@ -41,15 +67,28 @@ struct SAFETENSORS_API LoadOptions {
   /// Load only names matching this glob (`*`, `?`), e.g. "model.layers.0.*".
   std::string pattern;
   LoadMethod method = LoadMethod::automatic;
+  /// Load only a part of these tensors (name to slice); every name must be selected. Tensors
+  /// not named here are loaded whole. Checked by plan_load before anything is read.
+  std::map<std::string, TensorSlice, std::less<>> slices;
+  /// When set, plan_load adds each tensor's part for one rank of a tensor-parallel group
+  /// (plan_tensor_parallel in parallel.hpp) to `slices`.
+  std::shared_ptr<const TensorParallelOptions> tensor_parallel;
+  /// When set, load_into fills only the bytes [first, second) of the plan's buffer and leaves
+  /// the rest as it was: one rank's share when ranks split a load and exchange the parts. Both
+  /// bounds must fall on element boundaries of the tensors they cut (multiples of 8 always do).
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> buffer_range;
   /// Called from worker threads with (bytes done, bytes total); must be thread-safe.
   std::function<void(std::uint64_t, std::uint64_t)> progress;
 };
 
-/// One loaded tensor: dtype and shape after conversion, bytes inside the load buffer.
+/// One loaded tensor: dtype and shape after conversion (and slicing), bytes inside the load
+/// buffer.
 struct SAFETENSORS_API LoadedTensor {
   std::string name;
   Dtype dtype = Dtype::U8;
   std::vector<std::uint64_t> shape;
+  /// The part of the stored tensor loaded; nullopt for all of it.
+  std::optional<TensorSlice> slice;
   std::uint64_t offset = 0;  // in the buffer
   std::uint64_t byte_count = 0;
 };
@@ -62,7 +101,9 @@ struct SAFETENSORS_API LoadPlan {
   std::uint64_t buffer_size = 0;
 };
 
-/// Selects and lays out tensors. Throws tensor_not_found for a requested name that is absent.
+/// Selects and lays out tensors. Throws tensor_not_found for a requested name that is absent,
+/// invalid_slice for a slice that does not fit its tensor (or a sub-byte dtype's run that
+/// does not end on a byte), before anything is read.
 [[nodiscard]] SAFETENSORS_API LoadPlan plan_load(const Checkpoint& checkpoint,
                                                  const LoadOptions& options = {});
 

@@ -2,6 +2,7 @@
 // for reading. Format code sees `Source` and nothing else.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -44,6 +45,18 @@ class SAFETENSORS_API Source {
     (void)offset;
     (void)size;
   }
+
+  /// Bytes read from this source so far, by `read_at` and by the loader's bulk reads (every
+  /// thread, every method); zero-copy views of a mapping are not reads and are not counted.
+  /// What a load asked of the storage, for tests and benchmarks (e.g. each rank's share).
+  std::uint64_t bytes_read() const noexcept { return bytes_read_.load(std::memory_order_relaxed); }
+  /// Adds `bytes` to bytes_read(); for implementations and readers that bypass `read_at`.
+  void count_read(std::uint64_t bytes) const noexcept {
+    bytes_read_.fetch_add(bytes, std::memory_order_relaxed);
+  }
+
+ private:
+  mutable std::atomic<std::uint64_t> bytes_read_{0};
 };
 
 /// Maps a file read-only (MAP_PRIVATE): zero-copy views, pages loaded on first touch.

@@ -157,11 +157,11 @@ class Checkpoint(_core.Checkpoint):
         return f"Checkpoint({where!r}: {len(self)} tensors in {len(self.files())} files)"
 
 
-def _plan_load(path, dtype, names, threads):
+def _plan_load(path, dtype, names, threads, **parts):
     """(checkpoint, plan) for `load_checkpoint`; plan is None when `names` selects nothing.
 
     `dtype` is a safetensors dtype name or None; `names` a list of names, a glob string or
-    None for every tensor.
+    None for every tensor; `parts` goes to Checkpoint.plan (slices, tp_plan, rank, ...).
     """
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, not {threads!r}")
@@ -174,4 +174,4 @@ def _plan_load(path, dtype, names, threads):
     checkpoint = path if isinstance(path, _core.Checkpoint) else Checkpoint(path)
     if names is not None and not (selection.get("pattern") or selection.get("names")):
         return checkpoint, None  # the library reads an empty selection as "everything"
-    return checkpoint, checkpoint.plan(dtype, **selection)
+    return checkpoint, checkpoint.plan(dtype, **selection, **parts)

@@ -260,6 +260,13 @@ def load_checkpoint(
     device: Union[str, int, torch.device, Dict[str, Any]] = "cpu",
     threads: Optional[int] = None,
     names: Union[None, str, List[str]] = None,
+    *,
+    tp_plan: Any = None,
+    rank: Optional[int] = None,
+    world_size: Optional[int] = None,
+    strict: bool = False,
+    replicated: str = "read",
+    group: Any = None,
 ) -> Dict[str, torch.Tensor]:
     """Reads a whole checkpoint (or part of it) into memory, in parallel, in name order.
 
@@ -278,6 +285,16 @@ def load_checkpoint(
         threads: worker threads; None for the library's default (every core).
         names: the tensors to load, as a list of names or a glob pattern (`*`, `?`) such as
             "h.0.*"; None for all. An absent name raises SafetensorError.
+        tp_plan: tensor parallelism: transformers' tp_plan ({"model.layers.*.mlp.up_proj":
+            "colwise", ...}, explicit splits as {"dim": d, "sizes": [...]}); each tensor a rule
+            splits comes back as this rank's part, and only that part's bytes are read. The
+            others are replicated. docs/PARALLEL.md has the styles and the uneven splits.
+        rank, world_size: this rank and the group's size; by default torch.distributed's
+            (`group`'s). strict: a tp_plan rule that matches no tensor raises.
+        replicated: "read" (each rank reads the replicated tensors itself) or "exchange" (each
+            reads 1/world_size of them and the ranks all-gather them through torch.distributed,
+            which must be initialized); "auto" is "read" (bench/tp_load.py measured it faster
+            on one node with the file in the page cache).
 
     The tensors are views of one uint8 tensor of exactly their bytes (plus 64-byte alignment),
     so every page is in memory when this returns and nothing refers to the files any more.
@@ -286,6 +303,10 @@ def load_checkpoint(
         raise ValueError(f"dtype {dtype} cannot be loaded into: expected one of "
                          f"{', '.join(map(str, _CAST_TARGETS))} or None")
     convert = Converter("pt", device)
+    parallel = tp_plan is not None or rank is not None or world_size is not None
+    if parallel:
+        return _load_parallel(path, _CAST_TARGETS.get(dtype), convert, threads, names, tp_plan,
+                              rank, world_size, strict, replicated, group)
     checkpoint, plan = _plan_load(path, _CAST_TARGETS.get(dtype), names, threads)
     if plan is None:
         return {}
@@ -312,7 +333,8 @@ def load_checkpoint(
 
 
 def _plan_views(plan, buffer: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """The plan's tensors as views of `buffer` (uint8, plan.buffer_size bytes), in name order."""
+    """The plan's tensors as views of `buffer` (uint8, plan.buffer_size bytes), in name order;
+    made before reading, so that a tensor torch cannot represent fails first."""
     tensors = {}
     for name, stored, shape, offset, nbytes in plan.tensors:
         t_dtype = torch_dtype(torch, stored)
@@ -320,6 +342,65 @@ def _plan_views(plan, buffer: torch.Tensor) -> Dict[str, torch.Tensor]:
             shape[-1] //= 2  # two F4 values per float4_e2m1fn_x2 element
         with representable("pt", name, shape):
             tensors[name] = buffer[offset:offset + nbytes].view(t_dtype).reshape(shape)
+    return tensors
+
+
+def _load_parallel(path, dtype_name, convert, threads, names, tp_plan, rank, world_size, strict,
+                   replicated, group) -> Dict[str, torch.Tensor]:
+    """load_checkpoint for one rank of a tensor-parallel group (docs/PARALLEL.md)."""
+    from libsafetensors._parallel import REPLICATED, resolve_rank, tp_rules
+
+    if replicated not in REPLICATED:
+        raise ValueError(f"replicated must be one of {', '.join(REPLICATED)}, not {replicated!r}")
+    rank, world_size = resolve_rank(rank, world_size, group)
+    rules = tp_rules(tp_plan or {})
+    parts = dict(tp_plan=rules, rank=rank, world_size=world_size, strict=strict)
+    # Every check (the plan against the shapes, the selection) before a byte is read.
+    checkpoint, plan = _plan_load(path, dtype_name, names, threads, **parts)
+    if plan is None:
+        return {}
+    if replicated == "exchange" and world_size > 1:
+        split = checkpoint.plan_tensor_parallel(rules, rank, world_size, strict)
+        own = [t[0] for t in plan.tensors if t[0] in split]
+        shared = [t[0] for t in plan.tensors if t[0] not in split]
+        tensors = {}
+        if own:
+            own_plan = checkpoint.plan(dtype_name, names=own, **parts)
+            buffer = torch.empty(own_plan.buffer_size, dtype=torch.uint8)
+            tensors.update(_plan_views(own_plan, buffer))
+            checkpoint.load_into(own_plan, buffer.numpy(), threads or 0)
+        if shared:
+            tensors.update(_exchange(checkpoint, checkpoint.plan(dtype_name, names=shared),
+                                     threads, rank, world_size, group))
+        tensors = {name: tensors[name] for name, *_ in plan.tensors}
+    else:
+        buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
+        tensors = _plan_views(plan, buffer)
+        checkpoint.load_into(plan, buffer.numpy(), threads or 0)
+    for name, tensor in tensors.items():
+        device_for = convert._device_for(name)
+        if device_for is not None:
+            tensors[name] = tensor.to(device_for)
+    return tensors
+
+
+def _exchange(checkpoint, plan, threads, rank, world_size, group) -> Dict[str, torch.Tensor]:
+    """The plan's tensors on every rank, each rank reading 1/world_size of the buffer's bytes
+    and all-gathering the rest through torch.distributed."""
+    import torch.distributed as dist
+
+    # Parts of whole 64-byte blocks: every cut falls between elements of any dtype.
+    chunk = -(-plan.buffer_size // (world_size * 64)) * 64
+    buffer = torch.empty(chunk * world_size, dtype=torch.uint8)
+    tensors = _plan_views(plan, buffer)
+    begin = min(rank * chunk, plan.buffer_size)
+    end = min(begin + chunk, plan.buffer_size)
+    checkpoint.load_into(plan, buffer.numpy(), threads or 0, (begin, end))
+    mine = buffer[rank * chunk:(rank + 1) * chunk].clone()
+    if hasattr(dist, "all_gather_into_tensor") and dist.get_backend(group) != "gloo":
+        dist.all_gather_into_tensor(buffer, mine, group=group)
+    else:  # gloo has no all_gather_into_tensor (nor has torch 1.13)
+        dist.all_gather(list(buffer.chunk(world_size)), mine, group=group)
     return tensors
 
 

@@ -5,9 +5,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -16,6 +19,7 @@
 #include "safetensors/checkpoint.hpp"
 #include "safetensors/device.hpp"
 #include "safetensors/loader.hpp"
+#include "safetensors/parallel.hpp"
 #include "signals.hpp"
 
 namespace safetensors::python {
@@ -59,6 +63,35 @@ void prefer_huge_pages(std::span<std::byte> bytes) {
   constexpr std::uintptr_t huge_page = std::uintptr_t{2} << 20;
   if (bytes.size() < 2 * huge_page) return;
   detail::advise(bytes, detail::PageAdvice::huge_pages);
+}
+
+// Python's form of a tensor-parallel plan: [(pattern, style, dim, sizes)], rank, world size.
+using PyRules =
+    std::vector<std::tuple<std::string, std::string, std::int32_t, std::vector<std::uint64_t>>>;
+using PySlices =
+    std::map<std::string,
+             std::pair<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>>>;
+
+std::shared_ptr<const TensorParallelOptions> tp_options(const PyRules& rules, std::uint32_t rank,
+                                                        std::uint32_t world_size, bool strict) {
+  auto options = std::make_shared<TensorParallelOptions>();
+  for (const auto& [pattern, style, dim, sizes] : rules) {
+    options->plan.push_back({pattern, style, dim, sizes});
+  }
+  options->rank = rank;
+  options->world_size = world_size;
+  options->strict = strict;
+  return options;
+}
+
+PySlices py_slices(const std::map<std::string, TensorSlice, std::less<>>& slices) {
+  PySlices out;
+  for (const auto& [name, slice] : slices) {
+    auto& [dim, ranges] = out[name];
+    dim = slice.dim;
+    for (const TensorSlice::Range& r : slice.ranges) ranges.emplace_back(r.begin, r.end);
+  }
+  return out;
 }
 
 class PyCheckpoint {
@@ -115,19 +148,41 @@ class PyCheckpoint {
   }
 
   LoadPlan plan(const std::optional<std::string>& dtype, std::vector<std::string> names,
-                std::string pattern) const {
+                std::string pattern, const PySlices& slices, const std::optional<PyRules>& tp_plan,
+                std::uint32_t rank, std::uint32_t world_size, bool strict) const {
     LoadOptions options;
     if (dtype) options.dtype = parse_dtype(*dtype);
     options.names = std::move(names);
     options.pattern = std::move(pattern);
+    for (const auto& [name, part] : slices) {
+      TensorSlice& slice = options.slices[name];
+      slice.dim = part.first;
+      for (const auto& [begin, end] : part.second) slice.ranges.push_back({begin, end});
+    }
+    if (tp_plan) options.tensor_parallel = tp_options(*tp_plan, rank, world_size, strict);
     return plan_load(checkpoint_, options);
   }
 
-  void load_into(const LoadPlan& plan, py::handle buffer, unsigned threads) const {
+  PySlices plan_tensor_parallel(const PyRules& rules, std::uint32_t rank, std::uint32_t world_size,
+                                bool strict) const {
+    return py_slices(safetensors::plan_tensor_parallel(
+        checkpoint_, *tp_options(rules, rank, world_size, strict)));
+  }
+
+  /// Bytes asked of each shard so far (Source::bytes_read), in files() order.
+  std::vector<std::uint64_t> bytes_read() const {
+    std::vector<std::uint64_t> out;
+    for (const File& file : checkpoint_.files()) out.push_back(file.source().bytes_read());
+    return out;
+  }
+
+  void load_into(const LoadPlan& plan, py::handle buffer, unsigned threads,
+                 const std::optional<std::pair<std::uint64_t, std::uint64_t>>& buffer_range) const {
     const PinnedBuffer pinned = PinnedBuffer::writable(buffer, "load_into: the buffer");
     const std::span<std::byte> bytes = pinned.writable_bytes();
     LoadOptions options;
     options.threads = threads;
+    options.buffer_range = buffer_range;
     // `pinned` keeps the buffer and the plan is only read, so the workers need no GIL.
     py::gil_scoped_release release;
     prefer_huge_pages(bytes.first(std::min<std::size_t>(bytes.size(), plan.buffer_size)));
@@ -193,11 +248,22 @@ void register_checkpoint(py::module_& module) {
       .def("info", &PyCheckpoint::info, "(shard path, dtype name, shape) of a tensor.")
       .def("plan", &PyCheckpoint::plan, py::arg("dtype") = py::none(),
            py::arg("names") = std::vector<std::string>{}, py::arg("pattern") = "",
+           py::arg("slices") = PySlices{}, py::arg("tp_plan") = py::none(), py::arg("rank") = 0,
+           py::arg("world_size") = 1, py::arg("strict") = false,
            "Lays out the selected tensors (converted to `dtype` where it applies) in one "
-           "buffer.")
+           "buffer. `slices` maps names to (dim, [(begin, end), ...]): only those parts are "
+           "loaded; `tp_plan` [(pattern, style, dim, sizes)] adds each tensor's part for "
+           "`rank` of `world_size` (docs/PARALLEL.md).")
+      .def("plan_tensor_parallel", &PyCheckpoint::plan_tensor_parallel, py::arg("tp_plan"),
+           py::arg("rank"), py::arg("world_size"), py::arg("strict") = false,
+           "{name: (dim, [(begin, end), ...])}: each split tensor's part for `rank`; tensors "
+           "absent are replicated. Raises before reading anything.")
+      .def("bytes_read", &PyCheckpoint::bytes_read,
+           "Bytes read from each shard so far (files() order), by loads and header reads.")
       .def("load_into", &PyCheckpoint::load_into, py::arg("plan"), py::arg("buffer"),
-           py::arg("threads") = 0,
-           "Fills a writable buffer of at least plan.buffer_size bytes; the GIL is released.")
+           py::arg("threads") = 0, py::arg("buffer_range") = py::none(),
+           "Fills a writable buffer of at least plan.buffer_size bytes (only bytes "
+           "[begin, end) of it with `buffer_range`); the GIL is released.")
       .def("load_to_cuda", &PyCheckpoint::load_to_cuda, py::arg("plan"), py::arg("pointer"),
            py::arg("size"), py::arg("device"), py::arg("threads") = 0, py::arg("slot_bytes") = 0,
            py::arg("slots") = 0, py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0,

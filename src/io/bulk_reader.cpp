@@ -38,6 +38,7 @@ void BulkReader::read(std::uint64_t offset, std::span<std::byte> out) const {
   const int fd = source_->descriptor();
   if (fd < 0) return source_->read_at(offset, out);
   pread_exact(fd, name(), offset, out);
+  source_->count_read(out.size());
 }
 
 std::span<const std::byte> BulkReader::read_direct(std::uint64_t offset, std::size_t length,
@@ -49,6 +50,7 @@ std::span<const std::byte> BulkReader::read_direct(std::uint64_t offset, std::si
     const std::size_t skip = static_cast<std::size_t>(offset - begin);
     const ReadResult got = pread_full(direct_fd_.get(), bounce.first(end - begin), begin);
     if (got.error == 0) {
+      source_->count_read(got.bytes);
       // The last block of the file comes back short; only the requested bytes must be there.
       if (got.bytes < skip + length) {
         throw_short_read(name(), offset, length, got.bytes > skip ? got.bytes - skip : 0);

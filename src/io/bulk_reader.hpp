@@ -35,6 +35,10 @@ class BulkReader {
   /// cold copy from it waits for one large request instead of many small page faults.
   void prefetch(std::uint64_t offset, std::uint64_t length) const noexcept;
 
+  /// Counts `length` bytes copied out of the mapping as read from the source
+  /// (Source::bytes_read).
+  void count_mapped(std::uint64_t length) const noexcept { source_->count_read(length); }
+
   /// Fills `out` from offset `offset` with buffered reads.
   void read(std::uint64_t offset, std::span<std::byte> out) const;
 

@@ -35,6 +35,7 @@ class SpanSource : public Source {
   void read_at(std::uint64_t offset, std::span<std::byte> out) const override {
     check_range(name_, bytes_.size(), offset, out.size());
     if (!out.empty()) std::memcpy(out.data(), bytes_.data() + offset, out.size());
+    count_read(out.size());
   }
   std::span<const std::byte> mapped() const noexcept override { return bytes_; }
   const std::string& name() const noexcept override { return name_; }
@@ -88,6 +89,7 @@ class PreadSource final : public Source {
   void read_at(std::uint64_t offset, std::span<std::byte> out) const override {
     check_range(name_, size_, offset, out.size());
     detail::pread_exact(fd_.get(), name_, offset, out);
+    count_read(out.size());
   }
   const std::string& name() const noexcept override { return name_; }
   int descriptor() const noexcept override { return fd_.get(); }

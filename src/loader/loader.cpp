@@ -10,9 +10,11 @@
 
 #include "error/messages.hpp"
 #include "io/memory.hpp"
+#include "loader/parts.hpp"
 #include "loader/run.hpp"
 #include "safetensors/cast.hpp"
 #include "safetensors/error.hpp"
+#include "safetensors/parallel.hpp"
 
 namespace safetensors {
 namespace {
@@ -57,9 +59,12 @@ Dtype output_dtype(Dtype stored, const std::optional<Dtype>& wanted) {
   return wanted && can_cast(stored, *wanted) ? *wanted : stored;
 }
 
-std::uint64_t converted_size(const TensorInfo& info, Dtype to) {
-  if (to == info.dtype) return info.byte_count();
-  return info.byte_count() / (dtype_bits(info.dtype) / 8) * (dtype_bits(to) / 8);
+// Bytes of `shape` stored as `info`'s dtype and converted to `to`.
+std::uint64_t converted_size(const TensorInfo& info, std::span<const std::uint64_t> shape,
+                             Dtype to) {
+  const std::uint64_t stored = byte_size(info.dtype, shape).bytes;
+  if (to == info.dtype) return stored;
+  return stored / (dtype_bits(info.dtype) / 8) * (dtype_bits(to) / 8);
 }
 
 // Checks that `tensor` is something this checkpoint can produce; returns its source.
@@ -79,10 +84,12 @@ const CheckpointTensor& source_of(const Checkpoint& checkpoint, const LoadedTens
     bad("it is stored as " + std::string(dtype_name(info.dtype)) + " and cannot become " +
         std::string(dtype_name(tensor.dtype)));
   }
-  if (tensor.shape != info.shape) bad("the plan's shape differs from the stored one");
-  if (tensor.byte_count != converted_size(info, tensor.dtype)) {
+  const std::vector<std::uint64_t> shape =
+      tensor.slice ? detail::sliced_shape(origin(checkpoint), info, *tensor.slice) : info.shape;
+  if (tensor.shape != shape) bad("the plan's shape differs from the stored one");
+  if (tensor.byte_count != converted_size(info, shape, tensor.dtype)) {
     bad("the plan gives " + std::to_string(tensor.byte_count) + " bytes, it needs " +
-        std::to_string(converted_size(info, tensor.dtype)));
+        std::to_string(converted_size(info, shape, tensor.dtype)));
   }
   if (tensor.offset > buffer_size || tensor.byte_count > buffer_size - tensor.offset) {
     bad("bytes [" + std::to_string(tensor.offset) + ", " +
@@ -134,8 +141,15 @@ detail::LoadJob make_job(const Checkpoint& checkpoint, const LoadPlan& plan,
   for (const LoadedTensor& tensor : plan.tensors) {
     const CheckpointTensor& source = source_of(checkpoint, tensor, buffer.size());
     selected.push_back({&source, &tensor});
-    source_total += source.info->byte_count();
+    source_total += byte_size(source.info->dtype, tensor.shape).bytes;
     job.total_bytes += tensor.byte_count;
+  }
+  // Only the part [keep_begin, keep_end) of the buffer is filled (LoadOptions::buffer_range).
+  std::uint64_t keep_begin = 0, keep_end = buffer.size();
+  if (options.buffer_range) {
+    keep_begin = options.buffer_range->first;
+    keep_end = std::min<std::uint64_t>(options.buffer_range->second, buffer.size());
+    job.total_bytes = 0;
   }
   // Shards are opened once each; workers then walk the files in order, which keeps the
   // reads of neighbouring threads close together.
@@ -167,21 +181,48 @@ detail::LoadJob make_job(const Checkpoint& checkpoint, const LoadPlan& plan,
     const std::uint64_t in_width = from == to ? 1 : dtype_bits(from) / 8;
     const std::uint64_t out_width = from == to ? 1 : dtype_bits(to) / 8;
     const std::uint64_t step = std::max(piece_limit / in_width, std::uint64_t{1}) * in_width;
-    const std::uint64_t length = info.byte_count();
-    std::uint64_t at = 0;
-    do {
-      const std::uint64_t n = std::min(step, length - at);
-      job.pieces.push_back({shard_of_file[file_index(s)], from, to,
-                            file.header().data_start + info.data_begin + at, n,
-                            buffer.data() + s.target->offset + at / in_width * out_width,
-                            n / in_width * out_width});
-      item_bytes += n;
-      at += n;
-      if (item_bytes >= piece_limit) {
-        job.item_begin.push_back(job.pieces.size());
-        item_bytes = 0;
+    const std::uint64_t data = file.header().data_start + info.data_begin;
+    const std::uint64_t tensor_begin = s.target->offset;
+    const std::uint64_t tensor_end = tensor_begin + s.target->byte_count;
+    if (options.buffer_range && (tensor_end <= keep_begin || tensor_begin >= keep_end)) continue;
+    // The destination bytes of this tensor to fill, as source bytes (whole elements).
+    const auto to_source = [&](std::uint64_t dest) {
+      const std::uint64_t within = std::clamp(dest, tensor_begin, tensor_end) - tensor_begin;
+      if (within % out_width != 0) {
+        detail::fail(ErrorCode::invalid_argument, origin(checkpoint),
+                     "the buffer range [" + std::to_string(keep_begin) + ", " +
+                         std::to_string(keep_end) + ") cuts an element of tensor " +
+                         detail::quote(s.target->name));
       }
-    } while (at < length);
+      return within / out_width * in_width;
+    };
+    const std::uint64_t first = to_source(keep_begin);
+    const std::uint64_t last = to_source(keep_end);
+    if (options.buffer_range) job.total_bytes += (last - first) / in_width * out_width;
+    // `at` counts source bytes of the part in destination order.
+    std::uint64_t at = 0;
+    const auto add_run = [&](std::uint64_t run_offset, std::uint64_t run_length) {
+      std::uint64_t begin = std::max(at, first), end = std::min(at + run_length, last);
+      for (; begin < end;) {
+        const std::uint64_t n = std::min(step, end - begin);
+        job.pieces.push_back({shard_of_file[file_index(s)], from, to,
+                              data + run_offset + (begin - at), n,
+                              buffer.data() + tensor_begin + begin / in_width * out_width,
+                              n / in_width * out_width});
+        item_bytes += n;
+        begin += n;
+        if (item_bytes >= piece_limit) {
+          job.item_begin.push_back(job.pieces.size());
+          item_bytes = 0;
+        }
+      }
+      at += run_length;
+    };
+    if (s.target->slice) {
+      detail::for_each_slice_run(info, *s.target->slice, add_run);
+    } else {
+      add_run(0, info.byte_count());
+    }
   }
   if (job.item_begin.back() != job.pieces.size()) job.item_begin.push_back(job.pieces.size());
   return job;
@@ -242,6 +283,21 @@ void map_tensors(const Checkpoint& checkpoint, const LoadPlan& plan, const LoadO
 }  // namespace
 
 LoadPlan plan_load(const Checkpoint& checkpoint, const LoadOptions& options) {
+  std::map<std::string, TensorSlice, std::less<>> tp_slices;
+  if (options.tensor_parallel) {
+    tp_slices = plan_tensor_parallel(checkpoint, *options.tensor_parallel);
+  }
+  for (const auto& [name, slice] : options.slices) {
+    if (!checkpoint.find(name)) {
+      detail::fail(ErrorCode::tensor_not_found, origin(checkpoint),
+                   "no tensor " + detail::quote(name) + " to load a part of");
+    }
+  }
+  const auto slice_of = [&](std::string_view name) -> const TensorSlice* {
+    if (const auto it = options.slices.find(name); it != options.slices.end()) return &it->second;
+    if (const auto it = tp_slices.find(name); it != tp_slices.end()) return &it->second;
+    return nullptr;
+  };
   const std::set<std::string_view> names(options.names.begin(), options.names.end());
   for (std::string_view name : names) {
     if (!checkpoint.find(name)) {
@@ -257,12 +313,21 @@ LoadPlan plan_load(const Checkpoint& checkpoint, const LoadOptions& options) {
     // Names and pattern add up: a tensor is loaded when either selects it.
     const bool chosen = everything || names.contains(info.name) ||
                         (!options.pattern.empty() && glob_match(options.pattern, info.name));
-    if (!chosen) continue;
+    const TensorSlice* slice = slice_of(info.name);
+    if (!chosen) {
+      if (options.slices.contains(info.name)) {
+        detail::fail(ErrorCode::invalid_argument, origin(checkpoint),
+                     "a part of tensor " + detail::quote(info.name) +
+                         " is asked for, but the selection leaves the tensor out");
+      }
+      continue;
+    }
     LoadedTensor loaded;
     loaded.name = info.name;
     loaded.dtype = output_dtype(info.dtype, options.dtype);
-    loaded.shape = info.shape;
-    loaded.byte_count = converted_size(info, loaded.dtype);
+    loaded.shape = slice ? detail::sliced_shape(origin(checkpoint), info, *slice) : info.shape;
+    if (slice) loaded.slice = *slice;
+    loaded.byte_count = converted_size(info, loaded.shape, loaded.dtype);
     plan.tensors.push_back(std::move(loaded));
   }
   // Widest elements first, as the writer lays out a file: every tensor's size is a multiple
@@ -286,6 +351,14 @@ void load_into(const Checkpoint& checkpoint, const LoadPlan& plan, std::span<std
     detail::fail(ErrorCode::invalid_argument, origin(checkpoint),
                  "the load buffer holds " + std::to_string(buffer.size()) +
                      " bytes, the plan needs " + std::to_string(plan.buffer_size));
+  }
+  if (options.buffer_range && (options.buffer_range->first > options.buffer_range->second ||
+                               options.buffer_range->second > plan.buffer_size)) {
+    detail::fail(ErrorCode::invalid_argument, origin(checkpoint),
+                 "the buffer range [" + std::to_string(options.buffer_range->first) + ", " +
+                     std::to_string(options.buffer_range->second) +
+                     ") is not a range of the plan's " + std::to_string(plan.buffer_size) +
+                     " bytes");
   }
   detail::run_load(make_job(checkpoint, plan, buffer, options));
 }

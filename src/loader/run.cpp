@@ -106,6 +106,7 @@ class Worker {
     const bool converts = piece.from != piece.to;
     if (job_.method == LoadMethod::mmap && shard.mapping()) {
       shard.prefetch(piece.offset, piece.length);
+      shard.count_mapped(piece.length);
       deliver(piece, {shard.mapping() + piece.offset, static_cast<std::size_t>(piece.length)}, 0);
     } else if (job_.method == LoadMethod::direct) {
       run_blocks(piece, direct_block, [&](std::uint64_t at, std::size_t length) {

@@ -804,7 +804,8 @@ def check_huge_page_heap(scratch):
 
 # ---------------------------------------------------------------- help, --json and progress
 
-SUBCOMMANDS = ["inspect", "validate", "merge", "get", "shard", "scan", "convert", "cast", "bench"]
+SUBCOMMANDS = [
+    "inspect", "validate", "merge", "get", "shard", "scan", "convert", "cast", "bench", "plan"]
 
 
 def check_help_one_line_each(_scratch):
@@ -949,9 +950,38 @@ def check_progress(scratch):
     check("progress stays out of a pipe", not quiet, "\n".join(quiet))
 
 
+def check_plan(scratch):
+    """`safetensors plan`: modules to devices in order under budgets, from the header."""
+    path = os.path.join(scratch, "plan.safetensors")
+    entries, data = [], b""
+    names = ["model.embed.weight"] + [f"model.layers.{i}.w" for i in (0, 1, 2, 10)]
+    for name in names:  # F32 [4, 4]: 64 bytes each
+        entries.append(f'"{name}":' + entry_json("F32", [4, 4], len(data), len(data) + 64))
+        data += bytes(64)
+    raw_file(path, "{" + ",".join(entries) + "}", data)
+    status, doc, output = run_json("plan", path, "--max-memory", "cpu=150,cuda:0=64B",
+                                   "--no-split", "model.layers.*")
+    check("plan --json exits 0", status == 0 and doc is not None, output)
+    if doc:
+        placed = {m["module"]: m["device"] for m in doc["device_map"]}
+        check("plan fills the GPU first, then cpu, then disk, layers in natural order",
+              placed == {"model.embed": "cuda:0", "model.layers.0": "cpu",
+                         "model.layers.1": "cpu", "model.layers.2": "disk",
+                         "model.layers.10": "disk"}, output)
+        check("plan --json gives bytes per device",
+              doc["devices"] == [{"device": "cuda:0", "bytes": 64}, {"device": "cpu", "bytes": 128},
+                                 {"device": "disk", "bytes": 128}], output)
+    r = run("plan", path, "--max-memory", "cpu=1GiB", "--dtype", "bf16")
+    check("plan prints bytes per device at the dtype", r.returncode == 0
+          and "cpu: 160 B" in r.stdout, r.stdout + r.stderr)
+    r = run("plan", path, "--max-memory", "cpu")
+    check("plan refuses a budget without a size", r.returncode != 0
+          and "DEVICE=SIZE" in r.stderr, r.stdout + r.stderr)
+
+
 SUBCOMMAND_GROUPS = (check_subcommand_help, check_scan, check_convert, check_cast, check_bench,
                      check_huge_page_heap, check_help_one_line_each, check_json_outputs,
-                     check_progress)
+                     check_progress, check_plan)
 
 
 def main():

@@ -47,6 +47,8 @@ PUBLIC_HEADERS = {
     "checkpoint": "checkpoint",
     "cast": "loader",
     "loader": "loader",
+    "parallel": "loader",
+    "device_map": "loader",
     "device": "device",
     "convert": "convert",
     "scan": "convert",
