@@ -87,10 +87,11 @@ class safe_open:  # noqa: N801 - the reference's name
             raise SafetensorError("File is closed")
         return self._file
 
-    def _populate(self):
-        """Reads every page of the tensor data into memory now, in parallel at the speed of a
-        sequential read (a mapped file; nothing to do otherwise)."""
-        self._open_file().populate()
+    def _populate(self, names=None, threads=0):
+        """Reads every page of the tensor data (of the tensors `names`, when given) into memory
+        now, in parallel at the speed of a sequential read (a mapped file; nothing to do
+        otherwise)."""
+        self._open_file().populate(threads, names)
 
     def metadata(self):
         """The `__metadata__` dict of the header, or None."""

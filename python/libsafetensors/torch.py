@@ -267,6 +267,7 @@ def load_checkpoint(
     strict: bool = False,
     replicated: str = "read",
     group: Any = None,
+    copy: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Reads a whole checkpoint (or part of it) into memory, in parallel, in name order.
 
@@ -296,8 +297,15 @@ def load_checkpoint(
             which must be initialized); "auto" is "read" (bench/tp_load.py measured it faster
             on one node with the file in the page cache).
 
-    The tensors are views of one uint8 tensor of exactly their bytes (plus 64-byte alignment),
-    so every page is in memory when this returns and nothing refers to the files any more.
+        copy: always copy into new memory, even tensors loaded as stored.
+
+    Every page is in memory when this returns. Tensors loaded whole and as stored (no dtype
+    conversion) are the files' own pages, as `load_file(materialize=True)` gives them: each
+    shard mapped copy-on-write (writing to a tensor never changes the file) and every page of
+    the selected tensors read in, in parallel, before this returns. That costs no new memory
+    and reads at the rate of `cat` cold (bench/cold_load.py), where copying into fresh memory
+    reached half of it. Converted tensors, parts of tensors and `copy=True` loads are views of
+    one uint8 tensor of exactly their bytes, which nothing ties to the files.
     """
     if dtype is not None and dtype not in _CAST_TARGETS:
         raise ValueError(f"dtype {dtype} cannot be loaded into: expected one of "
@@ -321,10 +329,14 @@ def load_checkpoint(
         checkpoint.load_to_cuda(plan, buffer.data_ptr(), plan.buffer_size, target.index,
                                 threads or 0)
         return tensors
-    # The tensors are made first, so that one torch cannot represent fails before any reading.
-    buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
-    tensors = _plan_views(plan, buffer)
-    checkpoint.load_into(plan, buffer.numpy(), threads or 0)
+    if not copy and _as_stored(checkpoint, plan):
+        tensors = _mapped(checkpoint, plan, threads)
+    else:
+        # The tensors are made first, so that one torch cannot represent fails before any
+        # reading.
+        buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
+        tensors = _plan_views(plan, buffer)
+        checkpoint.load_into(plan, buffer.numpy(), threads or 0)
     for name, tensor in tensors.items():
         device_for = convert._device_for(name)
         if device_for is not None:
@@ -343,6 +355,26 @@ def _plan_views(plan, buffer: torch.Tensor) -> Dict[str, torch.Tensor]:
         with representable("pt", name, shape):
             tensors[name] = buffer[offset:offset + nbytes].view(t_dtype).reshape(shape)
     return tensors
+
+
+def _as_stored(checkpoint, plan) -> bool:
+    """True when every tensor of the plan keeps its stored dtype."""
+    return all(checkpoint.info(name)[1] == stored for name, stored, *_ in plan.tensors)
+
+
+def _mapped(checkpoint, plan, threads) -> Dict[str, torch.Tensor]:
+    """The plan's tensors (none converted) as the files' pages, in name order: each shard
+    mapped copy-on-write and every page of its selected tensors read in first."""
+    by_shard = {}
+    for name, *_ in plan.tensors:
+        by_shard.setdefault(checkpoint.info(name)[0], []).append(name)
+    tensors = {}
+    for shard, names in by_shard.items():
+        with safe_open(shard, framework="pt") as f:
+            f._populate(names, threads or 0)
+            for name in names:
+                tensors[name] = f.get_tensor(name)
+    return {name: tensors[name] for name, *_ in plan.tensors}
 
 
 def _load_parallel(path, dtype_name, convert, threads, names, tp_plan, rank, world_size, strict,

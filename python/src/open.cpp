@@ -1,5 +1,7 @@
 // Reading: `_core.File`, an open safetensors file handing out tensor bytes (zero-copy on the
 // mmap backend) and slices. Framework conversion happens in Python (libsafetensors/_open.py).
+#include <pybind11/stl.h>
+
 #include <cstring>
 #include <optional>
 #include <string>
@@ -118,9 +120,17 @@ class PyFile {
     return py::make_tuple(std::string(dtype_name(t.dtype)), shape_list(t.shape));
   }
 
-  void populate(unsigned threads) const {
+  void populate(unsigned threads, const std::optional<std::vector<std::string>>& names) const {
+    if (!names) {
+      py::gil_scoped_release release;
+      file().populate(threads);
+      return;
+    }
+    std::vector<const TensorInfo*> selected;
+    selected.reserve(names->size());
+    for (const std::string& name : *names) selected.push_back(&find(name));
     py::gil_scoped_release release;
-    file().populate(threads);
+    file().populate(selected, threads);
   }
 
   Bytes tensor(const std::string& name) const {
@@ -196,8 +206,9 @@ void register_open(py::module_& module) {
       .def("metadata", &PyFile::metadata)
       .def("info", &PyFile::info, "(dtype name, shape) of a tensor.")
       .def("tensor", &PyFile::tensor, "A tensor's bytes: a view of the mapping or a copy.")
-      .def("populate", &PyFile::populate, py::arg("threads") = 0,
-           "Reads every page of the tensor data into memory now (mapped files only).")
+      .def("populate", &PyFile::populate, py::arg("threads") = 0, py::arg("names") = py::none(),
+           "Reads every page of the tensor data (of the tensors `names` only, when given) into "
+           "memory now (mapped files only).")
       .def("slice", &PyFile::slice, "(bytes, shape) of a slice of a tensor.");
 }
 

@@ -228,18 +228,21 @@ detail::LoadJob make_job(const Checkpoint& checkpoint, const LoadPlan& plan,
   return job;
 }
 
-// Whether load() can hand out the files' own pages: every tensor as stored, every file a
+// Whether load() can hand out the files' own pages: whole tensors as stored, every file a
 // file, and (for `automatic`, where the caller did not ask for it) every tensor aligned to its
 // element size where it lies, as in an owned buffer.
-bool can_map(const Checkpoint& checkpoint, const LoadPlan& plan, LoadMethod method) {
+bool can_map(const Checkpoint& checkpoint, const LoadPlan& plan, const LoadOptions& options) {
+  // Parts of tensors and parts of the buffer are copies by nature.
+  if (options.buffer_range) return false;
   for (const LoadedTensor& tensor : plan.tensors) {
     const CheckpointTensor& source = *checkpoint.find(tensor.name);
-    if (source.info->dtype != tensor.dtype || source.file->source().descriptor() < 0) {
+    if (tensor.slice || source.info->dtype != tensor.dtype ||
+        source.file->source().descriptor() < 0) {
       return false;
     }
     const std::uint64_t at = source.file->header().data_start + source.info->data_begin;
     const std::uint64_t width = std::max<std::uint64_t>(dtype_bits(tensor.dtype) / 8, 1);
-    if (method == LoadMethod::automatic && at % width != 0) return false;
+    if (options.method == LoadMethod::automatic && at % width != 0) return false;
   }
   return true;
 }
@@ -386,14 +389,15 @@ LoadedCheckpoint load(const Checkpoint& checkpoint, const LoadOptions& options) 
   LoadedCheckpoint loaded;
   loaded.plan_ = plan_load(checkpoint, options);
   const bool map = options.method == LoadMethod::mapped || options.method == LoadMethod::automatic;
-  if (map && can_map(checkpoint, loaded.plan_, options.method)) {
+  if (map && can_map(checkpoint, loaded.plan_, options)) {
     map_tensors(checkpoint, loaded.plan_, options, loaded.mapped_data_, loaded.mappings_);
     return loaded;
   }
   if (options.method == LoadMethod::mapped) {
     detail::fail(ErrorCode::invalid_argument, origin(checkpoint),
-                 "LoadMethod::mapped loads tensors as stored, from files: a dtype conversion or "
-                 "a checkpoint in memory needs another method");
+                 "LoadMethod::mapped loads whole tensors as stored, from files: a dtype "
+                 "conversion, a part of a tensor or of the buffer, or a checkpoint in memory "
+                 "needs another method");
   }
   // One allocation of the plan's size; the pages are first touched by the workers that fill
   // them, in parallel.

@@ -164,7 +164,7 @@ def test_single_file_directory_and_index_load_the_saved_values(tmp_path):
 def test_tensors_share_one_buffer_of_their_bytes(tmp_path):
     tensors = sample()
     index = write_shards(str(tmp_path / "sharded"), tensors)
-    loaded = load_checkpoint(index)
+    loaded = load_checkpoint(index, copy=True)
     assert len({storage_ptr(t) for t in loaded.values() if t.nelement()}) == 1
     size = storage_size(loaded["emb"])
     payload = sum(t.nelement() * t.element_size() for t in tensors.values())
@@ -172,6 +172,32 @@ def test_tensors_share_one_buffer_of_their_bytes(tmp_path):
     # The buffer belongs to torch: writing changes neither the file nor a second load.
     loaded["emb"].zero_()
     assert torch.equal(load_checkpoint(index)["emb"], tensors["emb"])
+
+
+def test_tensors_as_stored_are_the_shards_pages(tmp_path):
+    tensors = sample()
+    index = write_shards(str(tmp_path / "sharded"), tensors)
+    loaded = load_checkpoint(index)
+    assert list(loaded) == sorted(tensors)
+    for name, tensor in tensors.items():
+        assert torch.equal(loaded[name], tensor), name
+    # Views of each shard's mapping: a tensor lies where its shard's data lies, not in one
+    # buffer with the others.
+    checkpoint = Checkpoint(index)
+    spans = {}
+    for name, tensor in loaded.items():
+        if tensor.nelement():
+            begin = tensor.data_ptr()
+            low, high = spans.get(checkpoint.info(name)[0], (begin, begin))
+            spans[checkpoint.info(name)[0]] = (min(low, begin), max(high, begin + tensor.nbytes))
+    assert len(spans) > 1
+    for shard, (low, high) in spans.items():
+        assert high - low <= os.path.getsize(shard), shard
+    assert len({storage_ptr(t) for t in loaded.values() if t.nelement()}) > 1
+    # Copy-on-write: writing changes neither the file nor a second load.
+    loaded["emb"].zero_()
+    assert torch.equal(load_checkpoint(index)["emb"], tensors["emb"])
+    assert torch.equal(load_checkpoint(index, copy=True)["emb"], tensors["emb"])
 
 
 def test_converted_sizes(tmp_path):
