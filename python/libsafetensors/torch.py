@@ -337,11 +337,7 @@ def load_checkpoint(
         buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
         tensors = _plan_views(plan, buffer)
         checkpoint.load_into(plan, buffer.numpy(), threads or 0)
-    for name, tensor in tensors.items():
-        device_for = convert._device_for(name)
-        if device_for is not None:
-            tensors[name] = tensor.to(device_for)
-    return tensors
+    return _place(tensors, convert)
 
 
 def _plan_views(plan, buffer: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -354,6 +350,15 @@ def _plan_views(plan, buffer: torch.Tensor) -> Dict[str, torch.Tensor]:
             shape[-1] //= 2  # two F4 values per float4_e2m1fn_x2 element
         with representable("pt", name, shape):
             tensors[name] = buffer[offset:offset + nbytes].view(t_dtype).reshape(shape)
+    return tensors
+
+
+def _place(tensors, convert) -> Dict[str, torch.Tensor]:
+    """Moves each tensor loaded on the CPU to the device `convert` maps its name to."""
+    for name, tensor in tensors.items():
+        device_for = convert._device_for(name)
+        if device_for is not None:
+            tensors[name] = tensor.to(device_for)
     return tensors
 
 
@@ -409,11 +414,7 @@ def _load_parallel(path, dtype_name, convert, threads, names, tp_plan, rank, wor
         buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
         tensors = _plan_views(plan, buffer)
         checkpoint.load_into(plan, buffer.numpy(), threads or 0)
-    for name, tensor in tensors.items():
-        device_for = convert._device_for(name)
-        if device_for is not None:
-            tensors[name] = tensor.to(device_for)
-    return tensors
+    return _place(tensors, convert)
 
 
 def _exchange(checkpoint, plan, threads, rank, world_size, group) -> Dict[str, torch.Tensor]:

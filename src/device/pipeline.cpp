@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "error/messages.hpp"
+#include "loader/progress.hpp"
 #include "loader/run.hpp"
 #include "safetensors/cast.hpp"
 #include "safetensors/error.hpp"
@@ -91,33 +92,6 @@ class Ring {
   bool stopped_ = false;
 };
 
-// Throttled progress: about 256 calls, the last one with the total.
-class Progress {
- public:
-  Progress(const std::function<void(std::uint64_t, std::uint64_t)>& callback, std::uint64_t total)
-      : callback_(callback), total_(total), step_(std::max<std::uint64_t>(total / 256, 1)) {}
-
-  void add(std::uint64_t bytes) {
-    if (!callback_ || bytes == 0) return;
-    const std::uint64_t done = done_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
-    if (done != total_ && done < next_.load(std::memory_order_relaxed)) return;
-    std::lock_guard lock(mutex_);
-    if (done <= reported_) return;
-    reported_ = done;
-    next_.store(done + step_, std::memory_order_relaxed);
-    callback_(done, total_);
-  }
-
- private:
-  const std::function<void(std::uint64_t, std::uint64_t)>& callback_;
-  std::uint64_t total_;
-  std::uint64_t step_;
-  std::atomic<std::uint64_t> done_{0};
-  std::atomic<std::uint64_t> next_{0};
-  std::mutex mutex_;
-  std::uint64_t reported_ = 0;
-};
-
 // Device resources of one load; the destructor waits for every queued copy before it frees
 // the pinned memory those copies read.
 class Resources {
@@ -162,7 +136,7 @@ struct Shared {
   Ring& ring;
   std::size_t slot_bytes;
   const PipelineFaults& faults;
-  Progress& progress;
+  LoadProgress& progress;
   Totals& totals;
 };
 
@@ -390,7 +364,7 @@ DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
   }
   for (unsigned i = 0; i < shape.streams; ++i) resources.streams.push_back(device.create_stream());
 
-  Progress progress(options.progress, job.total_bytes);
+  LoadProgress progress(options.progress, job.total_bytes);
   Totals totals;
   Shared shared{device, job, ring, shape.slot_bytes, faults, progress, totals};
   std::atomic<std::size_t> next{0};

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "io/memory.hpp"
+#include "loader/progress.hpp"
 #include "safetensors/cast.hpp"
 
 namespace safetensors::detail {
@@ -34,40 +35,6 @@ Bounce make_bounce(std::size_t size) {
       static_cast<std::byte*>(::operator new[](size, std::align_val_t{direct_alignment})));
 }
 
-// Serializes and throttles the callback: at most about 256 calls per load, values never go
-// backwards, and the call with the total is always made (by the worker that finishes).
-class Progress {
- public:
-  Progress(const std::function<void(std::uint64_t, std::uint64_t)>& callback, std::uint64_t total)
-      : callback_(callback), total_(total), step_(std::max<std::uint64_t>(total / 256, 1)) {}
-
-  void add(std::uint64_t bytes) {
-    if (!callback_ || bytes == 0) return;
-    const std::uint64_t done = done_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
-    const bool final = done == total_;
-    if (!final && done < next_.load(std::memory_order_relaxed)) return;
-    std::unique_lock lock(mutex_, std::defer_lock);
-    if (final) {
-      lock.lock();
-    } else if (!lock.try_lock()) {
-      return;
-    }
-    if (done <= reported_) return;
-    reported_ = done;
-    next_.store(done + step_, std::memory_order_relaxed);
-    callback_(done, total_);
-  }
-
- private:
-  const std::function<void(std::uint64_t, std::uint64_t)>& callback_;
-  std::uint64_t total_;
-  std::uint64_t step_;
-  std::atomic<std::uint64_t> done_{0};
-  std::atomic<std::uint64_t> next_{0};
-  std::mutex mutex_;
-  std::uint64_t reported_ = 0;
-};
-
 // Largest multiple of the source element size not above `limit`.
 std::size_t whole_elements(const LoadPiece& piece, std::size_t limit) {
   if (piece.from == piece.to) return limit;
@@ -90,7 +57,7 @@ void deliver(const LoadPiece& piece, std::span<const std::byte> source, std::uin
 // One worker's state: its bounce buffer lives as long as the worker.
 class Worker {
  public:
-  Worker(const LoadJob& job, Progress& progress) : job_(job), progress_(progress) {}
+  Worker(const LoadJob& job, LoadProgress& progress) : job_(job), progress_(progress) {}
 
   void run_item(std::size_t item) {
     for (std::size_t p = job_.item_begin[item]; p < job_.item_begin[item + 1]; ++p) {
@@ -143,7 +110,7 @@ class Worker {
   }
 
   const LoadJob& job_;
-  Progress& progress_;
+  LoadProgress& progress_;
   Bounce bounce_;
   std::size_t bounce_size_ = 0;
 };
@@ -151,7 +118,7 @@ class Worker {
 }  // namespace
 
 void run_load(const LoadJob& job) {
-  Progress progress(job.progress, job.total_bytes);
+  LoadProgress progress(job.progress, job.total_bytes);
   const std::size_t items = job.item_begin.empty() ? 0 : job.item_begin.size() - 1;
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
