@@ -40,9 +40,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.current,pc
 df -h /dev/shm /tmp 2>/dev/null | sed 's/^/  /'
 free -g 2>/dev/null | sed 's/^/  /'
 
-# --- dependencies: unpack the carried .debs (simdjson, zlib headers + static lib, Python headers)
+# --- dependencies: unpack the carried .debs (simdjson, zlib headers + static lib, GoogleTest,
+# Python headers)
 t0=$(date +%s)
-if [ ! -f "$DEPS/usr/include/simdjson.h" ]; then
+if [ ! -f "$DEPS/usr/include/simdjson.h" ] || [ ! -f "$DEPS/usr/include/gtest/gtest.h" ]; then
   mkdir -p "$DEPS"
   found=0
   for deb in "$DEBS"/*.deb; do
@@ -59,7 +60,8 @@ generator=Ninja
 command -v ninja > /dev/null || generator="Unix Makefiles"
 cmake_args=(
   -S "$REPO" -B "$BUILD" -G "$generator" -DCMAKE_BUILD_TYPE=Release
-  -DSAFETENSORS_BUILD_TESTS=OFF -DSAFETENSORS_BUILD_BENCH=OFF -DSAFETENSORS_BUILD_TOOLS=OFF
+  -DSAFETENSORS_BUILD_TESTS=ON -DSAFETENSORS_BUILD_BENCH=OFF -DSAFETENSORS_BUILD_TOOLS=OFF
+  -DGTest_DIR="$LIBDIR/cmake/GTest"
   -DSAFETENSORS_BUILD_PYTHON=ON
   -DPython_EXECUTABLE="$PY"
   -Dpybind11_DIR="${PYBIND11_DIR:-$("$PY" -m pybind11 --cmakedir)}"
@@ -87,7 +89,8 @@ if ! cmake "${cmake_args[@]}" > "$BUILD.configure.log" 2>&1; then
   cat "$BUILD.configure.log"; echo "FAIL: configure"; exit 2
 fi
 grep -E "Found (ZLIB|Python|pybind11)|simdjson" "$BUILD.configure.log" | sed 's/^/  /'
-if ! cmake --build "$BUILD" -j "$JOBS" > "$BUILD.build.log" 2>&1; then
+# The Python module and the C++ device tests only (device_test's CUDA tests run on a GPU).
+if ! cmake --build "$BUILD" -j "$JOBS" --target _core device_test > "$BUILD.build.log" 2>&1; then
   grep -E "error|Error" -A3 "$BUILD.build.log" | head -80; tail -20 "$BUILD.build.log"
   echo "FAIL: build"; exit 2
 fi
@@ -96,6 +99,13 @@ echo "build: OK in $(( $(date +%s) - t0 )) s ($(ls "$BUILD"/python/libsafetensor
 export PYTHONPATH=$BUILD/python${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 status=0
+
+echo "=== check 0: the C++ device tests (tests/unit/device_test.cpp) against this machine's CUDA"
+if "$BUILD/tests/device_test" --gtest_brief=1 2>&1 | tail -15; then
+  echo "PASS: check 0 device_test"
+else
+  echo "FAIL: check 0 device_test"; status=1
+fi
 
 echo "=== checks 1-3 (bench/gpu/check_gpu.py)"
 "$PY" "$REPO/bench/gpu/check_gpu.py" --alias-dir "$REPO/tests/python/alias" \
