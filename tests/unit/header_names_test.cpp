@@ -78,5 +78,32 @@ TEST(OrderByName, BytesAboveAsciiSortAfterAscii) {
   EXPECT_EQ(order_by_name(tensors), (std::vector<std::uint32_t>{2, 1, 0}));
 }
 
+TEST(OrderByName, LayerOrderAndLongTiesSortLikeAStableSort) {
+  // State-dict order (layer 0, 1, ..., 10, ...), names that agree on more than the 16 bytes
+  // after the shared prefix, short names, NUL bytes the zero padding of the keys hides, and
+  // bytes above 0x7F early in the name.
+  std::vector<std::string> names;
+  const char* suffixes[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                            "self_attn.q_proj.bias", "mlp.up", "x"};
+  for (int layer = 0; layer < 3000; ++layer) {
+    for (const char* suffix : suffixes) {
+      names.push_back("model.layers." + std::to_string(layer) + "." + suffix);
+    }
+  }
+  names.push_back("model.layers.1");
+  names.push_back(std::string("model.layers.1\0", 15));
+  names.push_back(std::string("model.layers.1\0\0", 16));
+  names.push_back("model.layers.\xFF\x80");
+  names.push_back("model.layers.\x80");
+  names.push_back("model.layers.0.self_attn.q_proj.weight");  // a duplicate
+  std::mt19937 gen(7);
+  std::vector<std::string> shuffled = names;
+  std::shuffle(shuffled.begin(), shuffled.end(), gen);
+  for (const auto& input : {names, shuffled}) {
+    const auto tensors = named(input);
+    EXPECT_EQ(order_by_name(tensors), stable_by_name(tensors));
+  }
+}
+
 }  // namespace
 }  // namespace safetensors::detail
