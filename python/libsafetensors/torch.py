@@ -309,21 +309,22 @@ def load_checkpoint(
             `dtype`). Devices are GPU indexes, "cuda:N" and other torch devices, "cpu" and
             "disk". "disk" tensors come back as lazy zero-copy views of the shard's
             copy-on-write mapping, as stored (`dtype` does not apply to them): nothing of them
-            is read until used. "cpu" tensors are loaded as without a map (`copy` applies). Each GPU's tensors
-            are loaded as `device="cuda:N"` loads them (a bounded pinned ring) where the
-            library's device path can be used, else one shard at a time on the host and moved
-            with `.to()`. Host memory thus holds the "cpu" tensors and at most one shard's
-            worth more. A tensor no entry covers, a CUDA device torch cannot use, or `device`
-            or `tp_plan` given as well raise before anything is read.
+            is read until used. "cpu" tensors are loaded as without a map (`copy` applies).
+            Each GPU's tensors are loaded as `device="cuda:N"` loads them (a bounded pinned
+            ring) where the library's device path can be used, else one shard at a time on
+            the host and moved with `.to()`. Host memory thus holds the "cpu" tensors and at
+            most one shard's worth more. A tensor no entry covers, a CUDA device torch cannot
+            use, or `device` or `tp_plan` given as well raise before anything is read.
         max_memory, no_split: with device_map="auto", as for `plan_device_map`.
 
-    Every page is in memory when this returns. Tensors loaded whole and as stored (no dtype
-    conversion) are the files' own pages, as `load_file(materialize=True)` gives them: each
-    shard mapped copy-on-write (writing to a tensor never changes the file) and every page of
-    the selected tensors read in, in parallel, before this returns. That costs no new memory
-    and reads at the rate of `cat` cold (bench/cold_load.py), where copying into fresh memory
-    reached half of it. Converted tensors, parts of tensors and `copy=True` loads are views of
-    one uint8 tensor of exactly their bytes, which nothing ties to the files.
+    Every page is in memory when this returns (but those of a device_map's "disk" tensors).
+    Tensors loaded whole and as stored (no dtype conversion) are the files' own pages, as
+    `load_file(materialize=True)` gives them: each shard mapped copy-on-write (writing to a
+    tensor never changes the file) and every page of the selected tensors read in, in
+    parallel, before this returns. That costs no new memory and reads at the rate of `cat`
+    cold (bench/cold_load.py), where copying into fresh memory reached half of it. Converted
+    tensors, parts of tensors and `copy=True` loads are views of one uint8 tensor of exactly
+    their bytes, which nothing ties to the files.
     """
     if dtype is not None and dtype not in _CAST_TARGETS:
         raise ValueError(f"dtype {dtype} cannot be loaded into: expected one of "
