@@ -416,6 +416,8 @@ def _map_device(value, names):
         return "disk"
     if isinstance(value, bool):
         value = str(value)
+    elif isinstance(value, str) and value.isdigit():
+        value = int(value)  # a GPU index, as max_memory may name it
     try:
         return torch.device("cuda", value) if isinstance(value, int) else torch.device(value)
     except (RuntimeError, TypeError, ValueError) as error:
