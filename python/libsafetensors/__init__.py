@@ -4,7 +4,8 @@
 offers the API of the reference release 0.8: `safe_open`, `serialize`, `serialize_file`,
 `deserialize`, `SafetensorError`, and the framework helpers in the submodules. `Checkpoint`
 and `load_checkpoint` (in `libsafetensors.torch` and `libsafetensors.numpy`) add sharded
-checkpoints and the parallel loader. `install_as_safetensors()` makes code that imports
+checkpoints and the parallel loader; `plan_device_map` plans a device_map under per-device
+budgets from the headers. `install_as_safetensors()` makes code that imports
 `safetensors` (transformers, diffusers) use this package instead.
 """
 
@@ -24,17 +25,20 @@ from libsafetensors._core import (
     serialize_file,
 )
 from libsafetensors._device import cuda_status
+from libsafetensors._device_map import DeviceMap, plan_device_map
 from libsafetensors._open import _backend, safe_open
 from libsafetensors._shim import install_as_safetensors, uninstall_as_safetensors
 
 __all__ = [
     "Checkpoint",
+    "DeviceMap",
     "SafetensorError",
     "TensorSpec",
     "__version__",
     "cuda_status",
     "deserialize",
     "install_as_safetensors",
+    "plan_device_map",
     "safe_open",
     "serialize",
     "serialize_file",

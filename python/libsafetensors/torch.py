@@ -268,6 +268,9 @@ def load_checkpoint(
     replicated: str = "read",
     group: Any = None,
     copy: bool = False,
+    device_map: Union[None, str, Dict[str, Any]] = None,
+    max_memory: Optional[Dict[Any, Union[int, str]]] = None,
+    no_split: Optional[List[str]] = None,
 ) -> Dict[str, torch.Tensor]:
     """Reads a whole checkpoint (or part of it) into memory, in parallel, in name order.
 
@@ -299,17 +302,43 @@ def load_checkpoint(
 
         copy: always copy into new memory, even tensors loaded as stored.
 
-    Every page is in memory when this returns. Tensors loaded whole and as stored (no dtype
-    conversion) are the files' own pages, as `load_file(materialize=True)` gives them: each
-    shard mapped copy-on-write (writing to a tensor never changes the file) and every page of
-    the selected tensors read in, in parallel, before this returns. That costs no new memory
-    and reads at the rate of `cat` cold (bench/cold_load.py), where copying into fresh memory
-    reached half of it. Converted tensors, parts of tensors and `copy=True` loads are views of
-    one uint8 tensor of exactly their bytes, which nothing ties to the files.
+        device_map: big models on one machine, as transformers' `device_map`: {module or
+            tensor name: device} (`libsafetensors.plan_device_map`'s result, or any such dict:
+            a tensor goes where its own name or its closest enclosing module says, "" being
+            the default), or "auto" to plan one here from `max_memory` (and `no_split`, and
+            `dtype`). Devices are GPU indexes, "cuda:N" and other torch devices, "cpu" and
+            "disk". "disk" tensors come back as lazy zero-copy views of the shard's
+            copy-on-write mapping, as stored (`dtype` does not apply to them): nothing of them
+            is read until used. "cpu" tensors are loaded as without a map (`copy` applies).
+            Each GPU's tensors are loaded as `device="cuda:N"` loads them (a bounded pinned
+            ring) where the library's device path can be used, else one shard at a time on
+            the host and moved with `.to()`. Host memory thus holds the "cpu" tensors and at
+            most one shard's worth more. A tensor no entry covers, a CUDA device torch cannot
+            use, or `device` or `tp_plan` given as well raise before anything is read.
+        max_memory, no_split: with device_map="auto", as for `plan_device_map`.
+
+    Every page is in memory when this returns (but those of a device_map's "disk" tensors).
+    Tensors loaded whole and as stored (no dtype conversion) are the files' own pages, as
+    `load_file(materialize=True)` gives them: each shard mapped copy-on-write (writing to a
+    tensor never changes the file) and every page of the selected tensors read in, in
+    parallel, before this returns. That costs no new memory and reads at the rate of `cat`
+    cold (bench/cold_load.py), where copying into fresh memory reached half of it. Converted
+    tensors, parts of tensors and `copy=True` loads are views of one uint8 tensor of exactly
+    their bytes, which nothing ties to the files.
     """
     if dtype is not None and dtype not in _CAST_TARGETS:
         raise ValueError(f"dtype {dtype} cannot be loaded into: expected one of "
                          f"{', '.join(map(str, _CAST_TARGETS))} or None")
+    if device_map is not None:
+        if tp_plan is not None or rank is not None or world_size is not None:
+            raise ValueError("load_checkpoint takes device_map or tp_plan, not both")
+        if not _device_map_compatible(device):
+            raise ValueError(f"load_checkpoint takes device_map or device={device!r}, not "
+                             "both: the map says where each tensor goes")
+        return _load_device_map(path, _CAST_TARGETS.get(dtype), names, threads, device_map,
+                                max_memory, no_split, dtype, copy)
+    if max_memory is not None or no_split is not None:
+        raise ValueError("max_memory and no_split go with device_map='auto'")
     convert = Converter("pt", device)
     parallel = tp_plan is not None or rank is not None or world_size is not None
     if parallel:
@@ -380,6 +409,144 @@ def _mapped(checkpoint, plan, threads) -> Dict[str, torch.Tensor]:
             for name in names:
                 tensors[name] = f.get_tensor(name)
     return {name: tensors[name] for name, *_ in plan.tensors}
+
+
+def _device_map_compatible(device) -> bool:
+    return device is None or (isinstance(device, str) and device == "cpu")
+
+
+def _map_device(value, names):
+    """The torch.device (or "disk") of a device_map entry; ValueError naming the tensors."""
+    if isinstance(value, str) and value == "disk":
+        return "disk"
+    if isinstance(value, bool):
+        value = str(value)
+    elif isinstance(value, str) and value.isdigit():
+        value = int(value)  # a GPU index, as max_memory may name it
+    try:
+        return torch.device("cuda", value) if isinstance(value, int) else torch.device(value)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"device_map puts {_some(names)} on {value!r}, which is not a "
+                         f"device: {error}") from None
+
+
+def _some(names, count=3) -> str:
+    shown = ", ".join(names[:count])
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
+
+
+def _check_cuda(device, names):
+    """Raises before anything is read when torch cannot use CUDA device `device`."""
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device_map puts {len(names)} tensor{'s' if len(names) != 1 else ''} "
+            f"({_some(names)}) on {device}, but torch has no usable CUDA device "
+            "(torch.cuda.is_available() is False); plan with cpu and disk budgets only")
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        raise RuntimeError(f"device_map puts {_some(names)} on {device}, but torch sees "
+                           f"{torch.cuda.device_count()} CUDA device(s)")
+
+
+def _load_device_map(path, dtype_name, names, threads, device_map, max_memory, no_split,
+                     dtype, copy) -> Dict[str, torch.Tensor]:
+    """load_checkpoint(device_map=...): each tensor where the map puts it, host memory bounded
+    by the cpu tensors plus one shard's worth."""
+    from libsafetensors._device_map import device_for, plan_device_map
+
+    checkpoint, selection = _plan_load(path, None, names, threads)
+    if selection is None:
+        return {}
+    if isinstance(device_map, str):
+        if device_map != "auto":
+            raise ValueError(f"device_map {device_map!r} is not a map: expected 'auto' or a "
+                             "dict {module: device}")
+        if max_memory is None:
+            raise ValueError("device_map='auto' needs max_memory={device: budget}")
+        device_map = plan_device_map(checkpoint, max_memory, no_split, dtype)
+    elif max_memory is not None or no_split is not None:
+        raise ValueError("max_memory and no_split go with device_map='auto'; this map is "
+                         "already planned")
+    elif not isinstance(device_map, dict):
+        raise ValueError(f"device_map must be 'auto' or a dict {{module: device}}, not "
+                         f"{type(device_map).__name__}")
+    order = [name for name, *_ in selection.tensors]
+    # Every tensor's device, and every device checked, before a byte is read.
+    entries, uncovered = {}, []
+    for name in order:
+        value = device_for(device_map, name)
+        if value is None:
+            uncovered.append(name)
+        else:
+            entries.setdefault(value if isinstance(value, (str, int)) else str(value),
+                               []).append(name)
+    if uncovered:
+        raise ValueError(f"device_map covers no module of {len(uncovered)} tensor"
+                         f"{'s' if len(uncovered) != 1 else ''}: {_some(uncovered)}")
+    groups = {}  # device -> names, in name order
+    for value, group in entries.items():
+        groups.setdefault(_map_device(value, group), []).extend(group)
+    cuda_path = _device.cuda_unavailable_reason() is None
+    for device, group in groups.items():
+        if device != "disk" and device.type == "cuda":
+            _check_cuda(device, group)
+    shard_of = {name: checkpoint.info(name)[0] for name in order}
+
+    tensors = {}
+    handles = {}  # shard -> its safe_open, shared by its cpu and disk tensors
+
+    def handle(shard):
+        if shard not in handles:
+            handles[shard] = safe_open(shard, framework="pt")
+        return handles[shard]
+
+    cpu = groups.pop(torch.device("cpu"), [])
+    disk = groups.pop("disk", [])
+    if cpu:
+        plan = checkpoint.plan(dtype_name, names=cpu)
+        if not copy and _as_stored(checkpoint, plan):
+            # The shards' own pages, each shard's read in before the next one's.
+            for shard, group in _by_shard(cpu, shard_of).items():
+                f = handle(shard)
+                f._populate(group, threads or 0)
+                for name in group:
+                    tensors[name] = f.get_tensor(name)
+        else:  # converted: exactly their bytes, in one buffer
+            buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
+            tensors.update(_plan_views(plan, buffer))
+            checkpoint.load_into(plan, buffer.numpy(), threads or 0)
+    for device, group in groups.items():
+        if device.type == "cuda" and cuda_path:
+            # A bounded ring of pinned buffers: never the device's tensors all on the host.
+            plan = checkpoint.plan(dtype_name, names=group)
+            target = device if device.index is not None else torch.device(
+                "cuda", torch.cuda.current_device())
+            buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=target)
+            tensors.update(_plan_views(plan, buffer))
+            torch.cuda.current_stream(target).synchronize()
+            checkpoint.load_to_cuda(plan, buffer.data_ptr(), plan.buffer_size, target.index,
+                                    threads or 0)
+            continue
+        for shard_names in _by_shard(group, shard_of).values():  # one shard on the host at once
+            plan = checkpoint.plan(dtype_name, names=shard_names)
+            buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
+            staged = _plan_views(plan, buffer)
+            checkpoint.load_into(plan, buffer.numpy(), threads or 0)
+            for name, tensor in staged.items():
+                tensors[name] = tensor.to(device)
+            del staged, buffer
+    for shard, group in _by_shard(disk, shard_of).items():
+        f = handle(shard)  # views of the mapping: nothing is read
+        for name in group:
+            tensors[name] = f.get_tensor(name)
+    return {name: tensors[name] for name in order}
+
+
+def _by_shard(names, shard_of) -> Dict[str, List[str]]:
+    by_shard = {}
+    for name in names:
+        by_shard.setdefault(shard_of[name], []).append(name)
+    return by_shard
 
 
 def _load_parallel(path, dtype_name, convert, threads, names, tp_plan, rank, world_size, strict,

@@ -18,6 +18,7 @@
 #include "io/memory.hpp"
 #include "safetensors/checkpoint.hpp"
 #include "safetensors/device.hpp"
+#include "safetensors/device_map.hpp"
 #include "safetensors/loader.hpp"
 #include "safetensors/parallel.hpp"
 #include "signals.hpp"
@@ -68,6 +69,9 @@ void prefer_huge_pages(std::span<std::byte> bytes) {
 // Python's form of a tensor-parallel plan: [(pattern, style, dim, sizes)], rank, world size.
 using PyRules =
     std::vector<std::tuple<std::string, std::string, std::int32_t, std::vector<std::uint64_t>>>;
+// Python's form of a device map: ([(module, device, bytes)], [(device, bytes)]).
+using PyDeviceMap = std::pair<std::vector<std::tuple<std::string, std::string, std::uint64_t>>,
+                              std::vector<std::pair<std::string, std::uint64_t>>>;
 using PySlices =
     std::map<std::string,
              std::pair<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>>>;
@@ -169,6 +173,33 @@ class PyCheckpoint {
         checkpoint_, *tp_options(rules, rank, world_size, strict)));
   }
 
+  /// plan_device_map (docs/PARALLEL.md) under budgets [(device, size)], sizes as the CLI's
+  /// --max-memory takes them ("20GiB", "500MB", "123"); a bad size raises ValueError.
+  PyDeviceMap plan_device_map(const std::vector<std::pair<std::string, std::string>>& budgets,
+                              const std::vector<std::string>& no_split,
+                              const std::optional<std::string>& dtype) const {
+    DeviceMapOptions options;
+    for (const auto& [device, size] : budgets) {
+      try {
+        options.max_memory.push_back({device, parse_size(size)});
+      } catch (const Error& error) {
+        throw py::value_error("max_memory[" + device + "]: " + error.what());
+      }
+    }
+    options.no_split = no_split;
+    if (dtype) options.dtype = parse_dtype(*dtype);
+    DeviceMap map;
+    {
+      py::gil_scoped_release release;
+      map = safetensors::plan_device_map(checkpoint_, options);
+    }
+    PyDeviceMap out;
+    for (const DeviceAssignment& a : map.modules)
+      out.first.emplace_back(a.module, a.device, a.bytes);
+    for (const DeviceBudget& d : map.used) out.second.emplace_back(d.device, d.bytes);
+    return out;
+  }
+
   /// Bytes asked of each shard so far (Source::bytes_read), in files() order.
   std::vector<std::uint64_t> bytes_read() const {
     std::vector<std::uint64_t> out;
@@ -258,6 +289,10 @@ void register_checkpoint(py::module_& module) {
            py::arg("rank"), py::arg("world_size"), py::arg("strict") = false,
            "{name: (dim, [(begin, end), ...])}: each split tensor's part for `rank`; tensors "
            "absent are replicated. Raises before reading anything.")
+      .def("_plan_device_map", &PyCheckpoint::plan_device_map, py::arg("max_memory"),
+           py::arg("no_split") = std::vector<std::string>{}, py::arg("dtype") = py::none(),
+           "([(module, device, bytes)], [(device, bytes)]): libsafetensors.plan_device_map's "
+           "core; `max_memory` is [(device, size text)], `dtype` a safetensors dtype name.")
       .def("bytes_read", &PyCheckpoint::bytes_read,
            "Bytes read from each shard so far (files() order), by loads and header reads.")
       .def("load_into", &PyCheckpoint::load_into, py::arg("plan"), py::arg("buffer"),
