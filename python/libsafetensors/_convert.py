@@ -125,6 +125,10 @@ class Converter:
         try:
             return self.torch.device(device)
         except (RuntimeError, TypeError, ValueError) as error:
+            if isinstance(device, int) and isinstance(error, RuntimeError):
+                # An index names the accelerator; without one, torch's own error, as the
+                # reference gives it.
+                raise
             raise SafetensorError(f"device {device} is invalid") from error
 
     def _device_for(self, name):
