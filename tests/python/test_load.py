@@ -189,7 +189,7 @@ def test_tensors_as_stored_are_the_shards_pages(tmp_path):
         if tensor.nelement():
             begin = tensor.data_ptr()
             low, high = spans.get(checkpoint.info(name)[0], (begin, begin))
-            spans[checkpoint.info(name)[0]] = (min(low, begin), max(high, begin + tensor.nbytes))
+            spans[checkpoint.info(name)[0]] = (min(low, begin), max(high, begin + tensor.numel() * tensor.element_size()))
     assert len(spans) > 1
     for shard, (low, high) in spans.items():
         assert high - low <= os.path.getsize(shard), shard
