@@ -7,6 +7,7 @@ planned here."""
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -316,3 +317,26 @@ def test_transformers_from_pretrained_with_our_map(tmp_path):
     ours = load_checkpoint(directory, device_map=plan)
     for name, parameter in model.state_dict().items():
         assert torch.equal(ours[name], parameter), name
+    # The same from_pretrained with libsafetensors serving transformers' `safetensors`, in a
+    # fresh interpreter (installing it here would change the package for the other tests).
+    torch.save(expected, str(tmp_path / "expected.pt"))
+    script = (
+        "import json, sys, torch, libsafetensors\n"
+        "libsafetensors.install_as_safetensors()\n"
+        "import safetensors, transformers\n"
+        "assert safetensors.safe_open is libsafetensors.safe_open\n"
+        "plan = dict(json.loads(sys.argv[2]))\n"
+        "model = transformers.AutoModelForCausalLM.from_pretrained(\n"
+        "    sys.argv[1], device_map=plan, dtype=torch.float32)\n"
+        "assert model.hf_device_map == plan, model.hf_device_map\n"
+        "with torch.no_grad():\n"
+        "    got = model(torch.arange(10).reshape(1, 10)).logits\n"
+        "assert torch.equal(got, torch.load(sys.argv[3])), 'logits differ'\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(
+                   [os.path.dirname(os.path.dirname(libsafetensors.__file__))] +
+                   [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    result = subprocess.run([sys.executable, "-c", script, directory, json.dumps(dict(plan)),
+                             str(tmp_path / "expected.pt")], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -36,9 +36,16 @@ def _inputs():
     return torch.arange(12).reshape(1, 12) % 66
 
 
-def _worker(rank, world, directory):
+def _worker(rank, world, directory, through):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world))
+    if through == "ours":
+        # transformers' own tensor-parallel loading (its safe_open and get_slice calls) served
+        # by libsafetensors instead of the reference package.
+        import libsafetensors
+        libsafetensors.install_as_safetensors()
+        import safetensors
+        assert safetensors.safe_open is libsafetensors.safe_open
     dist.init_process_group("gloo", init_method=f"file://{directory}/init", rank=rank,
                             world_size=world)
     try:
@@ -69,11 +76,13 @@ def _worker(rank, world, directory):
         dist.destroy_process_group()
 
 
-def test_tiny_llama_on_four_gloo_ranks(tmp_path):
+@pytest.mark.parametrize("through", ["reference", "ours"])
+def test_tiny_llama_on_four_gloo_ranks(tmp_path, through):
+    """With transformers loading through the reference package, and through ours."""
     directory = str(tmp_path)
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(_config())
     model.save_pretrained(os.path.join(directory, "model"))
     with torch.no_grad():
         torch.save(model(_inputs()).logits, os.path.join(directory, "reference.pt"))
-    mp.spawn(_worker, args=(WORLD, directory), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(WORLD, directory, through), nprocs=WORLD, join=True)
