@@ -64,3 +64,22 @@ def argument_parser(doc, quick_help):
     parser.add_argument("--reps", type=int, default=None,
                         help="repetitions (default 5, --quick 1)")
     return parser
+
+
+def status_kib(field):
+    """A field of /proc/self/status in KiB (VmRSS, VmHWM, ...)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError("no %s in /proc/self/status" % field)
+
+
+def reset_peak():
+    """Resets VmHWM to the current resident set (Linux >= 4.0); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

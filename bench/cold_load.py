@@ -54,8 +54,8 @@ import sys
 import tempfile
 import time
 
-from bench_common import (SKIP_STATUS, argument_parser, load_text, missing_peers, rotated,
-                          run_process, touch)
+from bench_common import (SKIP_STATUS, argument_parser, load_text, missing_peers, reset_peak,
+                          rotated, run_process, status_kib, touch)
 from model_shapes import gpt2_shapes
 
 COLD_ENOUGH = 0.02  # the most of a file's pages that may stay cached in a "cold" row
@@ -142,24 +142,6 @@ def warm_cache(paths):
 # --------------------------------------------------------------------------- the workers
 # A worker is this file run with `--worker JSON`; it prints one JSON object as its last line.
 
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError("no %s in /proc/self/status" % field)
-
-
-def _reset_peak():
-    """Resets VmHWM to the current resident set (Linux >= 4.0); False where it cannot."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _loader(impl):
     """(load one file -> dict, or None where unavailable, how a whole input is loaded)."""
     import torch
@@ -206,13 +188,13 @@ def worker(task):
         targets = task["pt"]
     else:
         targets = task["target"] if impl == "ours_checkpoint" else task["files"]
-    rss_before = _status_kib("VmRSS")
-    peak_reset = _reset_peak()
+    rss_before = status_kib("VmRSS")
+    peak_reset = reset_peak()
     start = time.perf_counter()
     loaded = [load(path) for path in targets]
     checksum = sum(touch(sd) for sd in loaded)
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     # The same touch again, every page now present: what the touch costs by itself (torch's
     # per-tensor work), to be told apart from bringing the pages in.
     start = time.perf_counter()

@@ -34,28 +34,12 @@ import subprocess
 import sys
 import tempfile
 
-from bench_common import SKIP_STATUS, argument_parser, load_text, touch
+from bench_common import (SKIP_STATUS, argument_parser, load_text, reset_peak, status_kib,
+                          touch)
 
 MB = 1e6
 SLACK = 64 * MB
 MiB = 1 << 20
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError("no %s in /proc/self/status" % field)
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- the input
@@ -136,8 +120,8 @@ def worker(task):
                                           no_split=["model.layers.*"])
     dtype = torch.bfloat16 if task["row"] == "device_map bf16" else None
     touch(load_checkpoint(os.path.join(directory, "warmup.safetensors")))
-    rss_before = _status_kib("VmRSS")
-    if not _reset_peak():
+    rss_before = status_kib("VmRSS")
+    if not reset_peak():
         return {"no_reset": True}
     if task["row"] == "plain":
         tensors = load_checkpoint(directory)
@@ -147,7 +131,7 @@ def worker(task):
         from libsafetensors._device_map import device_for
         cpu = {n: t for n, t in tensors.items() if device_for(plan, n) == "cpu"}
     touch(cpu)
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     return {"peak_delta": (peak - rss_before) * 1024,
             "cpu_bytes": sum(t.numel() * t.element_size() for t in cpu.values()),
             "disk_tensors": len(tensors) - len(cpu)}
@@ -170,7 +154,7 @@ def main():
     except ImportError:
         print("device_map_load: skipped, torch is not installed")
         return SKIP_STATUS
-    if not _reset_peak():
+    if not reset_peak():
         print("device_map_load: skipped, /proc/self/clear_refs cannot reset VmHWM here")
         return SKIP_STATUS
     import libsafetensors

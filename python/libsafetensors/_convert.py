@@ -97,6 +97,19 @@ def to_torch(torch, data, dtype, shape):
     return tensor if len(shape) == 1 else tensor.view(shape)
 
 
+def device_for(device_map, name):
+    """The entry of `device_map` (a dict of tensor names or module prefixes to devices) for
+    tensor `name`: its own, its closest enclosing module's, then the "" default; None when
+    none covers it."""
+    parts = name.split(".")
+    while parts:
+        prefix = ".".join(parts)
+        if prefix in device_map:
+            return device_map[prefix]
+        parts.pop()
+    return device_map.get("")
+
+
 class Converter:
     """Builds one framework's tensors on one device (or a per-tensor device map)."""
 
@@ -135,14 +148,7 @@ class Converter:
         device = self.device
         if not isinstance(device, dict):
             return device
-        # Exact name, then enclosing module prefixes, then the "" default; cpu otherwise.
-        parts = name.split(".")
-        while parts:
-            prefix = ".".join(parts)
-            if prefix in device:
-                return device[prefix]
-            parts.pop()
-        return device.get("")
+        return device_for(device, name)  # None (cpu) when no entry covers it
 
     def tensor(self, data, dtype, shape, name):
         if self.framework == "pt":

@@ -140,15 +140,3 @@ def plan_device_map(checkpoint, max_memory, no_split=None, dtype=None):
 
     return DeviceMap(((m, shown(d)) for m, d, _ in modules), ((shown(d), b) for d, b in used),
                      {m: b for m, _, b in modules})
-
-
-def device_for(device_map, name):
-    """The entry of `device_map` for tensor `name`: its own, its closest enclosing module's,
-    then the "" default; None when none covers it."""
-    parts = name.split(".")
-    while parts:
-        prefix = ".".join(parts)
-        if prefix in device_map:
-            return device_map[prefix]
-        parts.pop()
-    return device_map.get("")

@@ -452,7 +452,8 @@ def _load_device_map(path, dtype_name, names, threads, device_map, max_memory, n
                      dtype, copy) -> Dict[str, torch.Tensor]:
     """load_checkpoint(device_map=...): each tensor where the map puts it, host memory bounded
     by the cpu tensors plus one shard's worth."""
-    from libsafetensors._device_map import device_for, plan_device_map
+    from libsafetensors._convert import device_for
+    from libsafetensors._device_map import plan_device_map
 
     checkpoint, selection = _plan_load(path, None, names, threads)
     if selection is None:

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 import libsafetensors  # noqa: E402
 from libsafetensors import Checkpoint, DeviceMap, plan_device_map  # noqa: E402
-from libsafetensors._device_map import device_for  # noqa: E402
+from libsafetensors._convert import device_for  # noqa: E402
 from libsafetensors.torch import load_checkpoint, save_file  # noqa: E402
 
 MiB = 1 << 20
