@@ -324,7 +324,8 @@ def load_checkpoint(
     parallel, before this returns. That costs no new memory and reads at the rate of `cat`
     cold (bench/cold_load.py), where copying into fresh memory reached half of it. Converted
     tensors, parts of tensors and `copy=True` loads are views of one uint8 tensor of exactly
-    their bytes, which nothing ties to the files.
+    their bytes, which nothing ties to the files: use `copy=True` for files that may be
+    truncated or rewritten while the tensors are in use.
     """
     if dtype is not None and dtype not in _CAST_TARGETS:
         raise ValueError(f"dtype {dtype} cannot be loaded into: expected one of "
