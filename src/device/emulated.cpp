@@ -63,6 +63,7 @@ EmulatedDevice::~EmulatedDevice() {
   engine_.join();
   for (auto& [p, allocation] : device_) raw_free(p);
   for (auto& [p, allocation] : pinned_) raw_free(p);
+  for (std::byte* p : freed_in_use_) raw_free(p);
 }
 
 void EmulatedDevice::violation(std::string message) {
@@ -167,11 +168,14 @@ void EmulatedDevice::free(std::byte* memory) noexcept {
     violation("free of device memory that was not allocated");
     return;
   }
-  if (writes_pending(memory, memory + it->second.bytes)) {
-    violation("device memory freed while a copy into it was still queued");
-  }
+  const bool in_use = writes_pending(memory, memory + it->second.bytes);
+  if (in_use) violation("device memory freed while a copy into it was still queued");
   device_.erase(it);
-  raw_free(memory);
+  if (in_use) {
+    freed_in_use_.push_back(memory);
+  } else {
+    raw_free(memory);
+  }
 }
 
 std::byte* EmulatedDevice::allocate_pinned(std::size_t bytes) {
@@ -192,13 +196,18 @@ void EmulatedDevice::free_pinned(std::byte* memory) noexcept {
     return;
   }
   std::uint64_t number = 0;
-  if (reads_pending(memory, memory + it->second.bytes, &number)) {
+  const bool in_use = reads_pending(memory, memory + it->second.bytes, &number);
+  if (in_use) {
     violation("pinned memory freed while copy " + std::to_string(number) +
               " out of it was still queued");
   }
   pinned_now_ -= it->second.bytes;
   pinned_.erase(it);
-  raw_free(memory);
+  if (in_use) {
+    freed_in_use_.push_back(memory);
+  } else {
+    raw_free(memory);
+  }
 }
 
 DeviceStream EmulatedDevice::create_stream() {

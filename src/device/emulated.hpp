@@ -112,6 +112,9 @@ class EmulatedDevice final : public DeviceApi {
   std::condition_variable done_;
   std::map<std::byte*, Allocation> device_;
   std::map<std::byte*, Allocation> pinned_;
+  // Memory freed while a queued copy still used it: reported, and released only when the
+  // device goes, so that the emulator's own copy never touches freed memory.
+  std::vector<std::byte*> freed_in_use_;
   std::vector<std::unique_ptr<Stream>> streams_;
   std::vector<std::unique_ptr<Event>> events_;
   std::mt19937 random_;
