@@ -57,4 +57,6 @@ def resolve_rank(rank: Optional[int], world_size: Optional[int], group=None) -> 
     for name, value in (("rank", rank), ("world_size", world_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+        if value >= 1 << 32:
+            raise ValueError(f"{name} {value} is too large (at most {(1 << 32) - 1})")
     return rank, world_size

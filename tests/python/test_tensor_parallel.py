@@ -267,3 +267,7 @@ def test_bad_arguments(files):
         load_checkpoint(single, tp_plan={"model.norm": 1.5}, rank=0, world_size=2)
     with pytest.raises(ValueError, match="replicated must be"):
         load_checkpoint(single, tp_plan={}, rank=0, world_size=2, replicated="never")
+    with pytest.raises(ValueError, match="rank must be a non-negative integer"):
+        load_checkpoint(single, tp_plan={}, rank=-1, world_size=2)
+    with pytest.raises(ValueError, match="world_size 1099511627776 is too large"):
+        load_checkpoint(single, tp_plan={}, rank=0, world_size=1 << 40)
