@@ -128,7 +128,7 @@ def worker(task):
         cpu = dict(tensors)
     else:
         tensors = load_checkpoint(directory, device_map=plan, dtype=dtype)
-        from libsafetensors._device_map import device_for
+        from libsafetensors._convert import device_for
         cpu = {n: t for n, t in tensors.items() if device_for(plan, n) == "cpu"}
     touch(cpu)
     peak = status_kib("VmHWM")
