@@ -179,3 +179,24 @@ def _plan_load(path, dtype, names, threads, **parts):
     if names is not None and not (selection.get("pattern") or selection.get("names")):
         return checkpoint, None  # the library reads an empty selection as "everything"
     return checkpoint, checkpoint.plan(dtype, **selection, **parts)
+
+
+def _as_stored(checkpoint, plan) -> bool:
+    """True when every tensor of the plan keeps its stored dtype."""
+    return all(checkpoint.info(name)[1] == stored for name, stored, *_ in plan.tensors)
+
+
+def _load_mapped(checkpoint, plan, threads, framework):
+    """`load_checkpoint` of the plan's tensors (none converted) as the files' pages, in name
+    order: each shard mapped copy-on-write and every page of its selected tensors read in
+    first, as `load_file(materialize=True)` does."""
+    by_shard = {}
+    for name, *_ in plan.tensors:
+        by_shard.setdefault(checkpoint.info(name)[0], []).append(name)
+    loaded = {}
+    for shard, names in by_shard.items():
+        with safe_open(shard, framework=framework) as f:
+            f._populate(names, threads or 0)
+            for name in names:
+                loaded[name] = f.get_tensor(name)
+    return {name: loaded[name] for name, *_ in plan.tensors}

@@ -6,7 +6,8 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from libsafetensors import TensorSpec, _plan_load  # noqa: F401 - TensorSpec: the reference's
+from libsafetensors import (TensorSpec, _as_stored, _load_mapped,  # noqa: F401 - TensorSpec: the reference's
+                            _plan_load)
 from libsafetensors._convert import ML_DTYPES, NUMPY_DTYPES, numpy_dtype, representable
 from libsafetensors._core import (  # noqa: F401 - deserialize is part of this module's API
     SafetensorError, deserialize, serialize, serialize_file)
@@ -103,19 +104,25 @@ def load_checkpoint(
     dtype=None,
     threads: Optional[int] = None,
     names: Union[None, str, List[str]] = None,
+    *,
+    copy: bool = False,
 ) -> Dict[str, np.ndarray]:
     """Reads a whole checkpoint (or part of it) into memory, in parallel, in name order.
 
     `path` is a directory of shards with its index, an index file, a single safetensors file
     or an open `libsafetensors.Checkpoint`; `dtype` np.float16, np.float32 or bfloat16 (needs
     ml_dtypes) converts floating-point arrays while copying; `threads` None uses every core;
-    `names` is a list of names or a glob pattern such as "h.0.*". The arrays are views of one
-    uint8 array of exactly their bytes (plus 64-byte alignment).
+    `names` is a list of names or a glob pattern such as "h.0.*". Arrays loaded as stored are
+    the files' pages, as the torch `load_checkpoint` gives them (each shard mapped
+    copy-on-write, every page read in before this returns); converted arrays and `copy=True`
+    loads are views of one uint8 array of exactly their bytes (plus 64-byte alignment).
     """
     target = None if dtype is None else _cast_target(dtype)
     checkpoint, plan = _plan_load(path, target, names, threads)
     if plan is None:
         return {}
+    if not copy and _as_stored(checkpoint, plan):
+        return _load_mapped(checkpoint, plan, threads, "np")
     # The arrays are made first, so that one numpy cannot represent fails before any reading.
     buffer = np.empty(plan.buffer_size, dtype=np.uint8)
     arrays = {}

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 
-from libsafetensors import TensorSpec, _core, _device, _plan_load  # noqa: F401 - TensorSpec
+from libsafetensors import (TensorSpec, _as_stored, _core, _device,  # noqa: F401 - TensorSpec
+                            _load_mapped, _plan_load)
 from libsafetensors._convert import (DTYPE_BITS, TORCH_DTYPES, Converter, representable,
                                      torch_dtype)
 from libsafetensors._core import deserialize, serialize, serialize_file  # noqa: F401 - API
@@ -360,7 +361,7 @@ def load_checkpoint(
                                 threads or 0)
         return tensors
     if not copy and _as_stored(checkpoint, plan):
-        tensors = _mapped(checkpoint, plan, threads)
+        tensors = _load_mapped(checkpoint, plan, threads, "pt")
     else:
         # The tensors are made first, so that one torch cannot represent fails before any
         # reading.
@@ -390,26 +391,6 @@ def _place(tensors, convert) -> Dict[str, torch.Tensor]:
         if device_for is not None:
             tensors[name] = tensor.to(device_for)
     return tensors
-
-
-def _as_stored(checkpoint, plan) -> bool:
-    """True when every tensor of the plan keeps its stored dtype."""
-    return all(checkpoint.info(name)[1] == stored for name, stored, *_ in plan.tensors)
-
-
-def _mapped(checkpoint, plan, threads) -> Dict[str, torch.Tensor]:
-    """The plan's tensors (none converted) as the files' pages, in name order: each shard
-    mapped copy-on-write and every page of its selected tensors read in first."""
-    by_shard = {}
-    for name, *_ in plan.tensors:
-        by_shard.setdefault(checkpoint.info(name)[0], []).append(name)
-    tensors = {}
-    for shard, names in by_shard.items():
-        with safe_open(shard, framework="pt") as f:
-            f._populate(names, threads or 0)
-            for name in names:
-                tensors[name] = f.get_tensor(name)
-    return {name: tensors[name] for name, *_ in plan.tensors}
 
 
 def _device_map_compatible(device) -> bool:

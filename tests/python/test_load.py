@@ -307,6 +307,16 @@ def test_numpy_load_checkpoint(tmp_path):
     assert {n: a.dtype for n, a in as_f32.items()} == {
         "a": np.float32, "b": np.float32, "c": np.float64, "i": np.int64}
     np.testing.assert_array_equal(as_f32["b"], tensors["b"].float().numpy())
+    # As stored, the arrays are the shards' pages (writable, copy-on-write); copy=True gives
+    # one buffer of their bytes.
+    assert len({a.__array_interface__["data"][0] // (1 << 12) for a in loaded.values()}) > 1
+    loaded["a"][...] = 0
+    np.testing.assert_array_equal(st_numpy.load_checkpoint(index)["a"], tensors["a"].numpy())
+    copied = st_numpy.load_checkpoint(index, copy=True)
+    bases = {id(a.base if a.base is not None else a) for a in copied.values()}
+    assert len(bases) == 1
+    for name, tensor in tensors.items():
+        np.testing.assert_array_equal(copied[name], tensor.numpy())
 
 
 def test_numpy_bfloat16_needs_ml_dtypes(tmp_path):
