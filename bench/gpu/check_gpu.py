@@ -319,8 +319,7 @@ def check_correctness(args, torch, workdir):
             checkpoint.load_into(plan, host.numpy())
             if device.type == "cuda":
                 buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=device)
-                stats = checkpoint.load_to_cuda(plan, buffer.data_ptr(), plan.buffer_size,
-                                                device.index or 0, slot_bytes=1 << 20)
+                stats = checkpoint.load_to_cuda(plan, buffer, device.index or 0, slot_bytes=1 << 20)
                 got = buffer.cpu()
             else:  # the dry run: the same pipeline against the emulated device
                 raw, checks, stats = checkpoint._load_to_emulated_device(plan, slot_bytes=1 << 20)
@@ -694,8 +693,7 @@ def check_bench(args, torch, workdir):
             pipeline_stats.append(dict(stats, pinned_high_water=checks["pinned_high_water"]))
             return None
         buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=device)
-        pipeline_stats.append(checkpoint.load_to_cuda(plan, buffer.data_ptr(), plan.buffer_size,
-                                                      device.index or 0))
+        pipeline_stats.append(checkpoint.load_to_cuda(plan, buffer, device.index or 0))
         return ours._plan_views(plan, buffer)
 
     def ours_checkpoint_f16():

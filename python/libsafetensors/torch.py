@@ -357,7 +357,7 @@ def load_checkpoint(
         tensors = _plan_views(plan, buffer)
         # The allocator hands out memory ready for torch's current stream; ours are others.
         torch.cuda.current_stream(target).synchronize()
-        checkpoint.load_to_cuda(plan, buffer.data_ptr(), plan.buffer_size, target.index,
+        checkpoint.load_to_cuda(plan, buffer, target.index,
                                 threads or 0)
         return tensors
     if not copy and _as_stored(checkpoint, plan):
@@ -507,7 +507,7 @@ def _load_device_map(path, dtype_name, names, threads, device_map, max_memory, n
             buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=target)
             tensors.update(_plan_views(plan, buffer))
             torch.cuda.current_stream(target).synchronize()
-            checkpoint.load_to_cuda(plan, buffer.data_ptr(), plan.buffer_size, target.index,
+            checkpoint.load_to_cuda(plan, buffer, target.index,
                                     threads or 0)
             continue
         for shard_names in _by_shard(group, shard_of).values():  # one shard on the host at once

@@ -28,9 +28,8 @@ namespace safetensors::python {
 // device.cpp: the device paths over an open checkpoint.
 DeviceLoadOptions device_load_options(unsigned threads, std::size_t slot_bytes, unsigned slots,
                                       std::size_t max_pinned_bytes, unsigned streams);
-py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
-                              std::uintptr_t pointer, std::uint64_t size, int device,
-                              const DeviceLoadOptions& options);
+py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan, py::handle buffer,
+                              int device, const DeviceLoadOptions& options);
 py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
                                    const DeviceLoadOptions& options, unsigned copy_delay_us,
                                    unsigned seed, bool skip_slot_wait);
@@ -220,11 +219,11 @@ class PyCheckpoint {
     safetensors::load_into(checkpoint_, plan, bytes, stop_on_signal(options));
   }
 
-  py::dict load_to_cuda(const LoadPlan& plan, std::uintptr_t pointer, std::uint64_t size,
-                        int device, unsigned threads, std::size_t slot_bytes, unsigned slots,
-                        std::size_t max_pinned_bytes, unsigned streams) const {
+  py::dict load_to_cuda(const LoadPlan& plan, py::handle buffer, int device, unsigned threads,
+                        std::size_t slot_bytes, unsigned slots, std::size_t max_pinned_bytes,
+                        unsigned streams) const {
     return load_to_cuda_binding(
-        checkpoint_, plan, pointer, size, device,
+        checkpoint_, plan, buffer, device,
         device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams));
   }
 
@@ -299,11 +298,12 @@ void register_checkpoint(py::module_& module) {
            py::arg("threads") = 0, py::arg("buffer_range") = py::none(),
            "Fills a writable buffer of at least plan.buffer_size bytes (only bytes "
            "[begin, end) of it with `buffer_range`); the GIL is released.")
-      .def("load_to_cuda", &PyCheckpoint::load_to_cuda, py::arg("plan"), py::arg("pointer"),
-           py::arg("size"), py::arg("device"), py::arg("threads") = 0, py::arg("slot_bytes") = 0,
+      .def("load_to_cuda", &PyCheckpoint::load_to_cuda, py::arg("plan"), py::arg("buffer"),
+           py::arg("device"), py::arg("threads") = 0, py::arg("slot_bytes") = 0,
            py::arg("slots") = 0, py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0,
-           "Loads into CUDA memory at `pointer` (`size` bytes on device `device`) through pinned "
-           "staging buffers; returns the load's statistics. The GIL is released.")
+           "Loads into `buffer`, a uint8 CUDA tensor (anything with the CUDA array interface) "
+           "of at least plan.buffer_size bytes on device `device`, through pinned staging "
+           "buffers; returns the load's statistics. The GIL is released.")
       .def("_load_to_emulated_device", &PyCheckpoint::load_to_emulated_device, py::arg("plan"),
            py::arg("threads") = 0, py::arg("slot_bytes") = 0, py::arg("slots") = 0,
            py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0, py::arg("copy_delay_us") = 0,

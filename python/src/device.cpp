@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings.hpp"
@@ -48,13 +49,44 @@ DeviceLoadOptions device_load_options(unsigned threads, std::size_t slot_bytes, 
   return options;
 }
 
-py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
-                              std::uintptr_t pointer, std::uint64_t size, int device,
-                              const DeviceLoadOptions& options) {
+namespace {
+
+// The device memory of `buffer`, an object with the CUDA array interface (a torch CUDA tensor):
+// its address and size come from the object, never from numbers a caller passes, and it must
+// be writable, one-dimensional, contiguous and of one-byte elements.
+std::pair<void*, std::uint64_t> cuda_bytes(py::handle buffer) {
+  const auto refuse = [](const std::string& why) {
+    raise(PyExc_TypeError,
+          "load_to_cuda: the buffer must be a writable, contiguous, "
+          "one-dimensional uint8 CUDA array (__cuda_array_interface__): " +
+              why);
+  };
+  if (!py::hasattr(buffer, "__cuda_array_interface__")) refuse("it has no CUDA array interface");
+  const py::dict interface = buffer.attr("__cuda_array_interface__");
+  const py::tuple data = interface["data"];
+  const py::tuple shape = interface["shape"];
+  if (py::cast<std::string>(interface["typestr"]).substr(1) != "u1") refuse("not bytes");
+  if (shape.size() != 1) refuse("not one-dimensional");
+  if (interface.contains("strides") && !interface["strides"].is_none() &&
+      py::cast<py::tuple>(interface["strides"]).size() == 1 &&
+      py::cast<std::int64_t>(interface["strides"][py::int_(0)]) != 1) {
+    refuse("not contiguous");
+  }
+  if (py::cast<bool>(data[1])) refuse("read-only");
+  return {reinterpret_cast<void*>(py::cast<std::uintptr_t>(data[0])),
+          py::cast<std::uint64_t>(shape[0])};
+}
+
+}  // namespace
+
+py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan, py::handle buffer,
+                              int device, const DeviceLoadOptions& options) {
+  const auto [pointer, size] = cuda_bytes(buffer);
   DeviceLoadStats stats;
   {
+    // `buffer` is held by the caller's frame for the whole call.
     py::gil_scoped_release release;
-    stats = load_to_cuda(checkpoint, plan, reinterpret_cast<void*>(pointer), size, device, options);
+    stats = load_to_cuda(checkpoint, plan, pointer, size, device, options);
   }
   return stats_dict(stats);
 }

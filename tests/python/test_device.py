@@ -160,8 +160,34 @@ def test_load_to_cuda_without_cuda_raises_device_error(checkpoint_path):
     checkpoint = libsafetensors.Checkpoint(checkpoint_path)
     plan = checkpoint.plan()
     with pytest.raises(libsafetensors.SafetensorError) as error:
-        checkpoint.load_to_cuda(plan, 0, plan.buffer_size, 0)
+        checkpoint.load_to_cuda(plan, FakeCudaArray(plan.buffer_size), 0)
     assert error.value.code == "device"
+
+
+class FakeCudaArray:
+    """Only the CUDA array interface of a device buffer (never copied into: the checks and
+    the missing runtime stop the load first)."""
+
+    def __init__(self, size, typestr="|u1", readonly=False, shape=None, strides=None):
+        self.__cuda_array_interface__ = {"data": (0, readonly), "shape": shape or (size,),
+                                         "typestr": typestr, "strides": strides, "version": 3}
+
+
+def test_load_to_cuda_takes_only_a_writable_byte_array(checkpoint_path):
+    """The destination's address and size come from the object, never from bare numbers."""
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan()
+    n = plan.buffer_size
+    for bad, why in ((bytearray(n), "no CUDA array interface"),
+                     (torch.empty(n, dtype=torch.uint8), "no CUDA array interface"),
+                     (FakeCudaArray(n, typestr="<f4"), "not bytes"),
+                     (FakeCudaArray(n, shape=(n, 1)), "not one-dimensional"),
+                     (FakeCudaArray(n, strides=(2,)), "not contiguous"),
+                     (FakeCudaArray(n, readonly=True), "read-only")):
+        with pytest.raises(TypeError, match=why):
+            checkpoint.load_to_cuda(plan, bad, 0)
+    with pytest.raises(TypeError):
+        checkpoint.load_to_cuda(plan, 0, n, 0)  # the old (address, size) form is gone
 
 
 needs_gpu = pytest.mark.skipif(
