@@ -3,8 +3,10 @@
 // call to switch it on later. Opening a file of 200,000 tensors allocates about 90 MB (the
 // parsed header, the JSON parser's work space, the names and shapes), and with 4 KiB pages
 // each page costs a fault: 19,000 of them, a third of the CPU time of `safetensors validate`
-// on the development VM (2,500 faults and about 70 instead of 108 ms with huge pages; see
-// README, "Opening many tensors"). One exec costs about a millisecond.
+// on the development VM (2,700 faults and 76 instead of 106 ms of CPU with huge pages, the
+// least of 10 runs each; README, "Where `validate` of 200,000 tensors spent its time", also
+// gives the wall times, whose tail is longer with huge pages on that VM). One exec of a
+// trivial program costs about a millisecond there (`/bin/true`, same run as the Rust peer).
 #include "huge_page_heap.hpp"
 
 #include <unistd.h>
