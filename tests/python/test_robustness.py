@@ -187,15 +187,16 @@ def test_ctrl_c_stops_a_checkpoint_load(tmp_path):
                                               "data_offsets": [i * part, (i + 1) * part]}
                                 for i in range(16)})
     os.truncate(path, start + 16 * part)
-    # The load runs without the GIL; Ctrl-C used to wait for its end, now it stops the load
+    # The copying load (copy=True: tensors as stored are otherwise mapped) runs without the
+    # GIL; Ctrl-C used to wait for its end, now it stops the load
     # at its next progress report. Timed against an uninterrupted load; a few tries, since on
     # a busy machine one load may take much less than another.
     result = child(f"""
         import os, signal, threading, time
         from libsafetensors.numpy import load_checkpoint
-        load_checkpoint({str(path)!r}, threads=1)  # fills the page cache with the holes
+        load_checkpoint({str(path)!r}, threads=1, copy=True)  # fills the page cache
         started = time.monotonic()
-        kept = load_checkpoint({str(path)!r}, threads=1)
+        kept = load_checkpoint({str(path)!r}, threads=1, copy=True)
         whole = time.monotonic() - started
         del kept
         for attempt in range(5):
@@ -203,7 +204,7 @@ def test_ctrl_c_stops_a_checkpoint_load(tmp_path):
             threading.Timer(whole / 4, os.kill, (os.getpid(), signal.SIGINT)).start()
             started = time.monotonic()
             try:
-                load_checkpoint({str(path)!r}, threads=1)
+                load_checkpoint({str(path)!r}, threads=1, copy=True)
                 time.sleep(whole)  # the signal arrives in here, and is not counted
             except KeyboardInterrupt:
                 print("interrupted", time.monotonic() - started, whole, flush=True)
