@@ -5,7 +5,6 @@ safetensors dtype name and the shape. numpy arrays keep the buffer as their base
 torch.frombuffer holds a reference to it, so the mapping lives as long as any result does.
 """
 
-import contextlib
 
 from libsafetensors import _core
 from libsafetensors._core import SafetensorError
@@ -57,18 +56,29 @@ def torch_dtype(torch, name):
     return dtype
 
 
-@contextlib.contextmanager
-def representable(framework, name, shape):
+class representable:
     """Turns numpy's and torch's refusals of a shape the format allows (a dimension beyond
     int64, a rank above numpy's limit, a size whose product overflows) into SafetensorError
-    naming the tensor."""
-    try:
-        yield
-    except (ValueError, TypeError, OverflowError, RuntimeError) as error:
-        kind = "a torch tensor" if framework == "pt" else "a numpy array"
+    naming the tensor. A class, not a contextlib generator: it wraps every tensor a load
+    makes, and the generator's setup cost more than making a small tensor."""
+
+    __slots__ = ("framework", "name", "shape")
+
+    def __init__(self, framework, name, shape):
+        self.framework, self.name, self.shape = framework, name, shape
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, kind, error, traceback):
+        if kind is None or not issubclass(kind, (ValueError, TypeError, OverflowError,
+                                                 RuntimeError)):
+            return False
+        shape = self.shape
+        what = "a torch tensor" if self.framework == "pt" else "a numpy array"
         shown = list(shape) if len(shape) <= 8 else f"[{', '.join(map(str, shape[:8]))}, ...]"
-        raise SafetensorError(f"tensor {name} of shape {shown} (rank {len(shape)}) cannot be "
-                              f"loaded as {kind}: {error}") from None
+        raise SafetensorError(f"tensor {self.name} of shape {shown} (rank {len(shape)}) cannot "
+                              f"be loaded as {what}: {error}") from None
 
 
 def to_numpy(data, dtype, shape):

@@ -27,6 +27,10 @@ constexpr std::size_t huge_page = std::size_t{2} << 20;
 constexpr std::size_t populate_chunk = std::size_t{32} << 20;
 constexpr unsigned populate_default_threads = 4;
 
+// The kernel maps this much around a faulting address when the pages are cached (Linux's
+// fault_around_bytes default; a smaller setting leaves cached pages to minor faults later).
+constexpr std::uintptr_t fault_around_window = std::uintptr_t{64} << 10;
+
 // prefault_for_write(): small enough that a stop is seen soon, large enough to cost few calls.
 constexpr std::uintptr_t prefault_step = std::uintptr_t{8} << 20;
 
@@ -87,10 +91,41 @@ bool populate_range(std::uintptr_t begin, std::uintptr_t end, const std::string&
 #endif
 }
 
-void touch_pages(std::uintptr_t begin, std::uintptr_t end) noexcept {
-  for (std::uintptr_t at = begin; at < end; at += page_size()) {
+// Reads a byte of `begin`'s page and of every `stride`-aligned address after it up to `end`:
+// one in every window of that size the range touches.
+void touch_pages(std::uintptr_t begin, std::uintptr_t end, std::uintptr_t stride) noexcept {
+  (void)*reinterpret_cast<const volatile std::byte*>(begin);
+  for (std::uintptr_t at = begin / stride * stride + stride; at < end; at += stride) {
     (void)*reinterpret_cast<const volatile std::byte*>(at);
   }
+}
+
+// Whether the page at `at` of a file mapping is in the page cache; false when unknown.
+bool resident(std::uintptr_t at) noexcept {
+  unsigned char state = 0;
+  return ::mincore(reinterpret_cast<void*>(at), page_size(), &state) == 0 && (state & 1u) != 0;
+}
+
+// Maps [begin, end) of a file mapping into this process. A chunk whose first page is already
+// cached (a warm load) is mapped by reading one byte per fault-around window: each fault maps
+// the cached pages around it, and a 2 MiB folio whole. For a warm 498 MB file whose page cache
+// held 4 KiB to 2 MiB folios that took 1.5 ms, against 4.2 ms for MADV_POPULATE_READ, which
+// after each fault walks every page of the window again (C probe, 2-core VM). Its last page is
+// populated first: past the end of a file that shrank, that is an error, where the read would
+// be SIGBUS (mincore may still call such a page cached when a large folio straddled the new
+// end). Other chunks go through MADV_POPULATE_READ, which reads ahead.
+void map_in(std::uintptr_t begin, std::uintptr_t end, const std::string& name,
+            std::atomic<bool>& unsupported) {
+  if (!unsupported.load(std::memory_order_relaxed)) {
+    const std::uintptr_t last = (end - 1) / page_size() * page_size();
+    if (resident(begin) && populate_range(last, last + page_size(), name)) {
+      touch_pages(begin, end, std::max(fault_around_window, page_size()));
+      return;
+    }
+    if (populate_range(begin, end, name)) return;
+    unsupported.store(true, std::memory_order_relaxed);
+  }
+  touch_pages(begin, end, page_size());
 }
 
 }  // namespace
@@ -131,12 +166,7 @@ void populate(std::span<const std::span<const std::byte>> ranges, unsigned threa
     try {
       for (std::size_t i; !failed.load(std::memory_order_relaxed) &&
                           (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();) {
-        const Chunk chunk = chunks[i];
-        if (unsupported.load(std::memory_order_relaxed) ||
-            !populate_range(chunk.from, chunk.to, name)) {
-          unsupported.store(true, std::memory_order_relaxed);
-          touch_pages(chunk.from, chunk.to);
-        }
+        map_in(chunks[i].from, chunks[i].to, name, unsupported);
       }
     } catch (...) {
       std::lock_guard lock(error_mutex);
