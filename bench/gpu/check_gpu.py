@@ -678,6 +678,14 @@ def check_bench(args, torch, workdir):
         with safe_open(path, framework="pt", device=args.device) as f:
             return dict(f.prefetch(f.offset_keys(), max_inflight=4))
 
+    def ours_open_get_tensors():
+        with safe_open(path, framework="pt", device=args.device) as f:
+            return f.get_tensors()
+
+    def ours_open_get_tensor():
+        with safe_open(path, framework="pt", device=args.device) as f:
+            return {name: f.get_tensor(name) for name in f.offset_keys()}
+
     def ours_checkpoint():
         return ours.load_checkpoint(path, device=args.device)
 
@@ -726,6 +734,8 @@ def check_bench(args, torch, workdir):
         ("(c2) ours load_file(cuda:0, backend=pread)", ours_load_pread),
         ("(d) ours safe_open(prefetch=True, pread).tensor_stream", ours_prefetch_stream),
         ("(d2) ours safe_open.prefetch(names, max_inflight=4)", ours_prefetch_names),
+        ("(d3) ours safe_open(device=cuda:0).get_tensors()", ours_open_get_tensors),
+        ("(d4) ours safe_open(device=cuda:0).get_tensor(each)", ours_open_get_tensor),
         ("(e) ours load_checkpoint(cuda:0)", ours_checkpoint),
         ("(f) ours device pipeline (Checkpoint.load_to_cuda)", ours_pipeline),
         ("(f2) ours load_checkpoint(cuda:0, dtype=float16)", ours_checkpoint_f16),

@@ -4,7 +4,7 @@ import numbers
 import operator
 
 from libsafetensors import _core
-from libsafetensors._convert import Converter
+from libsafetensors._convert import DTYPE_BITS, Converter
 from libsafetensors._core import SafetensorError
 from libsafetensors._prefetch import (
     _check_prefetch,
@@ -34,6 +34,45 @@ def _backend(name, mmap):
     if backend is None:
         raise SafetensorError(f"backend {name} is invalid: expected one of mmap, pread")
     return backend if mmap else "pread"
+
+
+class _CudaLoads:
+    """safe_open's way onto one CUDA device through the library's device path (pinned staging
+    ring, asynchronous copies: `load_checkpoint(device=...)`), when the library finds the CUDA
+    runtime. Tensors below `min_bytes` keep torch's `.to(device)`: one pass through the ring
+    has a fixed cost (threads, streams, events) that a small copy does not repay."""
+
+    min_bytes = 8 << 20  # one staging slot
+
+    def __init__(self, filename, target):
+        self._filename = filename
+        self._target = target
+        self._checkpoint = None
+
+    @classmethod
+    def for_handle(cls, filename, convert):
+        if convert.framework != "pt" or isinstance(convert.device, dict):
+            return None
+        from libsafetensors import _device
+
+        target = _device.cuda_target(convert.torch, convert.device)
+        if target is None or _device.cuda_unavailable_reason() is not None:
+            return None
+        return cls(filename, target)
+
+    def worth_it(self, dtype, shape):
+        count = 1
+        for size in shape:
+            count *= size
+        return count * DTYPE_BITS[dtype] // 8 >= self.min_bytes
+
+    def load(self, names):
+        from libsafetensors import Checkpoint
+        from libsafetensors.torch import load_checkpoint
+
+        if self._checkpoint is None:
+            self._checkpoint = Checkpoint(self._filename)
+        return load_checkpoint(self._checkpoint, names=names, device=self._target)
 
 
 class safe_open:  # noqa: N801 - the reference's name
@@ -70,13 +109,17 @@ class safe_open:  # noqa: N801 - the reference's name
         if prefetch:
             _check_prefetch_device(self._convert, device)
         self._file = _core.File.open(filename, backend)
+        self._cuda = None
         if prefetch:
             self._loader = _DeviceLoader(self._file, self._convert)
+        else:
+            self._cuda = _CudaLoads.for_handle(filename, self._convert)
 
     @classmethod
     def _from_file(cls, file, framework, device):
         self = cls.__new__(cls)
         self._loader = None
+        self._cuda = None
         self._framework = _framework(framework)
         self._convert = Converter(self._framework, device)
         self._file = file
@@ -115,6 +158,8 @@ class safe_open:  # noqa: N801 - the reference's name
         if self._loader is not None:
             return self._loader.take(name)
         dtype, shape = file.info(name)
+        if self._cuda is not None and self._cuda.worth_it(dtype, shape):
+            return self._cuda.load([name])[name]
         return self._convert.tensor(file.tensor(name), dtype, shape, name)
 
     def tensor_stream(self):
@@ -130,6 +175,9 @@ class safe_open:  # noqa: N801 - the reference's name
 
     def get_tensors(self):
         """Every tensor, in file order."""
+        if self._cuda is not None and self._loader is None:
+            loaded = self._cuda.load(None)  # one pass through the pinned ring for all
+            return {name: loaded[name] for name in self._open_file().offset_keys()}
         return {name: self.get_tensor(name) for name in self.offset_keys()}
 
     def iter_tensors(self):
@@ -199,6 +247,7 @@ class safe_open:  # noqa: N801 - the reference's name
         if loader is not None:
             loader.close(join)
         self._file = None
+        self._cuda = None
 
     def __del__(self):
         self._close(join=False)

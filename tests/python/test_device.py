@@ -215,3 +215,42 @@ def test_load_file_on_cuda_keeps_file_order(checkpoint_path):
     for name, tensor in cpu.items():
         assert torch.equal(gpu[name].cpu().reshape(-1).view(torch.uint8),
                            tensor.reshape(-1).view(torch.uint8)), name
+
+
+def test_safe_open_on_cuda_goes_through_the_device_path(tmp_path, monkeypatch):
+    """safe_open(device=<one CUDA device>) sends get_tensors() and large get_tensor() calls
+    through load_checkpoint's device path (here recorded: no GPU), small tensors keep torch's
+    copy, and prefetch, numpy and device maps keep their own ways."""
+    import libsafetensors._open as opening
+
+    path = str(tmp_path / "m.safetensors")
+    big = torch.arange((8 << 20) // 4, dtype=torch.float32)  # exactly the threshold
+    ours.save_file({"b.small": torch.ones(3), "a.big": big}, path)
+    target = torch.device("cuda", 0)
+    monkeypatch.setattr(_device, "cuda_target",
+                        lambda torch_module, device: target if device == target else None)
+    monkeypatch.setattr(_device, "cuda_unavailable_reason", lambda: None)
+    calls = []
+
+    def recording_load(checkpoint, names=None, device=None):
+        calls.append((names, device))
+        with ours.safe_open(path, framework="pt") as f:  # CPU, not routed
+            # reversed file order, to see safe_open put it back
+            return {n: f.get_tensor(n) for n in reversed(names or f.offset_keys())}
+
+    monkeypatch.setattr(ours, "load_checkpoint", recording_load)
+    with ours.safe_open(path, framework="pt", device="cuda:0") as f:
+        assert torch.equal(f.get_tensor("a.big"), big)
+        assert calls == [(["a.big"], target)]
+        everything = f.get_tensors()
+        assert calls[-1] == (None, target)
+        assert list(everything) == f.offset_keys()  # file order, not the loader's
+        assert opening._CudaLoads.min_bytes == big.numel() * 4
+    assert len(calls) == 2
+    with ours.safe_open(path, framework="pt", device={"": "cuda:0"}) as f:
+        assert f._cuda is None
+    with ours.safe_open(path, framework="np") as f:
+        assert f._cuda is None
+    monkeypatch.setattr(_device, "cuda_unavailable_reason", lambda: "no CUDA runtime")
+    with ours.safe_open(path, framework="pt", device="cuda:0") as f:
+        assert f._cuda is None
