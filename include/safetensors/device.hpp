@@ -35,7 +35,9 @@ struct SAFETENSORS_API CudaStatus {
 [[nodiscard]] SAFETENSORS_API CudaStatus cuda_status();
 
 /// How a device load runs. Pinned host memory is `slots * slot_bytes`, never more than
-/// `max_pinned_bytes`, whatever the checkpoint's size.
+/// `max_pinned_bytes`, whatever the checkpoint's size. By default that memory is kept after
+/// the load for the next one (`keep_pinned`): at most one such block per process, until
+/// release_cuda_staging().
 struct SAFETENSORS_API DeviceLoadOptions {
   /// Reading threads; 0 = hardware concurrency.
   unsigned threads = 0;
@@ -50,6 +52,12 @@ struct SAFETENSORS_API DeviceLoadOptions {
   LoadMethod method = LoadMethod::automatic;
   /// Called from worker threads with (bytes staged, bytes total); must be thread-safe.
   std::function<void(std::uint64_t, std::uint64_t)> progress;
+  /// Keep this load's pinned ring afterwards (when it is at most `max_pinned_bytes`), so that
+  /// the next load reuses it instead of pinning memory again; false frees it when the load
+  /// ends. A load reuses a kept block large enough for its ring whatever this says; one too
+  /// small is freed before the larger ring is pinned. Concurrent loads: one gets the kept
+  /// block, the others pin their own, and at most one block stays afterwards.
+  bool keep_pinned = true;
 };
 
 /// What a device load did, for benchmarks to tell what limits it.
@@ -64,7 +72,17 @@ struct SAFETENSORS_API DeviceLoadStats {
   double read_seconds = 0;       // summed over workers: reading (and casting) into slots
   double slot_wait_seconds = 0;  // summed over workers: waiting for a free slot
   double drain_seconds = 0;      // after the last read, waiting for the last copies
+  /// The ring was the pinned memory an earlier load kept (nothing was pinned for this one).
+  bool pinned_reused = false;
+  double pinned_alloc_seconds = 0;  // pinning the ring (cudaHostAlloc); 0 when reused
 };
+
+/// Frees the pinned staging memory that CUDA loads kept for the next load (DeviceLoadOptions::
+/// keep_pinned); returns the bytes freed, 0 when none was kept. Loads running now are not
+/// affected: their ring is theirs until they end, and the next load pins memory anew. Without
+/// a call the memory is kept until the process exits, and not freed then: at exit the CUDA
+/// runtime may already be gone, and the system takes the memory back anyway.
+SAFETENSORS_API std::uint64_t release_cuda_staging();
 
 /// Loads the plan's tensors into device memory at `device_pointer` (at least
 /// `plan.buffer_size` bytes, `device_bytes` of them usable, on CUDA device `device`), each at

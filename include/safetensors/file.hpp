@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -73,6 +75,14 @@ class SAFETENSORS_API File {
   /// populate() for these tensors of this file only (TensorInfo of `tensors()`), with the
   /// small gaps between them; throws `Error` (invalid_argument) for one of another file.
   void populate(std::span<const TensorInfo* const> selected, unsigned threads = 0) const;
+  /// The populates above, calling `progress` (bytes read, bytes in all) on the calling
+  /// thread after each step of at most 32 MiB it reads, so that a long read can be reported
+  /// or stopped: an exception from `progress` stops every worker after its current step and
+  /// leaves populate.
+  void populate(unsigned threads,
+                const std::function<void(std::uint64_t, std::uint64_t)>& progress) const;
+  void populate(std::span<const TensorInfo* const> selected, unsigned threads,
+                const std::function<void(std::uint64_t, std::uint64_t)>& progress) const;
   /// Zero-copy view; throws `Error` (invalid_argument) on a source that is not mapped.
   TensorView view(std::string_view name) const;
   TensorView view(const TensorInfo& info) const;

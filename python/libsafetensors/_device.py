@@ -42,6 +42,13 @@ def cuda_status():
     return _status
 
 
+def release_cuda_staging():
+    """Frees the pinned host memory (up to 256 MiB) that loads onto CUDA devices keep for the
+    next load, which then pins memory anew; returns the bytes freed, 0 when none was kept.
+    Without a call it is kept until the process exits."""
+    return _core.release_cuda_staging()
+
+
 def cuda_unavailable_reason():
     """None when the device path can be used, else why not."""
     if os.environ.get("SAFETENSORS_DEVICE_LOAD", "") == "torch":

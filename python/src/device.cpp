@@ -32,15 +32,19 @@ py::dict stats_dict(const DeviceLoadStats& stats) {
   out["read_seconds"] = stats.read_seconds;
   out["slot_wait_seconds"] = stats.slot_wait_seconds;
   out["drain_seconds"] = stats.drain_seconds;
+  out["pinned_reused"] = stats.pinned_reused;
+  out["pinned_alloc_seconds"] = stats.pinned_alloc_seconds;
   return out;
 }
 
 }  // namespace
 
 DeviceLoadOptions device_load_options(unsigned threads, std::size_t slot_bytes, unsigned slots,
-                                      std::size_t max_pinned_bytes, unsigned streams) {
+                                      std::size_t max_pinned_bytes, unsigned streams,
+                                      bool keep_pinned) {
   DeviceLoadOptions options;
   options.threads = threads;
+  options.keep_pinned = keep_pinned;
   if (slot_bytes != 0) options.slot_bytes = slot_bytes;
   options.slots = slots;
   if (max_pinned_bytes != 0) options.max_pinned_bytes = max_pinned_bytes;
@@ -103,10 +107,14 @@ py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan&
   std::byte* memory = device.allocate(static_cast<std::size_t>(plan.buffer_size));
   DeviceLoadStats stats;
   detail::EmulatedDevice::Report report;
+  std::uint64_t kept = 0;
   try {
     py::gil_scoped_release release;
     stats = detail::run_device_load(device, checkpoint, plan, memory, plan.buffer_size, options,
                                     faults);
+    // The load's kept ring goes with this device; freed first, so that pinned_live shows
+    // anything else left allocated.
+    kept = detail::release_pinned_staging(device);
     report = device.check();
   } catch (...) {
     device.free(memory);
@@ -121,6 +129,8 @@ py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan&
   checks["bytes_copied"] = report.bytes_copied;
   checks["pinned_high_water"] = report.pinned_high_water;
   checks["pinned_live"] = report.pinned_live;
+  checks["pinned_kept"] = kept;
+  checks["pinned_allocations"] = report.pinned_allocations;
   checks["violation_count"] = report.violation_count;
   checks["violations"] = report.violations;
   return py::make_tuple(bytes, checks, stats_dict(stats));
@@ -144,6 +154,14 @@ void register_device(py::module_& module) {
       py::arg("candidates") = std::vector<std::string>{},
       "Whether the CUDA path can be used, and why not: loads the CUDA runtime (libraries in "
       "`candidates` are tried first) and asks it for devices.");
+  module.def(
+      "release_cuda_staging",
+      [] {
+        py::gil_scoped_release release;
+        return release_cuda_staging();
+      },
+      "Frees the pinned staging memory CUDA loads keep for the next load; returns the bytes "
+      "freed (0 when none was kept).");
 }
 
 }  // namespace safetensors::python

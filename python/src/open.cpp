@@ -2,6 +2,7 @@
 // mmap backend) and slices. Framework conversion happens in Python (libsafetensors/_open.py).
 #include <pybind11/stl.h>
 
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "safetensors/file.hpp"
 #include "safetensors/slice.hpp"
 #include "safetensors/source.hpp"
+#include "signals.hpp"
 
 namespace safetensors::python {
 
@@ -120,17 +122,22 @@ class PyFile {
     return py::make_tuple(std::string(dtype_name(t.dtype)), shape_list(t.shape));
   }
 
+  // Without the GIL, but Ctrl-C stops it: signal handlers run after each step of at most
+  // 32 MiB that this thread reads (a few tens of milliseconds cold), and a KeyboardInterrupt
+  // stops the workers after their current step. Pages read so far stay in the mapping, which
+  // goes with the last reference to this file.
   void populate(unsigned threads, const std::optional<std::vector<std::string>>& names) const {
+    const auto stop_on_signal = [](std::uint64_t, std::uint64_t) { check_signals(); };
     if (!names) {
       py::gil_scoped_release release;
-      file().populate(threads);
+      file().populate(threads, stop_on_signal);
       return;
     }
     std::vector<const TensorInfo*> selected;
     selected.reserve(names->size());
     for (const std::string& name : *names) selected.push_back(&find(name));
     py::gil_scoped_release release;
-    file().populate(selected, threads);
+    file().populate(selected, threads, stop_on_signal);
   }
 
   Bytes tensor(const std::string& name) const {

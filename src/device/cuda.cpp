@@ -1,11 +1,13 @@
 #include "device/cuda.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <utility>
 
+#include "device/pinned_cache.hpp"
 #include "error/messages.hpp"
 #include "io/dynamic_library.hpp"
 #include "safetensors/error.hpp"
@@ -45,6 +47,15 @@ constexpr int memcpy_device_to_host = 2;      // cudaMemcpyDeviceToHost
 constexpr unsigned host_alloc_portable = 1;   // cudaHostAllocPortable
 constexpr unsigned stream_non_blocking = 1;   // cudaStreamNonBlocking
 constexpr unsigned event_disable_timing = 2;  // cudaEventDisableTiming
+
+// The pinned staging memory CUDA loads keep for the next one (pinned_cache.hpp). Never
+// destroyed, so a kept block is not freed at exit: static destructors may run after the CUDA
+// runtime has been torn down (its own atexit handlers, or a framework unloading it), when
+// cudaFreeHost would crash or fail, and the system takes the memory back anyway.
+PinnedCache& cuda_pinned_cache() {
+  static PinnedCache* const cache = new PinnedCache;
+  return *cache;
+}
 
 std::mutex runtime_mutex;
 std::vector<std::string> extra_candidates;
@@ -157,6 +168,15 @@ void cuda_copy_to_host(const CudaRuntime& runtime, void* host, const void* devic
         "cudaMemcpy of " + std::to_string(bytes) + " bytes to the host");
 }
 
+std::uint64_t release_cuda_pinned_cache() {
+  const PinnedCache::Block block = cuda_pinned_cache().take();
+  if (block.data == nullptr) return 0;
+  // The block was pinned through the runtime, which is therefore loaded, and is kept loaded
+  // for the life of the process. cudaFreeHost of portable memory needs no current device.
+  cuda_runtime().free_host(block.data);
+  return block.bytes;
+}
+
 CudaDevice::CudaDevice(const CudaRuntime& runtime, int index) : runtime_(runtime), index_(index) {
   check(runtime_, runtime_.get_device(&previous_), "cudaGetDevice");
   check(runtime_, runtime_.set_device(index_), "cudaSetDevice(" + std::to_string(index_) + ")");
@@ -194,6 +214,10 @@ std::byte* CudaDevice::allocate_pinned(std::size_t bytes) {
 
 void CudaDevice::free_pinned(std::byte* memory) noexcept {
   if (memory != nullptr) runtime_.free_host(memory);
+}
+
+PinnedCache* CudaDevice::pinned_cache() noexcept {
+  return &cuda_pinned_cache();
 }
 
 DeviceStream CudaDevice::create_stream() {

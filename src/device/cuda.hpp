@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,9 @@ const CudaRuntime& cuda_runtime();
 void cuda_copy_to_host(const CudaRuntime& runtime, void* host, const void* device,
                        std::size_t bytes);
 
+/// Frees the pinned staging memory CUDA loads kept (release_cuda_staging in device.hpp).
+std::uint64_t release_cuda_pinned_cache();
+
 /// Device `index` of `runtime`. The constructing thread is switched to the device for the
 /// object's lifetime and back afterwards; bind_thread switches other threads.
 class CudaDevice final : public DeviceApi {
@@ -41,6 +45,9 @@ class CudaDevice final : public DeviceApi {
   void free(std::byte* memory) noexcept override;
   std::byte* allocate_pinned(std::size_t bytes) override;
   void free_pinned(std::byte* memory) noexcept override;
+  /// The process-wide cache (cuda_pinned_cache): pinned memory is allocated portable, usable
+  /// with every device, so loads on any device share it.
+  PinnedCache* pinned_cache() noexcept override;
   DeviceStream create_stream() override;
   void destroy_stream(DeviceStream stream) noexcept override;
   DeviceEvent create_event() override;

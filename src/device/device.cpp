@@ -6,6 +6,10 @@
 
 namespace safetensors {
 
+std::uint64_t release_cuda_staging() {
+  return detail::release_cuda_pinned_cache();
+}
+
 DeviceLoadStats load_to_cuda(const Checkpoint& checkpoint, const LoadPlan& plan,
                              void* device_pointer, std::uint64_t device_bytes, int device,
                              const DeviceLoadOptions& options) {

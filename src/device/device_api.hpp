@@ -9,6 +9,8 @@
 
 namespace safetensors::detail {
 
+class PinnedCache;
+
 using DeviceStream = void*;
 using DeviceEvent = void*;
 
@@ -27,6 +29,9 @@ class DeviceApi {
   virtual void free(std::byte* memory) noexcept = 0;
   virtual std::byte* allocate_pinned(std::size_t bytes) = 0;
   virtual void free_pinned(std::byte* memory) noexcept = 0;
+  /// Where loads keep their pinned staging memory for the next load on this device's
+  /// provider (pinned_cache.hpp); nullptr: nothing is kept, every load allocates its own.
+  virtual PinnedCache* pinned_cache() noexcept { return nullptr; }
 
   virtual DeviceStream create_stream() = 0;
   virtual void destroy_stream(DeviceStream stream) noexcept = 0;
@@ -46,6 +51,13 @@ class DeviceApi {
   /// The host is about to write [host, host + bytes) of pinned memory. A real device ignores
   /// it; the emulator checks that no queued copy still reads those bytes.
   virtual void staging_write(const std::byte* host, std::size_t bytes) {
+    (void)host;
+    (void)bytes;
+  }
+  /// Pinned memory [host, host + bytes) is about to be kept for the next load (PinnedCache).
+  /// A real device ignores it; the emulator checks that no queued copy still reads it, as it
+  /// does when pinned memory is freed.
+  virtual void staging_kept(const std::byte* host, std::size_t bytes) noexcept {
     (void)host;
     (void)bytes;
   }

@@ -183,6 +183,7 @@ std::byte* EmulatedDevice::allocate_pinned(std::size_t bytes) {
   std::lock_guard lock(mutex_);
   pinned_[p] = Allocation{bytes, {}};
   pinned_now_ += bytes;
+  ++report_.pinned_allocations;
   report_.pinned_high_water = std::max(report_.pinned_high_water, pinned_now_);
   return p;
 }
@@ -202,6 +203,7 @@ void EmulatedDevice::free_pinned(std::byte* memory) noexcept {
               " out of it was still queued");
   }
   pinned_now_ -= it->second.bytes;
+  ++report_.pinned_frees;
   pinned_.erase(it);
   if (in_use) {
     freed_in_use_.push_back(memory);
@@ -296,6 +298,15 @@ void EmulatedDevice::staging_write(const std::byte* host, std::size_t bytes) {
     violation("the host wrote staging bytes " + range(block->first, host, bytes) + " while copy " +
               std::to_string(number) +
               " out of them was still queued (a slot reused before its event completed)");
+  }
+}
+
+void EmulatedDevice::staging_kept(const std::byte* host, std::size_t bytes) noexcept {
+  std::lock_guard lock(mutex_);
+  std::uint64_t number = 0;
+  if (reads_pending(host, host + bytes, &number)) {
+    violation("pinned memory kept for the next load while copy " + std::to_string(number) +
+              " out of it was still queued");
   }
 }
 

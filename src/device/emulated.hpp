@@ -2,8 +2,8 @@
 // performed later, by the emulator's own thread (optionally slowed down, streams interleaved
 // at random), as a GPU's copy engine would; and everything is checked: a copy reads only
 // pinned memory and writes only inside a device allocation, the host never writes staging
-// bytes that a queued copy has yet to read, pinned memory is not freed under a queued copy,
-// and every device byte ends up written exactly once.
+// bytes that a queued copy has yet to read, pinned memory is not freed (nor kept for the next
+// load) under a queued copy, and every device byte ends up written exactly once.
 #pragma once
 
 #include <chrono>
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "device/device_api.hpp"
+#include "device/pinned_cache.hpp"
 
 namespace safetensors::detail {
 
@@ -38,10 +39,12 @@ class EmulatedDevice final : public DeviceApi {
   struct Report {
     std::uint64_t copies = 0;  // copies performed
     std::uint64_t bytes_copied = 0;
-    std::uint64_t pinned_high_water = 0;  // most pinned bytes allocated at once
-    std::uint64_t pinned_live = 0;        // pinned bytes still allocated
-    std::uint64_t device_live = 0;        // device bytes still allocated
-    std::uint64_t violation_count = 0;    // all of them; `violations` keeps the first 100
+    std::uint64_t pinned_high_water = 0;   // most pinned bytes allocated at once
+    std::uint64_t pinned_live = 0;         // pinned bytes still allocated
+    std::uint64_t pinned_allocations = 0;  // allocate_pinned calls
+    std::uint64_t pinned_frees = 0;        // free_pinned calls that freed a block
+    std::uint64_t device_live = 0;         // device bytes still allocated
+    std::uint64_t violation_count = 0;     // all of them; `violations` keeps the first 100
     std::vector<std::string> violations;
     bool ok() const noexcept { return violation_count == 0; }
   };
@@ -61,6 +64,9 @@ class EmulatedDevice final : public DeviceApi {
   void free(std::byte* memory) noexcept override;
   std::byte* allocate_pinned(std::size_t bytes) override;
   void free_pinned(std::byte* memory) noexcept override;
+  /// This device's own cache, so that each emulated device (each test) starts without kept
+  /// memory; what it keeps at the end is freed with the device.
+  PinnedCache* pinned_cache() noexcept override { return &pinned_cache_; }
   DeviceStream create_stream() override;
   void destroy_stream(DeviceStream stream) noexcept override;
   DeviceEvent create_event() override;
@@ -71,6 +77,7 @@ class EmulatedDevice final : public DeviceApi {
   void wait(DeviceEvent event) override;
   void synchronize(DeviceStream stream) override;
   void staging_write(const std::byte* host, std::size_t bytes) override;
+  void staging_kept(const std::byte* host, std::size_t bytes) noexcept override;
 
  private:
   struct Event {
@@ -121,6 +128,7 @@ class EmulatedDevice final : public DeviceApi {
   std::uint64_t queued_copies_ = 0;
   std::uint64_t pinned_now_ = 0;
   Report report_;
+  PinnedCache pinned_cache_;
   bool stopping_ = false;
   std::thread engine_;
 };

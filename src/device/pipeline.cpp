@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "device/pinned_cache.hpp"
 #include "error/messages.hpp"
 #include "loader/progress.hpp"
 #include "loader/run.hpp"
@@ -92,26 +93,60 @@ class Ring {
   bool stopped_ = false;
 };
 
-// Device resources of one load; the destructor waits for every queued copy before it frees
-// the pinned memory those copies read.
+// Device resources of one load; the destructor waits for every queued copy before the pinned
+// memory those copies read is freed or kept for the next load.
 class Resources {
  public:
-  explicit Resources(DeviceApi& device) : device_(device) {}
+  // `keep`: give the pinned memory to the device's cache at the end when it is at most
+  // `keep_limit` bytes, rather than free it.
+  Resources(DeviceApi& device, bool keep, std::size_t keep_limit)
+      : device_(device), keep_(keep), keep_limit_(keep_limit) {}
   Resources(const Resources&) = delete;
   Resources& operator=(const Resources&) = delete;
 
   ~Resources() {
+    // A stream that cannot be synchronized may still have copies out of the ring queued:
+    // its memory is then freed as before, never handed to another load.
+    bool idle = true;
     for (DeviceStream stream : streams) {
       try {
         device_.synchronize(stream);
-      } catch (...) {  // NOLINT(bugprone-empty-catch): an earlier error is being reported
+      } catch (...) {  // an earlier error is being reported
+        idle = false;
       }
     }
     for (Slot& slot : slots) {
       if (slot.event != nullptr) device_.destroy_event(slot.event);
     }
     for (DeviceStream stream : streams) device_.destroy_stream(stream);
-    if (pinned != nullptr) device_.free_pinned(pinned);
+    if (pinned == nullptr) return;
+    PinnedCache* cache = device_.pinned_cache();
+    if (cache != nullptr && keep_ && idle && pinned_bytes_ <= keep_limit_) {
+      device_.staging_kept(pinned, pinned_bytes_);
+      device_.free_pinned(cache->keep({pinned, pinned_bytes_}).data);
+    } else {
+      device_.free_pinned(pinned);
+    }
+  }
+
+  // At least `bytes` of pinned memory in `pinned`: the block an earlier load kept when it is
+  // large enough, else a new one. A kept block too small is freed first, so that one load
+  // never holds two.
+  void acquire_pinned(std::size_t bytes, DeviceLoadStats& stats) {
+    if (PinnedCache* cache = device_.pinned_cache(); cache != nullptr) {
+      const PinnedCache::Block kept = cache->take();
+      if (kept.data != nullptr && kept.bytes >= bytes) {
+        pinned = kept.data;
+        pinned_bytes_ = kept.bytes;
+        stats.pinned_reused = true;
+        return;
+      }
+      device_.free_pinned(kept.data);
+    }
+    const Clock::time_point start = Clock::now();
+    pinned = device_.allocate_pinned(bytes);
+    pinned_bytes_ = bytes;
+    stats.pinned_alloc_seconds = seconds_since(start);
   }
 
   std::byte* pinned = nullptr;
@@ -120,6 +155,9 @@ class Resources {
 
  private:
   DeviceApi& device_;
+  bool keep_;
+  std::size_t keep_limit_;
+  std::size_t pinned_bytes_ = 0;
 };
 
 struct Totals {
@@ -320,6 +358,14 @@ RingShape ring_shape(const DeviceLoadOptions& options, unsigned threads,
   return shape;
 }
 
+std::uint64_t release_pinned_staging(DeviceApi& device) {
+  PinnedCache* cache = device.pinned_cache();
+  if (cache == nullptr) return 0;
+  const PinnedCache::Block block = cache->take();
+  device.free_pinned(block.data);
+  return block.bytes;
+}
+
 DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
                                 const LoadPlan& plan, std::byte* device_buffer,
                                 std::uint64_t device_bytes, const DeviceLoadOptions& options,
@@ -353,8 +399,11 @@ DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
     return stats;
   }
 
-  Resources resources(device);
-  resources.pinned = device.allocate_pinned(static_cast<std::size_t>(stats.pinned_bytes));
+  // The whole ring at once, not slot by slot as workers first need them: with the ring
+  // kept between loads (PinnedCache) only a process's first load pins memory, and one
+  // allocation keeps the kept block a single one.
+  Resources resources(device, options.keep_pinned, options.max_pinned_bytes);
+  resources.acquire_pinned(static_cast<std::size_t>(stats.pinned_bytes), stats);
   Ring ring;
   resources.slots.resize(shape.slots);
   for (unsigned i = 0; i < shape.slots; ++i) {

@@ -28,6 +28,10 @@ struct RingShape {
 /// Resolves the options' defaults and bounds for a load of `total_bytes` on `threads`.
 RingShape ring_shape(const DeviceLoadOptions& options, unsigned threads, std::uint64_t total_bytes);
 
+/// Frees the pinned staging memory loads on `device` kept (its pinned_cache()); returns the
+/// bytes freed.
+std::uint64_t release_pinned_staging(DeviceApi& device);
+
 /// Loads `plan` into `device_buffer` (device memory of `device_bytes` bytes) through `device`.
 /// Every copy is complete when this returns or throws.
 DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,

@@ -114,13 +114,24 @@ bool File::zero_copy() const noexcept {
 }
 
 void File::populate(unsigned threads) const {
+  populate(threads, {});
+}
+
+void File::populate(unsigned threads,
+                    const std::function<void(std::uint64_t, std::uint64_t)>& progress) const {
   const std::span<const std::byte> mapped = state_->source->mapped();
   if (mapped.empty()) return;
-  detail::populate(mapped.subspan(static_cast<std::size_t>(state_->header.data_start)), threads,
-                   name());
+  const std::span<const std::byte> ranges[] = {
+      mapped.subspan(static_cast<std::size_t>(state_->header.data_start))};
+  detail::populate(ranges, threads, name(), progress);
 }
 
 void File::populate(std::span<const TensorInfo* const> selected, unsigned threads) const {
+  populate(selected, threads, {});
+}
+
+void File::populate(std::span<const TensorInfo* const> selected, unsigned threads,
+                    const std::function<void(std::uint64_t, std::uint64_t)>& progress) const {
   const std::span<const TensorInfo> all = tensors();
   std::vector<const TensorInfo*> order(selected.begin(), selected.end());
   for (const TensorInfo* info : order) {
@@ -145,7 +156,7 @@ void File::populate(std::span<const TensorInfo* const> selected, unsigned thread
     end = std::max(end, info->data_end);
   }
   ranges.push_back(data.subspan(begin, end - begin));
-  detail::populate(ranges, threads, name());
+  detail::populate(ranges, threads, name(), progress);
 }
 
 TensorView File::view(std::string_view name) const {

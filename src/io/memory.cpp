@@ -136,7 +136,8 @@ void populate(std::span<const std::byte> mapped, unsigned threads, const std::st
 }
 
 void populate(std::span<const std::span<const std::byte>> ranges, unsigned threads,
-              const std::string& name) {
+              const std::string& name,
+              const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   // Every range cut into chunks of at most populate_chunk, so that one pool of workers
   // shares them all.
   struct Chunk {
@@ -154,19 +155,28 @@ void populate(std::span<const std::span<const std::byte>> ranges, unsigned threa
       chunks.push_back({from, std::min(end, from + populate_chunk)});
     }
   }
+  std::uint64_t total = 0;
+  for (const Chunk& chunk : chunks) total += chunk.to - chunk.from;
   const unsigned workers = static_cast<unsigned>(
       std::min<std::size_t>(chunks.size(), threads != 0 ? threads : populate_default_threads));
 
   std::atomic<std::size_t> next{0};
   std::atomic<bool> unsupported{false};
   std::atomic<bool> failed{false};
+  std::atomic<std::uint64_t> done{0};
   std::mutex error_mutex;
   std::exception_ptr error;
-  const auto work = [&] {
+  // `caller`: the calling thread, the only one that reports progress (a Python caller's
+  // signal check runs only on the thread that called it, its main thread).
+  const auto work = [&](bool caller) {
     try {
       for (std::size_t i; !failed.load(std::memory_order_relaxed) &&
                           (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();) {
-        map_in(chunks[i].from, chunks[i].to, name, unsupported);
+        const Chunk chunk = chunks[i];
+        map_in(chunk.from, chunk.to, name, unsupported);
+        const std::uint64_t now = done.fetch_add(chunk.to - chunk.from, std::memory_order_relaxed) +
+                                  chunk.to - chunk.from;
+        if (caller && progress) progress(now, total);
       }
     } catch (...) {
       std::lock_guard lock(error_mutex);
@@ -176,8 +186,8 @@ void populate(std::span<const std::span<const std::byte>> ranges, unsigned threa
   };
   {
     std::vector<std::jthread> helpers;
-    for (unsigned i = 1; i < workers; ++i) helpers.emplace_back(work);
-    work();
+    for (unsigned i = 1; i < workers; ++i) helpers.emplace_back(work, false);
+    work(true);
   }
   if (error) std::rethrow_exception(error);
 }

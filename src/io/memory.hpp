@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -46,8 +47,13 @@ class Mapping {
 void populate(std::span<const std::byte> mapped, unsigned threads, const std::string& name);
 
 /// populate() for several ranges of mappings at once, one pool of workers sharing them.
+/// `progress`, when set, is called as (bytes read, bytes in all) on the calling thread (itself
+/// one of the workers) after each chunk it has read, so that a caller can report on or stop a
+/// long read (Ctrl-C in Python): an exception it throws makes every worker stop after its
+/// current chunk, and populate rethrows it once all have.
 void populate(std::span<const std::span<const std::byte>> ranges, unsigned threads,
-              const std::string& name);
+              const std::string& name,
+              const std::function<void(std::uint64_t, std::uint64_t)>& progress = {});
 
 /// Faults in the pages of `range`, memory about to be filled, ready for writing
 /// (MADV_POPULATE_WRITE), without changing a byte: a copy into them then costs no fault, so

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <new>
 #include <set>
@@ -279,7 +280,17 @@ void map_tensors(const Checkpoint& checkpoint, const LoadPlan& plan, const LoadO
   // In address order, so that neighbouring tensors read as one stream.
   std::sort(ranges.begin(), ranges.end(),
             [](const auto& a, const auto& b) { return a.data() < b.data(); });
-  detail::populate(ranges, options.threads, origin(checkpoint));
+  // Progress (and with it a caller's chance to stop, as Python's Ctrl-C) after each step the
+  // calling thread reads. populate counts whole pages, a little more than the tensors' bytes,
+  // so a count that reaches the plan's is left to the report of the end below (one report of
+  // the total, and counts that only grow).
+  std::function<void(std::uint64_t, std::uint64_t)> progress;
+  if (options.progress) {
+    progress = [&](std::uint64_t done, std::uint64_t) {
+      if (done < plan.buffer_size) options.progress(done, plan.buffer_size);
+    };
+  }
+  detail::populate(ranges, options.threads, origin(checkpoint), progress);
   if (options.progress) options.progress(plan.buffer_size, plan.buffer_size);
 }
 

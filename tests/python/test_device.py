@@ -123,6 +123,29 @@ def test_pinned_memory_is_bounded(checkpoint_path):
     assert stats["copies"] > plan.buffer_size // (128 << 10)
 
 
+@pytest.mark.parametrize("keep_pinned", [True, False])
+def test_the_pinned_ring_is_kept_unless_asked_not_to(checkpoint_path, keep_pinned):
+    """A load keeps its pinned ring for the next one (issue 13); the emulated device of each
+    call releases it before its checks (pinned_kept) and reports one allocation."""
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan()
+    got, checks, stats = checkpoint._load_to_emulated_device(plan, **RINGS[0],
+                                                             keep_pinned=keep_pinned)
+    assert got == host_bytes(checkpoint, plan)
+    assert checks["ok"], checks["violations"]
+    assert checks["pinned_kept"] == (stats["pinned_bytes"] if keep_pinned else 0)
+    assert checks["pinned_allocations"] == 1 and checks["pinned_live"] == 0
+    assert stats["pinned_reused"] is False  # a fresh emulated device: nothing kept before
+    assert stats["pinned_alloc_seconds"] >= 0
+
+
+def test_release_cuda_staging_frees_what_was_kept_once():
+    # Earlier CUDA loads of this process (with a GPU) may have kept a ring; then nothing is.
+    assert libsafetensors.release_cuda_staging() >= 0
+    assert libsafetensors.release_cuda_staging() == 0
+    assert "release_cuda_staging" in libsafetensors.__all__
+
+
 def test_a_broken_ring_is_caught(checkpoint_path):
     """The negative test: refilling slots without waiting for their copies is reported."""
     checkpoint = libsafetensors.Checkpoint(checkpoint_path)

@@ -216,3 +216,78 @@ def test_ctrl_c_stops_a_checkpoint_load(tmp_path):
         pytest.skip(f"the whole load took only {whole:.2f} s: too short to tell")
     stopped = min(float(run[1]) for run in runs)
     assert stopped < whole * 0.6, f"stopped after {stopped:.2f} s of a {whole:.2f} s load"
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+def test_ctrl_c_stops_a_mapped_checkpoint_load(tmp_path, framework):
+    pytest.importorskip(framework)
+    # 4 GiB of zeros in 32 tensors, sparse. As stored and without copy=True the load maps the
+    # file and reads its pages in without the GIL; Ctrl-C used to wait for all of them, now
+    # it stops the read after the current 32 MiB. Every load is cold: the file's pages are
+    # dropped from the page cache first (clean pages, which posix_fadvise may drop), so that
+    # reading them in takes long enough to interrupt.
+    path = tmp_path / "zeros.safetensors"
+    part = 128 << 20
+    start = write_header(path, {f"t{i:02d}": {"dtype": "U8", "shape": [part],
+                                              "data_offsets": [i * part, (i + 1) * part]}
+                                for i in range(32)})
+    os.truncate(path, start + 32 * part)
+    result = child(f"""
+        import os, signal, threading, time
+        from libsafetensors.{framework} import load_checkpoint
+        path = {str(path)!r}
+
+        def mappings():  # this process's mappings of the file
+            with open("/proc/self/maps") as maps:
+                return sum(path in line for line in maps)
+
+        def drop_cached():
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+
+        # The first load of a process costs more (its first faults, huge page set-up): timed
+        # are the next ones, as the interrupted loads are.
+        times = []
+        for attempt in range(3):
+            drop_cached()
+            started = time.monotonic()
+            kept = load_checkpoint(path, threads=1)
+            times.append(time.monotonic() - started)
+            if attempt < 2:
+                del kept
+        whole = min(times[1:])
+        # The mapped path: the tensors are the file's pages, which the copy does not hold.
+        print("mapped", mappings(), flush=True)
+        del kept
+        print("released", mappings(), flush=True)
+        copied = load_checkpoint(path, names=["t00"], threads=1, copy=True)
+        print("copied", mappings(), flush=True)
+        del copied
+        for attempt in range(5):
+            drop_cached()
+            # A quarter into the load: long after the Python code before it has run.
+            threading.Timer(whole / 4, os.kill, (os.getpid(), signal.SIGINT)).start()
+            started = time.monotonic()
+            try:
+                load_checkpoint(path, threads=1)
+                time.sleep(whole)  # the signal arrives in here, and is not counted
+            except KeyboardInterrupt:
+                stopped = time.monotonic() - started
+            else:
+                continue
+            # Once the exception (and with it the load's frames) is gone, nothing of the
+            # interrupted load is left mapped.
+            print("interrupted", stopped, whole, mappings(), flush=True)
+        """, timeout=300)
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert len(lines) == 8, result.stdout + result.stderr
+    assert lines[0][0] == "mapped" and int(lines[0][1]) > 0, result.stdout
+    assert lines[1] == ["released", "0"] and lines[2] == ["copied", "0"], result.stdout
+    runs = lines[3:]
+    assert all(run[0] == "interrupted" and run[3] == "0" for run in runs), result.stdout
+    whole = float(runs[0][2])
+    if whole < 0.1:
+        pytest.skip(f"the whole load took only {whole:.2f} s: too short to tell")
+    stopped = min(float(run[1]) for run in runs)
+    assert stopped < whole * 0.6, f"stopped after {stopped:.2f} s of a {whole:.2f} s load"

@@ -13,10 +13,12 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "device/cuda.hpp"
 #include "device/emulated.hpp"
+#include "device/pinned_cache.hpp"
 #include "device/pipeline.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/loader.hpp"
@@ -77,8 +79,9 @@ std::vector<TensorData> sample_tensors(std::vector<std::vector<std::byte>>& stor
 
 struct EmulatedLoad {
   std::vector<std::byte> bytes;
-  EmulatedDevice::Report report;
+  EmulatedDevice::Report report;  // after the kept pinned memory was released
   DeviceLoadStats stats;
+  std::uint64_t kept = 0;  // pinned bytes the load kept for the next one
 };
 
 // Plans with `options`, loads through the emulated device, returns the device's bytes.
@@ -92,10 +95,20 @@ EmulatedLoad load_emulated(const Checkpoint& checkpoint, const LoadOptions& opti
   EmulatedLoad out;
   out.stats = detail::run_device_load(device, checkpoint, plan, memory, plan.buffer_size,
                                       device_options, faults);
+  out.kept = detail::release_pinned_staging(device);
   out.report = device.check();
   out.bytes.assign(memory, memory + plan.buffer_size);
   device.free(memory);
   return out;
+}
+
+// Whether `device` (a plan's buffer) holds the host loader's tensors at their offsets.
+bool same_as_host(const std::byte* device, const LoadedCheckpoint& host) {
+  for (const LoadedTensor& tensor : host.tensors()) {
+    const auto want = host.bytes(tensor);
+    if (!std::equal(want.begin(), want.end(), device + tensor.offset)) return false;
+  }
+  return true;
 }
 
 std::string violations(const EmulatedDevice::Report& report) {
@@ -129,6 +142,9 @@ class DeviceLoadTest : public ::testing::Test {
     }
     EXPECT_TRUE(got.report.ok()) << what << violations(got.report);
     EXPECT_EQ(got.report.pinned_live, 0u) << what;
+    EXPECT_EQ(got.kept, device_options.keep_pinned ? got.stats.pinned_bytes : 0u) << what;
+    EXPECT_EQ(got.report.pinned_allocations, 1u) << what;
+    EXPECT_FALSE(got.stats.pinned_reused) << what;
     EXPECT_LE(got.report.pinned_high_water, got.stats.pinned_bytes) << what;
     EXPECT_LE(got.stats.pinned_bytes, device_options.max_pinned_bytes) << what;
     EXPECT_EQ(got.stats.bytes_copied, host.buffer_size()) << what;
@@ -286,12 +302,14 @@ TEST_F(DeviceLoadTest, TheEmulatorCatchesABrokenRing) {
       << violations(got.report);
 }
 
-// A device error in the middle stops every worker, and the pinned memory is freed only after
-// the copies already queued have run.
+// A device error in the middle stops every worker, and the pinned memory is kept for the next
+// load (or freed) only after the copies already queued have run.
 TEST_F(DeviceLoadTest, ADeviceErrorStopsTheLoadCleanly) {
   EmulatedDevice::Options failing;
   failing.fail_copy = 5;
-  failing.copy_delay = std::chrono::microseconds(500);
+  // Slow enough that copies 1-4 are still queued when copy 5 fails: the ring must wait for
+  // them before it is kept (or freed).
+  failing.copy_delay = std::chrono::microseconds(2000);
   EmulatedDevice device(failing);
   const LoadPlan plan = plan_load(checkpoint_, {});
   std::byte* memory = device.allocate(static_cast<std::size_t>(plan.buffer_size));
@@ -303,11 +321,143 @@ TEST_F(DeviceLoadTest, ADeviceErrorStopsTheLoadCleanly) {
     EXPECT_EQ(error.code(), ErrorCode::device);
     EXPECT_NE(std::string(error.what()).find("copy 5 refused"), std::string::npos) << error.what();
   }
+  // The ring is kept as after any load; the emulator saw nothing freed or rewritten under a
+  // queued copy. The next load reuses it and delivers every byte.
   device.free(memory);
+  const EmulatedDevice::Report failed = device.check();
+  EXPECT_TRUE(failed.ok()) << violations(failed);
+  EXPECT_EQ(failed.pinned_allocations, 1u);
+  EXPECT_EQ(failed.pinned_frees, 0u);
+  EXPECT_EQ(device.pinned_cache()->kept_bytes(), failed.pinned_live);
+  EXPECT_GT(failed.pinned_live, 0u);
+
+  const LoadedCheckpoint host = load(checkpoint_, {});
+  memory = device.allocate(static_cast<std::size_t>(plan.buffer_size));
+  const DeviceLoadStats again =
+      detail::run_device_load(device, checkpoint_, plan, memory, plan.buffer_size, options);
+  EXPECT_TRUE(again.pinned_reused);
+  EXPECT_TRUE(same_as_host(memory, host));
+  EXPECT_TRUE(device.check().ok()) << violations(device.check());
+  device.free(memory);
+  EXPECT_EQ(detail::release_pinned_staging(device), failed.pinned_live);
   const EmulatedDevice::Report report = device.check();
   EXPECT_TRUE(report.ok()) << violations(report);
+  EXPECT_EQ(report.pinned_allocations, 1u);
   EXPECT_EQ(report.pinned_live, 0u);
   EXPECT_EQ(report.device_live, 0u);
+}
+
+// Pinned memory kept between loads (issue 13): one allocation for a series of loads, a new
+// one only when a load needs a larger ring, none kept when asked not to or once released.
+TEST_F(DeviceLoadTest, TheNextLoadReusesThePinnedRing) {
+  EmulatedDevice device;
+  const LoadedCheckpoint host = load(checkpoint_, {});
+  const LoadPlan plan = plan_load(checkpoint_, {});
+  const auto load_once = [&](const DeviceLoadOptions& options) {
+    std::byte* memory = device.allocate(static_cast<std::size_t>(plan.buffer_size));
+    const DeviceLoadStats stats =
+        detail::run_device_load(device, checkpoint_, plan, memory, plan.buffer_size, options);
+    EXPECT_TRUE(same_as_host(memory, host));
+    device.free(memory);
+    return stats;
+  };
+  DeviceLoadOptions small = ring_shapes()[0].first;  // 2 slots of 64 KiB
+  const DeviceLoadStats first = load_once(small);
+  EXPECT_FALSE(first.pinned_reused);
+  EXPECT_GE(first.pinned_alloc_seconds, 0.0);
+  const DeviceLoadStats second = load_once(small);
+  EXPECT_TRUE(second.pinned_reused);
+  EXPECT_EQ(second.pinned_alloc_seconds, 0.0);
+  EmulatedDevice::Report report = device.check();
+  EXPECT_EQ(report.pinned_allocations, 1u);
+  EXPECT_EQ(report.pinned_live, first.pinned_bytes);
+
+  // A larger ring: the kept block is freed before the new one is pinned (never both at once),
+  // and the larger one is kept.
+  DeviceLoadOptions large = ring_shapes()[2].first;  // 5 slots of 256 KiB
+  const DeviceLoadStats third = load_once(large);
+  EXPECT_FALSE(third.pinned_reused);
+  report = device.check();
+  EXPECT_EQ(report.pinned_allocations, 2u);
+  EXPECT_EQ(report.pinned_frees, 1u);
+  EXPECT_EQ(report.pinned_high_water, third.pinned_bytes);
+  EXPECT_EQ(report.pinned_live, third.pinned_bytes);
+
+  // A smaller ring fits in the kept block.
+  EXPECT_TRUE(load_once(small).pinned_reused);
+  EXPECT_EQ(device.check().pinned_allocations, 2u);
+
+  // keep_pinned = false: the load may use the kept block, and frees it at the end.
+  small.keep_pinned = false;
+  EXPECT_TRUE(load_once(small).pinned_reused);
+  report = device.check();
+  EXPECT_EQ(report.pinned_live, 0u);
+  EXPECT_EQ(detail::release_pinned_staging(device), 0u);
+  EXPECT_FALSE(load_once(small).pinned_reused);
+  EXPECT_EQ(device.check().pinned_live, 0u);
+
+  // Kept again, then released.
+  small.keep_pinned = true;
+  EXPECT_FALSE(load_once(small).pinned_reused);
+  EXPECT_EQ(device.check().pinned_live, first.pinned_bytes);
+  EXPECT_EQ(detail::release_pinned_staging(device), first.pinned_bytes);
+  report = device.check();
+  EXPECT_EQ(report.pinned_live, 0u);
+  EXPECT_EQ(report.pinned_allocations, 4u);
+  EXPECT_EQ(report.pinned_frees, 4u);
+  EXPECT_TRUE(report.ok()) << violations(report);
+
+  // A block larger than a load's max_pinned_bytes is used by it but not kept after it.
+  large.max_pinned_bytes = std::size_t{1} << 20;
+  (void)load_once(large);  // 4 slots of 256 KiB fit, 1 MiB, kept
+  DeviceLoadOptions bounded = small;
+  bounded.max_pinned_bytes = 128 << 10;
+  const std::size_t kept = device.pinned_cache()->kept_bytes();
+  EXPECT_GT(kept, bounded.max_pinned_bytes);
+  EXPECT_TRUE(load_once(bounded).pinned_reused);
+  EXPECT_EQ(device.check().pinned_live, 0u);
+}
+
+// Loads from several threads at once on one device: each gets memory of its own (one the kept
+// block, the others new), every byte arrives, and at most one block is kept afterwards.
+TEST_F(DeviceLoadTest, ConcurrentLoadsShareTheKeptRingSafely) {
+  EmulatedDevice::Options slow;
+  slow.copy_delay = std::chrono::microseconds(100);
+  EmulatedDevice device(slow);
+  const LoadedCheckpoint host = load(checkpoint_, {});
+  const LoadPlan plan = plan_load(checkpoint_, {});
+  const DeviceLoadOptions options = ring_shapes()[2].first;
+  constexpr int loaders = 3, rounds = 4;
+  std::vector<std::byte*> memory(loaders);
+  for (std::byte*& m : memory) m = device.allocate(static_cast<std::size_t>(plan.buffer_size));
+  std::atomic<int> reused{0};
+  std::atomic<std::uint64_t> ring{0};
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < loaders; ++t) {
+      threads.emplace_back([&, t] {
+        for (int round = 0; round < rounds; ++round) {
+          std::memset(memory[t], 0, plan.buffer_size);
+          const DeviceLoadStats stats = detail::run_device_load(
+              device, checkpoint_, plan, memory[t], plan.buffer_size, options);
+          reused += stats.pinned_reused ? 1 : 0;
+          ring = stats.pinned_bytes;
+          EXPECT_TRUE(same_as_host(memory[t], host)) << "loader " << t << " round " << round;
+        }
+      });
+    }
+  }
+  for (std::byte* m : memory) device.free(m);
+  // Freed first: each allocation was written once per round, which the written-once check
+  // of live allocations would report; the checks of every copy and staging write remain.
+  const EmulatedDevice::Report report = device.check();
+  EXPECT_TRUE(report.ok()) << violations(report);
+  EXPECT_LE(report.pinned_high_water, std::uint64_t{loaders} * ring.load());
+  EXPECT_EQ(report.pinned_live, ring.load());  // one block kept, whatever the interleaving
+  EXPECT_EQ(report.pinned_allocations, report.pinned_frees + 1);
+  EXPECT_LT(report.pinned_allocations, std::uint64_t{loaders} * rounds);
+  EXPECT_GT(reused.load(), 0);
+  EXPECT_EQ(detail::release_pinned_staging(device), ring.load());
 }
 
 TEST_F(DeviceLoadTest, ASmallDeviceBufferIsRefused) {
@@ -364,14 +514,16 @@ TEST(EmulatedDevice, ChecksStagingAndFrees) {
   device.wait(event);
   device.staging_write(pinned + 16, 8);  // now it has: fine
   device.copy_async(memory + 32, pinned + 32, 32, stream);
-  device.free_pinned(pinned);  // under a queued copy
+  device.staging_kept(pinned, 64);  // kept for the next load under a queued copy
+  device.free_pinned(pinned);       // freed under it
   device.synchronize(stream);
   device.destroy_stream(stream);
   device.destroy_event(event);
   const EmulatedDevice::Report report = device.check();
-  EXPECT_EQ(report.violation_count, 2u) << violations(report);
+  EXPECT_EQ(report.violation_count, 3u) << violations(report);
   const std::string text = violations(report);
   EXPECT_NE(text.find("wrote staging bytes [16, 24) while copy 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("kept for the next load while copy 2"), std::string::npos) << text;
   EXPECT_NE(text.find("pinned memory freed while copy 2"), std::string::npos) << text;
   device.free(memory);
 }

@@ -226,6 +226,52 @@ TEST_F(LoaderTest, MappedLoadsSubsetsAndRefusesConversions) {
                          buffer.begin() + static_cast<std::ptrdiff_t>(positions.offset)));
 }
 
+// A mapped load reads pages in steps and reports each (so that a caller can stop it, as
+// Python's Ctrl-C does): counts that grow, the total once at the end, and an exception from
+// the callback ends the load.
+TEST(Loader, MappedLoadsReportProgressAndCanBeStopped) {
+  // 160 MiB of zeros in 4 tensors, sparse: 5 steps of 32 MiB, nothing written to disk.
+  const std::uint64_t part = std::uint64_t{40} << 20;
+  std::string header = "{";
+  for (int i = 0; i < 4; ++i) {
+    header += (i ? ",\"t" : "\"t") + std::to_string(i) + R"(":{"dtype":"U8","shape":[)" +
+              std::to_string(part) + R"(],"data_offsets":[)" + std::to_string(i * part) + "," +
+              std::to_string((i + 1) * part) + "]}";
+  }
+  header += "}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const fs::path path = test::unique_path("loader-mapped-progress");
+  test::write_file(path, test::file_bytes(header, {}));
+  fs::resize_file(path, 8 + header.size() + 4 * part);
+  const Checkpoint checkpoint = Checkpoint::open(path);
+  LoadOptions options;
+  options.method = LoadMethod::mapped;
+  options.threads = 1;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> calls;
+  options.progress = [&](std::uint64_t done, std::uint64_t total) {
+    calls.emplace_back(done, total);
+  };
+  const LoadedCheckpoint loaded = load(checkpoint, options);
+  EXPECT_TRUE(loaded.mapped());
+  ASSERT_GE(calls.size(), 5u);  // the steps before the last, and the end
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].second, 4 * part);
+    if (i > 0) {
+      EXPECT_LT(calls[i - 1].first, calls[i].first);
+    }
+  }
+  EXPECT_EQ(calls.back().first, 4 * part);
+
+  int reports = 0;
+  options.progress = [&](std::uint64_t, std::uint64_t) {
+    ++reports;
+    throw std::runtime_error("stopped");
+  };
+  EXPECT_THROW((void)load(checkpoint, options), std::runtime_error);
+  EXPECT_EQ(reports, 1);
+  fs::remove(path);
+}
+
 TEST(Loader, AutomaticCopiesTensorsTheFileLeavesMisaligned) {
   // An unpadded header puts the data at an odd offset: an F32 there is not 4-byte aligned.
   const std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <filesystem>
 #include <span>
+#include <stdexcept>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -122,6 +124,51 @@ TEST(Populate, EveryPageIsResidentAfterwardsWithAnyThreadCount) {
     EXPECT_EQ(resident_pages(mapping.bytes()), pages)
         << threads << " threads, " << before << " pages resident before";
     EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), mapping.bytes().begin()));
+  }
+}
+
+TEST(Populate, ProgressRunsOnTheCallingThreadAndItsExceptionStopsTheWorkers) {
+  // 10 steps of 32 MiB: a file with holes, so nothing is written to disk.
+  const std::uint64_t size = std::uint64_t{320} << 20;
+  ScratchFile file("populate-progress", {});
+  std::filesystem::resize_file(file.path(), size);
+  const FileDescriptor fd = open_regular_file(file.path().string());
+  const Mapping mapping = map_file(fd.get(), size, MapKind::read_only, "f");
+  const std::span<const std::byte> ranges[] = {mapping.bytes()};
+  for (unsigned threads : {1u, 3u}) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> calls;
+    const std::thread::id caller = std::this_thread::get_id();
+    populate(ranges, threads, "f", [&](std::uint64_t done, std::uint64_t total) {
+      EXPECT_EQ(std::this_thread::get_id(), caller);
+      calls.emplace_back(done, total);
+    });
+    ASSERT_FALSE(calls.empty()) << threads << " threads";
+    for (std::size_t i = 0; i < calls.size(); ++i) {
+      EXPECT_EQ(calls[i].second, size);
+      if (i > 0) {
+        EXPECT_LT(calls[i - 1].first, calls[i].first);
+      }
+    }
+    if (threads == 1) {
+      EXPECT_EQ(calls.size(), 10u);  // one report per step
+      EXPECT_EQ(calls.back().first, size);
+    }
+
+    // The first report throws: the workers stop after their current step (one alone, at its
+    // first), and the exception is the caller's.
+    std::atomic<int> reports{0};
+    std::uint64_t stopped_at = 0;
+    EXPECT_THROW(populate(ranges, threads, "f",
+                          [&](std::uint64_t done, std::uint64_t) {
+                            ++reports;
+                            stopped_at = done;
+                            throw std::runtime_error("stop");
+                          }),
+                 std::runtime_error);
+    EXPECT_EQ(reports.load(), 1);
+    if (threads == 1) {
+      EXPECT_EQ(stopped_at, std::uint64_t{32} << 20);
+    }
   }
 }
 
