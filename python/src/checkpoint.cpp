@@ -27,12 +27,14 @@ namespace safetensors::python {
 
 // device.cpp: the device paths over an open checkpoint.
 DeviceLoadOptions device_load_options(unsigned threads, std::size_t slot_bytes, unsigned slots,
-                                      std::size_t max_pinned_bytes, unsigned streams);
+                                      std::size_t max_pinned_bytes, unsigned streams,
+                                      const std::string& cast_on);
 py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan, py::handle buffer,
                               int device, const DeviceLoadOptions& options);
 py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
                                    const DeviceLoadOptions& options, unsigned copy_delay_us,
-                                   unsigned seed, bool skip_slot_wait);
+                                   unsigned seed, bool skip_slot_wait, bool device_casts,
+                                   bool cast_before_copy);
 
 namespace {
 
@@ -221,20 +223,21 @@ class PyCheckpoint {
 
   py::dict load_to_cuda(const LoadPlan& plan, py::handle buffer, int device, unsigned threads,
                         std::size_t slot_bytes, unsigned slots, std::size_t max_pinned_bytes,
-                        unsigned streams) const {
+                        unsigned streams, const std::string& cast_on) const {
     return load_to_cuda_binding(
         checkpoint_, plan, buffer, device,
-        device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams));
+        device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams, cast_on));
   }
 
   py::tuple load_to_emulated_device(const LoadPlan& plan, unsigned threads, std::size_t slot_bytes,
                                     unsigned slots, std::size_t max_pinned_bytes, unsigned streams,
-                                    unsigned copy_delay_us, unsigned seed,
-                                    bool skip_slot_wait) const {
+                                    unsigned copy_delay_us, unsigned seed, bool skip_slot_wait,
+                                    const std::string& cast_on, bool device_casts,
+                                    bool cast_before_copy) const {
     return load_to_emulated_binding(
         checkpoint_, plan,
-        device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams), copy_delay_us,
-        seed, skip_slot_wait);
+        device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams, cast_on),
+        copy_delay_us, seed, skip_slot_wait, device_casts, cast_before_copy);
   }
 
  private:
@@ -301,13 +304,17 @@ void register_checkpoint(py::module_& module) {
       .def("load_to_cuda", &PyCheckpoint::load_to_cuda, py::arg("plan"), py::arg("buffer"),
            py::arg("device"), py::arg("threads") = 0, py::arg("slot_bytes") = 0,
            py::arg("slots") = 0, py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0,
+           py::arg("cast_on") = "auto",
            "Loads into `buffer`, a uint8 CUDA tensor (anything with the CUDA array interface) "
            "of at least plan.buffer_size bytes on device `device`, through pinned staging "
-           "buffers; returns the load's statistics. The GIL is released.")
+           "buffers; returns the load's statistics. `cast_on` says where dtype conversions "
+           "run: \"auto\" (on the GPU when the kernels built in load there, else on the "
+           "host), \"host\" or \"device\" (or fail). The GIL is released.")
       .def("_load_to_emulated_device", &PyCheckpoint::load_to_emulated_device, py::arg("plan"),
            py::arg("threads") = 0, py::arg("slot_bytes") = 0, py::arg("slots") = 0,
            py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0, py::arg("copy_delay_us") = 0,
-           py::arg("seed") = 1, py::arg("skip_slot_wait") = false,
+           py::arg("seed") = 1, py::arg("skip_slot_wait") = false, py::arg("cast_on") = "auto",
+           py::arg("device_casts") = true, py::arg("cast_before_copy") = false,
            "The device pipeline against the emulated device (for tests): (the device's bytes, "
            "the emulator's checks, the load's statistics).");
 }
