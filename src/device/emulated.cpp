@@ -48,6 +48,19 @@ std::string range(const std::byte* base, const std::byte* p, std::size_t n) {
   return out;
 }
 
+// Splits the range of `staged` that holds offset `at` inside it in two at `at`.
+template <class Map>
+void split_at(Map& staged, std::size_t at) {
+  auto it = staged.upper_bound(at);
+  if (it == staged.begin()) return;
+  --it;
+  if (it->first < at && at < it->second.end) {
+    auto tail = it->second;
+    it->second.end = at;
+    staged.emplace(at, tail);
+  }
+}
+
 }  // namespace
 
 EmulatedDevice::EmulatedDevice() : EmulatedDevice(Options{}) {}
@@ -188,7 +201,7 @@ void EmulatedDevice::serve() {
 std::byte* EmulatedDevice::allocate(std::size_t bytes) {
   std::byte* p = raw_allocate(bytes);
   std::lock_guard lock(mutex_);
-  device_[p] = Allocation{bytes, std::vector<std::uint8_t>(bytes, 0), {}, {}};
+  device_[p] = Allocation{bytes, std::vector<std::uint8_t>(bytes, 0), {}};
   return p;
 }
 
@@ -214,7 +227,7 @@ void EmulatedDevice::free(std::byte* memory) noexcept {
 std::byte* EmulatedDevice::allocate_pinned(std::size_t bytes) {
   std::byte* p = raw_allocate(bytes);
   std::lock_guard lock(mutex_);
-  pinned_[p] = Allocation{bytes, {}, {}, {}};
+  pinned_[p] = Allocation{bytes, {}, {}};
   pinned_now_ += bytes;
   report_.pinned_high_water = std::max(report_.pinned_high_water, pinned_now_);
   return p;
@@ -294,14 +307,12 @@ void EmulatedDevice::copy_async(std::byte* device, const std::byte* host, std::s
                 "its cast completed)");
     }
     // What the copy will have written, for the casts that read it.
-    auto& allocation = const_cast<Allocation&>(target->second);
-    if (allocation.last_copy.empty()) {
-      allocation.last_copy.assign(allocation.bytes, 0);
-      allocation.cast_read.assign(allocation.bytes, 0);
-    }
+    auto& staged = const_cast<Allocation&>(target->second).staged;
     const std::size_t at = static_cast<std::size_t>(device - target->first);
-    std::fill_n(allocation.last_copy.begin() + static_cast<std::ptrdiff_t>(at), bytes, number);
-    std::fill_n(allocation.cast_read.begin() + static_cast<std::ptrdiff_t>(at), bytes, 0);
+    split_at(staged, at);
+    split_at(staged, at + bytes);
+    staged.erase(staged.lower_bound(at), staged.lower_bound(at + bytes));
+    if (bytes != 0) staged.emplace(at, Staged{at + bytes, number, false});
     Op op;
     op.device = device;
     op.host = host;
@@ -359,20 +370,23 @@ void EmulatedDevice::check_cast_source(Allocation& allocation, std::size_t at, s
                            std::to_string(at) + ", " + std::to_string(at + bytes) + ")";
   bool unwritten = false, stale = false, unordered = false;
   std::uint64_t other = 0;
-  for (std::size_t i = at; i < at + bytes; ++i) {
-    const std::uint64_t copy = allocation.last_copy.empty() ? 0 : allocation.last_copy[i];
-    if (copy == 0) {
-      unwritten = true;
-      continue;
-    }
-    if (allocation.cast_read[i] != 0) stale = true;
-    const CopyState& state = copy_states_[copy - 1];
+  split_at(allocation.staged, at);
+  split_at(allocation.staged, at + bytes);
+  std::size_t covered = at;  // up to where the ranges seen so far reach without a gap
+  for (auto it = allocation.staged.lower_bound(at);
+       it != allocation.staged.end() && it->first < at + bytes; ++it) {
+    Staged& range = it->second;
+    if (it->first != covered) unwritten = true;
+    covered = range.end;
+    if (range.cast_read) stale = true;
+    const CopyState& state = copy_states_[range.copy - 1];
     if (state.stream != stream && !state.done) {
       unordered = true;
-      other = copy;
+      other = range.copy;
     }
-    allocation.cast_read[i] = 1;
+    range.cast_read = true;
   }
+  if (covered != at + bytes) unwritten = true;
   if (unwritten) {
     violation(cast + " that no copy wrote (the cast was queued before the copy that stages them)");
   }

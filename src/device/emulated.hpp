@@ -118,13 +118,17 @@ class EmulatedDevice final : public DeviceApi {
     bool running = false;  // its front op is being performed
     bool destroyed = false;
   };
+  // Bytes [begin, end) of a device allocation, as the last copy queued into them left them.
+  struct Staged {
+    std::size_t end = 0;
+    std::uint64_t copy = 0;  // its number
+    bool cast_read = false;  // a cast has read these bytes since
+  };
   struct Allocation {
     std::size_t bytes = 0;
     std::vector<std::uint8_t> writes;  // per byte, saturating at 255 (device memory only)
-    // Per byte of device memory, sized on the first copy into it: the number of the last
-    // copy queued into it (0: none) and whether a cast has read what that copy wrote.
-    std::vector<std::uint64_t> last_copy;
-    std::vector<std::uint8_t> cast_read;
+    // Device memory: disjoint ranges by their first offset, each written last by one copy.
+    std::map<std::size_t, Staged> staged;
   };
 
   void serve();
