@@ -432,6 +432,35 @@ TEST_F(DeviceCastTest, FallsBackToTheHostWhenTheDeviceCannotCast) {
   }
 }
 
+// A destination not aligned to its element (a caller's odd device pointer) is converted on
+// the host, as kernels cannot store there, and the load says so.
+TEST_F(DeviceCastTest, AnUnalignedDestinationIsCastOnTheHost) {
+  LoadOptions options;
+  options.dtype = Dtype::F32;
+  const LoadedCheckpoint host = load(checkpoint_, options);
+  const LoadPlan plan = plan_load(checkpoint_, options);
+  EmulatedDevice device;
+  std::byte* memory = device.allocate(static_cast<std::size_t>(plan.buffer_size) + 1);
+  DeviceLoadOptions device_options;
+  device_options.threads = 2;
+  const DeviceLoadStats stats = detail::run_device_load(device, checkpoint_, plan, memory + 1,
+                                                        plan.buffer_size, device_options);
+  const EmulatedDevice::Report report = device.check();
+  // Only the byte before the destination is never written.
+  EXPECT_EQ(report.violation_count, 1u) << violations(report);
+  EXPECT_NE(violations(report).find("1 bytes never written, the first at offset 0"),
+            std::string::npos)
+      << violations(report);
+  const auto all = host.bytes(host.tensors().front());
+  EXPECT_EQ(std::memcmp(memory + 1, all.data() - host.tensors().front().offset, plan.buffer_size),
+            0);
+  EXPECT_EQ(stats.bytes_cast_on_device, 0u);
+  EXPECT_GT(stats.bytes_cast_on_host, 0u);
+  EXPECT_NE(stats.host_cast_reason.find("not aligned"), std::string::npos)
+      << stats.host_cast_reason;
+  device.free(memory);
+}
+
 // The negative tests of the casts' order: a kernel queued before its staging copy, or on
 // another stream than it, is caught.
 TEST_F(DeviceCastTest, TheEmulatorCatchesACastBeforeItsCopy) {
