@@ -316,7 +316,9 @@ void register_checkpoint(py::module_& module) {
            py::arg("seed") = 1, py::arg("skip_slot_wait") = false, py::arg("cast_on") = "auto",
            py::arg("device_casts") = true, py::arg("cast_before_copy") = false,
            "The device pipeline against the emulated device (for tests): (the device's bytes, "
-           "the emulator's checks, the load's statistics).");
+           "the emulator's checks, the load's statistics). `device_casts=False` makes a device "
+           "that cannot convert; `skip_slot_wait` and `cast_before_copy` break the pipeline's "
+           "order on purpose.");
 }
 
 }  // namespace safetensors::python
