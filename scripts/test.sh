@@ -4,6 +4,10 @@
 # replay of every fuzzer's seed corpus, and a short fuzz run. Every stage runs even when an
 # earlier one fails (unless it depends on it); the summary at the end lists each stage and
 # the exit status is non-zero if any failed.
+# Both builds compile the device cast kernels (src/device/cast_kernels.cu) with nvcc when they
+# find one (PATH, /usr/local/cuda/bin, /usr/local/cuda-*/bin: see src/CMakeLists.txt); nvcc
+# compiles device code only, with its own host compiler (g++), so the clang ASan build embeds
+# the same fatbin. Without nvcc the kernels' test is skipped, saying so.
 #   FUZZ_SECONDS  seconds for the whole fuzz smoke run, split evenly among the fuzzers (the
 #                 `run` lines of fuzz/run_smoke.sh; default 240)
 set -euo pipefail

@@ -84,11 +84,20 @@ if [ ! -f "$pyinc/Python.h" ]; then
   fi
 fi
 
+# The device cast kernels: nvcc on this machine if it has one (the build finds it), else the
+# fatbin carried in .devdeps/ (made by the build where nvcc is: see bench/gpu/README.md), else
+# none, and the casts on the GPU are reported as unavailable.
+if ! command -v nvcc > /dev/null && ! ls /usr/local/cuda*/bin/nvcc > /dev/null 2>&1 &&
+  [ -f "$DEBS/cast_kernels.fatbin" ]; then
+  cmake_args+=(-DSAFETENSORS_CUDA_FATBIN="$DEBS/cast_kernels.fatbin")
+fi
+
 echo "=== configure + build ($JOBS jobs) into $BUILD"
 if ! cmake "${cmake_args[@]}" > "$BUILD.configure.log" 2>&1; then
   cat "$BUILD.configure.log"; echo "FAIL: configure"; exit 2
 fi
-grep -E "Found (ZLIB|Python|pybind11)|simdjson" "$BUILD.configure.log" | sed 's/^/  /'
+grep -E "Found (ZLIB|Python|pybind11)|simdjson|Device cast kernels" "$BUILD.configure.log" |
+  sed 's/^/  /'
 # The Python module and the C++ device tests only (device_test's CUDA tests run on a GPU).
 if ! cmake --build "$BUILD" -j "$JOBS" --target _core device_test > "$BUILD.build.log" 2>&1; then
   grep -E "error|Error" -A3 "$BUILD.build.log" | head -80; tail -20 "$BUILD.build.log"

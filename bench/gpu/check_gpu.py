@@ -310,28 +310,41 @@ def check_correctness(args, torch, workdir):
         report("1 the device path finds the CUDA runtime", status["available"],
                status["reason"])
 
-    def device_pipeline():
-        checkpoint = libsafetensors.Checkpoint(path)
-        problems = []
-        for dtype in (None, "BF16", "F16", "F32"):
-            plan = checkpoint.plan(dtype)
-            host = torch.empty(plan.buffer_size, dtype=torch.uint8)
-            checkpoint.load_into(plan, host.numpy())
-            if device.type == "cuda":
-                buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=device)
-                stats = checkpoint.load_to_cuda(plan, buffer, device.index or 0, slot_bytes=1 << 20)
-                got = buffer.cpu()
-            else:  # the dry run: the same pipeline against the emulated device
-                raw, checks, stats = checkpoint._load_to_emulated_device(plan, slot_bytes=1 << 20)
-                got = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else host[:0]
-                if not checks["ok"]:
-                    problems.append(f"{dtype}: emulator: {checks['violations'][:3]}")
-            if not torch.equal(got, host):
-                problems.append(f"dtype {dtype}: device bytes differ from the host loader's")
-            print(f"  device pipeline dtype={dtype}: {stats}")
-        return problems
-    attempt("1 device pipeline (Checkpoint.load_to_cuda) == host loader, every dtype and cast",
-            device_pipeline)
+    def device_pipeline(cast_on):
+        def run():
+            checkpoint = libsafetensors.Checkpoint(path)
+            problems = []
+            for dtype in (None, "BF16", "F16", "F32"):
+                plan = checkpoint.plan(dtype)
+                host = torch.empty(plan.buffer_size, dtype=torch.uint8)
+                checkpoint.load_into(plan, host.numpy())
+                if device.type == "cuda":
+                    buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=device)
+                    stats = checkpoint.load_to_cuda(plan, buffer, device.index or 0,
+                                                    slot_bytes=1 << 20, cast_on=cast_on)
+                    got = buffer.cpu()
+                else:  # the dry run: the same pipeline against the emulated device
+                    raw, checks, stats = checkpoint._load_to_emulated_device(
+                        plan, slot_bytes=1 << 20, cast_on=cast_on)
+                    got = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else host[:0]
+                    if not checks["ok"]:
+                        problems.append(f"{dtype}: emulator: {checks['violations'][:3]}")
+                if not torch.equal(got, host):
+                    # Bit for bit: the first differing byte says which cast went wrong.
+                    where = int((got != host).nonzero()[0]) if got.numel() == host.numel() else -1
+                    problems.append(f"dtype {dtype}: device bytes differ from the host "
+                                    f"loader's (first at byte {where})")
+                if dtype is not None and cast_on == "device" and not stats["bytes_cast_on_device"]:
+                    problems.append(f"dtype {dtype}: nothing was cast on the device")
+                print(f"  device pipeline dtype={dtype} cast_on={cast_on}: {stats}")
+            return problems
+        return run
+    # The casts on the host (the CPU casts, in the pinned buffers) and on the GPU (the kernels
+    # built in with nvcc, loaded through the driver), each bit for bit against the host loader.
+    attempt("1 device pipeline (Checkpoint.load_to_cuda) == host loader, every dtype, "
+            "casts on the host", device_pipeline("host"))
+    attempt("1 device pipeline (Checkpoint.load_to_cuda) == host loader, every dtype, "
+            "casts on the GPU (kernels)", device_pipeline("device"))
 
     def device_map():
         first = names[0]
@@ -839,12 +852,39 @@ def check_cast_cost(args, torch, where):
     ref.save_file({f"w.{i}": torch.randn(4096, 4096, generator=gen, device=args.device).cpu()
                    for i in range(count)}, path)
     gb = count * per * 4 / 1e9
+    import libsafetensors
+
+    def pipeline(cast_on):
+        """The device pipeline itself with the casts placed as asked; returns its stats."""
+        def run():
+            checkpoint = libsafetensors.Checkpoint(path)
+            plan = checkpoint.plan("BF16")
+            if not cuda:
+                _, _, stats = checkpoint._load_to_emulated_device(plan, cast_on=cast_on)
+                return stats
+            buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=args.device)
+            stats = checkpoint.load_to_cuda(plan, buffer, torch.device(args.device).index or 0,
+                                            cast_on=cast_on)
+            run.buffer, run.plan = buffer, plan
+            return stats
+        return run
+
+    host_cast, device_cast = pipeline("host"), pipeline("device")
     rows = [("F32 as stored", lambda: ours.load_checkpoint(path, device=args.device)),
             ("F32 -> BF16", lambda: ours.load_checkpoint(path, device=args.device,
                                                         dtype=torch.bfloat16)),
+            ("F32 -> BF16, pipeline, casts on the host", host_cast),
+            ("F32 -> BF16, pipeline, casts on the GPU", device_cast),
             ("reference load_file + .to(bf16)",
              lambda: {n: t.to(torch.bfloat16) for n, t in
                       ref.load_file(path, device=args.device).items()})]
+    # Where the GPU cannot cast (no kernels built in, or the driver refused them) that row
+    # goes, with the reason.
+    try:
+        print(f"  casts on the GPU: {device_cast()}")
+    except Exception as error:  # noqa: BLE001
+        report("3b the device cast kernels run on this GPU", False, f"{error}")
+        rows = [row for row in rows if row[1] is not device_cast]
     times = {label: [] for label, _ in rows}
     for _ in range(args.reps):
         for label, fn in rows:
@@ -869,6 +909,19 @@ def check_cast_cost(args, torch, where):
     diff = [n for n in want if not torch.equal(got[n].cpu().view(torch.int16),
                                                want[n].view(torch.int16))]
     report("3b F32 -> BF16 on the way == torch's .to(bfloat16)", not diff, f"differ: {diff[:4]}")
+    # Both placements of the pipeline's cast, bit for bit the same as torch's CPU .to().
+    if cuda:
+        for label, fn in (("host", host_cast), ("GPU", device_cast)):
+            if not any(row[1] is fn for row in rows):
+                continue
+            stats = fn()
+            views = ours._plan_views(fn.plan, fn.buffer)
+            diff = [n for n in want if not torch.equal(views[n].cpu().view(torch.int16),
+                                                       want[n].view(torch.int16))]
+            report(f"3b pipeline F32 -> BF16 with casts on the {label} == torch's .to(bfloat16)",
+                   not diff, f"differ: {diff[:4]}; stats {stats}")
+            del views
+            fn.buffer = None
     os.remove(path)
 
 

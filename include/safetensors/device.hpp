@@ -1,7 +1,8 @@
 // Loading checkpoints straight into GPU memory: parallel reads into a small ring of pinned
 // host buffers, asynchronous host-to-device copies overlapping the reads, optional dtype
-// conversion on the way. The CUDA runtime is found at run time (dlopen); nothing links to it,
-// and without it every entry point says why the device path is unavailable.
+// conversion on the way (on the device, by kernels built in with nvcc, or on the host). The CUDA
+// runtime is found at run time (dlopen); nothing links to it, and without it every entry point says
+// why the device path is unavailable.
 #pragma once
 
 #include <cstddef>
@@ -34,6 +35,19 @@ struct SAFETENSORS_API CudaStatus {
 /// devices. A failed attempt is not remembered: a later call tries again.
 [[nodiscard]] SAFETENSORS_API CudaStatus cuda_status();
 
+/// Where a device load converts dtypes. On the device, a converting piece is staged and copied
+/// as stored, then converted by a kernel (no host CPU spent converting; fewer bytes copied when
+/// the cast widens, more when it narrows); on the host, it is converted into the pinned
+/// buffer. Both give the same bits: the CPU casts' (torch 2's .to()).
+enum class CastOn {
+  // Widening and same-size casts on the device when it can (kernels built in and loadable),
+  // narrowing ones on the host: either way the fewer bytes cross the bus. Unmeasured on a GPU
+  // yet (bench/gpu check 3b times both placements).
+  automatic,
+  host,
+  device,  // on the device, or the load fails (Error(device) saying why it cannot)
+};
+
 /// How a device load runs. Pinned host memory is `slots * slot_bytes`, never more than
 /// `max_pinned_bytes`, whatever the checkpoint's size. By default that memory is kept after
 /// the load for the next one (`keep_pinned`): at most one such block per process, until
@@ -50,6 +64,9 @@ struct SAFETENSORS_API DeviceLoadOptions {
   unsigned streams = 2;
   /// How shard bytes are read into the staging buffers (mmap copies from a mapping).
   LoadMethod method = LoadMethod::automatic;
+  /// Where conversions run; a piece whose destination is not aligned to its element (only with
+  /// a caller's unaligned device pointer) is converted on the host whatever this says.
+  CastOn cast_on = CastOn::automatic;
   /// Called from worker threads with (bytes staged, bytes total); must be thread-safe.
   std::function<void(std::uint64_t, std::uint64_t)> progress;
   /// Keep this load's pinned ring afterwards (when it is at most `max_pinned_bytes`), so that
@@ -66,6 +83,17 @@ struct SAFETENSORS_API DeviceLoadStats {
   std::uint64_t bytes_copied = 0;  // host to device
   std::uint64_t copies = 0;        // asynchronous copies issued
   std::uint64_t pinned_bytes = 0;  // the ring's pinned memory
+  /// Destination bytes written by device casts, and the source bytes copied for them (part of
+  /// bytes_copied): bytes_copied - bytes_staged_for_device_casts + bytes_cast_on_device is the
+  /// plan's buffer size.
+  std::uint64_t bytes_cast_on_device = 0;
+  std::uint64_t bytes_staged_for_device_casts = 0;
+  std::uint64_t bytes_cast_on_host = 0;  // destination bytes converted on the host
+  std::uint64_t casts = 0;               // kernels launched
+  /// Device memory the converting pieces were staged in (one region per slot), while loading.
+  std::uint64_t device_staging_bytes = 0;
+  /// When the load converted anything on the host: why not on the device.
+  std::string host_cast_reason;
   unsigned threads = 0;
   unsigned slots = 0;
   double seconds = 0;            // the whole load, wall clock

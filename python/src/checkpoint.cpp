@@ -28,12 +28,13 @@ namespace safetensors::python {
 // device.cpp: the device paths over an open checkpoint.
 DeviceLoadOptions device_load_options(unsigned threads, std::size_t slot_bytes, unsigned slots,
                                       std::size_t max_pinned_bytes, unsigned streams,
-                                      bool keep_pinned);
+                                      bool keep_pinned, const std::string& cast_on);
 py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan, py::handle buffer,
                               int device, const DeviceLoadOptions& options);
 py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
                                    const DeviceLoadOptions& options, unsigned copy_delay_us,
-                                   unsigned seed, bool skip_slot_wait);
+                                   unsigned seed, bool skip_slot_wait, bool device_casts,
+                                   bool cast_before_copy);
 
 namespace {
 
@@ -222,20 +223,22 @@ class PyCheckpoint {
 
   py::dict load_to_cuda(const LoadPlan& plan, py::handle buffer, int device, unsigned threads,
                         std::size_t slot_bytes, unsigned slots, std::size_t max_pinned_bytes,
-                        unsigned streams, bool keep_pinned) const {
-    return load_to_cuda_binding(
-        checkpoint_, plan, buffer, device,
-        device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams, keep_pinned));
+                        unsigned streams, bool keep_pinned, const std::string& cast_on) const {
+    return load_to_cuda_binding(checkpoint_, plan, buffer, device,
+                                device_load_options(threads, slot_bytes, slots, max_pinned_bytes,
+                                                    streams, keep_pinned, cast_on));
   }
 
   py::tuple load_to_emulated_device(const LoadPlan& plan, unsigned threads, std::size_t slot_bytes,
                                     unsigned slots, std::size_t max_pinned_bytes, unsigned streams,
                                     unsigned copy_delay_us, unsigned seed, bool skip_slot_wait,
-                                    bool keep_pinned) const {
+                                    bool keep_pinned, const std::string& cast_on, bool device_casts,
+                                    bool cast_before_copy) const {
     return load_to_emulated_binding(
         checkpoint_, plan,
-        device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams, keep_pinned),
-        copy_delay_us, seed, skip_slot_wait);
+        device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams, keep_pinned,
+                            cast_on),
+        copy_delay_us, seed, skip_slot_wait, device_casts, cast_before_copy);
   }
 
  private:
@@ -302,19 +305,25 @@ void register_checkpoint(py::module_& module) {
       .def("load_to_cuda", &PyCheckpoint::load_to_cuda, py::arg("plan"), py::arg("buffer"),
            py::arg("device"), py::arg("threads") = 0, py::arg("slot_bytes") = 0,
            py::arg("slots") = 0, py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0,
-           py::arg("keep_pinned") = true,
+           py::arg("keep_pinned") = true, py::arg("cast_on") = "auto",
            "Loads into `buffer`, a uint8 CUDA tensor (anything with the CUDA array interface) "
            "of at least plan.buffer_size bytes on device `device`, through pinned staging "
            "buffers (kept for the next load unless keep_pinned=False; "
            "libsafetensors.release_cuda_staging() frees them); returns the load's statistics. "
-           "The GIL is released.")
+           "`cast_on` says where dtype conversions run: \"auto\" (widening ones on the GPU when "
+           "the kernels built in load there, narrowing ones on the host), \"host\" or "
+           "\"device\" (or fail). The GIL is released.")
       .def("_load_to_emulated_device", &PyCheckpoint::load_to_emulated_device, py::arg("plan"),
            py::arg("threads") = 0, py::arg("slot_bytes") = 0, py::arg("slots") = 0,
            py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0, py::arg("copy_delay_us") = 0,
            py::arg("seed") = 1, py::arg("skip_slot_wait") = false, py::arg("keep_pinned") = true,
+           py::arg("cast_on") = "auto", py::arg("device_casts") = true,
+           py::arg("cast_before_copy") = false,
            "The device pipeline against the emulated device (for tests): (the device's bytes, "
            "the emulator's checks, the load's statistics). The emulated device is the call's "
-           "own: the pinned memory the load kept is freed before the checks (pinned_kept).");
+           "own: the pinned memory the load kept is freed before the checks (pinned_kept). "
+           "`device_casts=False` makes a device that cannot convert; `skip_slot_wait` and "
+           "`cast_before_copy` break the pipeline's order on purpose.");
 }
 
 }  // namespace safetensors::python

@@ -25,6 +25,12 @@ py::dict stats_dict(const DeviceLoadStats& stats) {
   out["bytes_read"] = stats.bytes_read;
   out["bytes_copied"] = stats.bytes_copied;
   out["copies"] = stats.copies;
+  out["casts"] = stats.casts;
+  out["bytes_cast_on_device"] = stats.bytes_cast_on_device;
+  out["bytes_staged_for_device_casts"] = stats.bytes_staged_for_device_casts;
+  out["bytes_cast_on_host"] = stats.bytes_cast_on_host;
+  out["device_staging_bytes"] = stats.device_staging_bytes;
+  out["host_cast_reason"] = stats.host_cast_reason;
   out["pinned_bytes"] = stats.pinned_bytes;
   out["threads"] = stats.threads;
   out["slots"] = stats.slots;
@@ -41,8 +47,18 @@ py::dict stats_dict(const DeviceLoadStats& stats) {
 
 DeviceLoadOptions device_load_options(unsigned threads, std::size_t slot_bytes, unsigned slots,
                                       std::size_t max_pinned_bytes, unsigned streams,
-                                      bool keep_pinned) {
+                                      bool keep_pinned, const std::string& cast_on) {
   DeviceLoadOptions options;
+  if (cast_on == "auto") {
+    options.cast_on = CastOn::automatic;
+  } else if (cast_on == "host") {
+    options.cast_on = CastOn::host;
+  } else if (cast_on == "device") {
+    options.cast_on = CastOn::device;
+  } else {
+    raise(PyExc_ValueError,
+          "cast_on must be \"auto\", \"host\" or \"device\", not \"" + cast_on + "\"");
+  }
   options.threads = threads;
   options.keep_pinned = keep_pinned;
   if (slot_bytes != 0) options.slot_bytes = slot_bytes;
@@ -97,12 +113,15 @@ py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan
 
 py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
                                    const DeviceLoadOptions& options, unsigned copy_delay_us,
-                                   unsigned seed, bool skip_slot_wait) {
+                                   unsigned seed, bool skip_slot_wait, bool device_casts,
+                                   bool cast_before_copy) {
   detail::EmulatedDevice::Options emulator;
   emulator.copy_delay = std::chrono::microseconds(copy_delay_us);
   emulator.seed = seed;
+  emulator.casts = device_casts;
   detail::PipelineFaults faults;
   faults.skip_slot_wait = skip_slot_wait;
+  faults.cast_before_copy = cast_before_copy;
   detail::EmulatedDevice device(emulator);
   std::byte* memory = device.allocate(static_cast<std::size_t>(plan.buffer_size));
   DeviceLoadStats stats;
@@ -127,6 +146,8 @@ py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan&
   checks["ok"] = report.ok();
   checks["copies"] = report.copies;
   checks["bytes_copied"] = report.bytes_copied;
+  checks["casts"] = report.casts;
+  checks["bytes_cast"] = report.bytes_cast;
   checks["pinned_high_water"] = report.pinned_high_water;
   checks["pinned_live"] = report.pinned_live;
   checks["pinned_kept"] = kept;

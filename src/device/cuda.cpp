@@ -1,12 +1,17 @@
 #include "device/cuda.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <utility>
 
+#include "device/cast_image.hpp"
+#include "device/device_cast.hpp"
 #include "device/pinned_cache.hpp"
 #include "error/messages.hpp"
 #include "io/dynamic_library.hpp"
@@ -143,6 +148,74 @@ const CudaRuntime* try_runtime(std::string& why) {
   return nullptr;
 }
 
+// The driver API entry points the device casts need, as their C ABI has them: CUresult is an
+// int enum (0 = CUDA_SUCCESS); modules, functions and streams are opaque pointers, and the
+// runtime's cudaStream_t is the driver's CUstream. The runtime makes the device's primary
+// context current (cudaSetDevice), and modules loaded there serve every thread bound to it.
+struct CudaDriver {
+  DynamicLibrary library;
+  int (*init)(unsigned) = nullptr;
+  int (*module_load_data)(void**, const void*) = nullptr;
+  int (*module_get_function)(void**, void*, const char*) = nullptr;
+  int (*module_unload)(void*) = nullptr;
+  int (*launch_kernel)(void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                       void*, void**, void**) = nullptr;
+  int (*error_string)(int, const char**) = nullptr;
+};
+
+}  // namespace
+
+// The cast kernels of one device, loaded once per process and kept (a module is cheap, and
+// unloading it would have to wait for every load using it).
+struct CastModule {
+  std::string why;  // empty when loaded
+  std::array<void*, static_cast<std::size_t>(DeviceCastKind::count)> functions{};
+};
+
+namespace {
+
+std::mutex driver_mutex;
+std::unique_ptr<CudaDriver> loaded_driver;
+std::string driver_why;  // why the driver could not be used, once tried
+std::map<int, CastModule> cast_modules;
+
+std::string driver_error(const CudaDriver& driver, int code) {
+  const char* text = nullptr;
+  if (driver.error_string(code, &text) != cuda_success || text == nullptr) text = "unknown error";
+  return std::string(text) + " (CUDA driver error " + std::to_string(code) + ")";
+}
+
+// The driver, loaded on first use; nullptr with driver_why. With driver_mutex held.
+const CudaDriver* try_driver() {
+  if (loaded_driver) return loaded_driver.get();
+  if (!driver_why.empty()) return nullptr;
+  auto driver = std::make_unique<CudaDriver>();
+  std::string why;
+  driver->library = DynamicLibrary::open("libcuda.so.1", why);
+  if (!driver->library) {
+    driver_why = "the CUDA driver could not be loaded: " + why;
+    return nullptr;
+  }
+  const DynamicLibrary& l = driver->library;
+  std::string missing;
+  resolve(l, "cuInit", driver->init, missing);
+  resolve(l, "cuModuleLoadData", driver->module_load_data, missing);
+  resolve(l, "cuModuleGetFunction", driver->module_get_function, missing);
+  resolve(l, "cuModuleUnload", driver->module_unload, missing);
+  resolve(l, "cuLaunchKernel", driver->launch_kernel, missing);
+  resolve(l, "cuGetErrorString", driver->error_string, missing);
+  if (!missing.empty()) {
+    driver_why = "the CUDA driver " + l.name() + " lacks " + missing;
+    return nullptr;
+  }
+  if (const int code = driver->init(0); code != cuda_success) {
+    driver_why = "cuInit failed: " + driver_error(*driver, code);
+    return nullptr;
+  }
+  loaded_driver = std::move(driver);
+  return loaded_driver.get();
+}
+
 }  // namespace
 
 void add_cuda_runtime_candidates(const std::vector<std::string>& paths) {
@@ -258,6 +331,95 @@ void CudaDevice::wait(DeviceEvent event) {
 
 void CudaDevice::synchronize(DeviceStream stream) {
   check(runtime_, runtime_.stream_synchronize(stream), "cudaStreamSynchronize");
+}
+
+const CastModule& CudaDevice::cast_module() {
+  std::lock_guard lock(driver_mutex);
+  const auto found = cast_modules.find(index_);
+  if (found != cast_modules.end()) return found->second;
+  CastModule& loaded = cast_modules[index_];
+  const std::string where = "device casts on CUDA device " + std::to_string(index_) + ": ";
+  if (device_cast_image_size == 0) {
+    loaded.why = where + "this library was " + device_cast_image_missing;
+    return loaded;
+  }
+  const CudaDriver* driver = try_driver();
+  if (driver == nullptr) {
+    loaded.why = where + driver_why;
+    return loaded;
+  }
+  // cudaFree(nullptr) makes the runtime create the device's primary context and make it
+  // current on this thread, if it has not yet: the module is loaded into it.
+  if (const int code = runtime_.free(nullptr); code != cuda_success) {
+    loaded.why = where + "cudaFree(0) failed: " + error_text(runtime_, code);
+    return loaded;
+  }
+  void* module = nullptr;
+  if (const int code = driver->module_load_data(&module, device_cast_image_bytes);
+      code != cuda_success) {
+    // CUDA_ERROR_NO_BINARY_FOR_GPU or CUDA_ERROR_UNSUPPORTED_PTX_VERSION: neither a cubin for
+    // this GPU nor PTX this driver can compile.
+    loaded.why =
+        where + "cuModuleLoadData of the embedded kernels failed: " + driver_error(*driver, code);
+    return loaded;
+  }
+  for (std::size_t k = 0; k < loaded.functions.size(); ++k) {
+    if (const int code =
+            driver->module_get_function(&loaded.functions[k], module, device_cast_kernel_names[k]);
+        code != cuda_success) {
+      loaded.why = where + "cuModuleGetFunction(" + device_cast_kernel_names[k] +
+                   ") failed: " + driver_error(*driver, code);
+      driver->module_unload(module);
+      return loaded;
+    }
+  }
+  return loaded;
+}
+
+bool CudaDevice::can_cast(Dtype from, Dtype to, std::string& why) {
+  if (!device_cast_kind(from, to)) {
+    why = "no device kernel converts " + std::string(dtype_name(from)) + " to " +
+          std::string(dtype_name(to));
+    return false;
+  }
+  const CastModule& module = cast_module();
+  why = module.why;
+  return why.empty();
+}
+
+void CudaDevice::cast_async(Dtype from, const std::byte* device_in, Dtype to, std::byte* device_out,
+                            std::size_t count, DeviceStream stream) {
+  const std::optional<DeviceCastKind> kind = device_cast_kind(from, to);
+  const CastModule& module = cast_module();
+  const std::string what = std::string(dtype_name(from)) + " to " + std::string(dtype_name(to)) +
+                           " cast of " + std::to_string(count) + " elements on device " +
+                           std::to_string(index_);
+  if (!kind || !module.why.empty()) {
+    fail(ErrorCode::device, "CUDA",
+         "the " + what + " cannot run: " + (kind ? module.why : "no kernel for the pair"));
+  }
+  if (count == 0) return;
+  const void* in = device_in;
+  void* out = device_out;
+  unsigned long long n = count;
+  F8Table table{};
+  void* params[] = {&in, &out, &n, &table};
+  if (*kind == DeviceCastKind::f8_to_f32 || *kind == DeviceCastKind::f8_to_16) {
+    table = device_cast_table(from, to);
+  }
+  // 256 threads a block; the grid-stride loop covers what 4096 blocks (several per SM on
+  // every GPU the kernels are built for) do not.
+  constexpr unsigned block = 256;
+  const auto blocks =
+      static_cast<unsigned>(std::min<std::size_t>((count + block - 1) / block, 4096));
+  const int code =
+      loaded_driver->launch_kernel(module.functions[static_cast<std::size_t>(*kind)], blocks, 1, 1,
+                                   block, 1, 1, 0, stream, params, nullptr);
+  if (code != cuda_success) {
+    fail(ErrorCode::device, "CUDA",
+         std::string("cuLaunchKernel of ") + device_cast_kernel_names[static_cast<int>(*kind)] +
+             " (the " + what + ") failed: " + driver_error(*loaded_driver, code));
+  }
 }
 
 }  // namespace safetensors::detail

@@ -1,5 +1,6 @@
 // The CUDA runtime, loaded at run time (io/dynamic_library.hpp), and the device pipeline's
-// CUDA device over it. The entry points used and their C signatures are listed in
+// CUDA device over it; its casts launch the embedded kernels through the CUDA driver, also
+// loaded at run time. The entry points used and their C signatures are listed in
 // docs/ARCHITECTURE.md ("device"); nothing here includes CUDA's headers.
 #pragma once
 
@@ -14,6 +15,7 @@
 namespace safetensors::detail {
 
 struct CudaRuntime;
+struct CastModule;
 
 /// Library names tried after SAFETENSORS_CUDART and before the default sonames, e.g. the
 /// copy a Python framework ships (the Python package adds torch's). Kept for the process.
@@ -57,8 +59,16 @@ class CudaDevice final : public DeviceApi {
   void record(DeviceEvent event, DeviceStream stream) override;
   void wait(DeviceEvent event) override;
   void synchronize(DeviceStream stream) override;
+  /// Through the cast kernels embedded at build time (device/cast_image.hpp), loaded with the
+  /// CUDA driver (libcuda.so.1, found at run time) once per device and process.
+  bool can_cast(Dtype from, Dtype to, std::string& why) override;
+  void cast_async(Dtype from, const std::byte* device_in, Dtype to, std::byte* device_out,
+                  std::size_t count, DeviceStream stream) override;
 
  private:
+  // This device's kernels, loaded on first use; why they cannot be used, if so.
+  const CastModule& cast_module();
+
   const CudaRuntime& runtime_;
   int index_;
   int previous_ = -1;

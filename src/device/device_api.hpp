@@ -1,11 +1,14 @@
 // What the device pipeline needs from a device: memory on it, pinned host memory to stage
-// in, asynchronous host-to-device copies on streams, and events to know when a copy is done.
+// in, asynchronous host-to-device copies on streams, events to know when a copy is done, and
+// optionally dtype conversion on the device (kernels queued on the same streams).
 // Two implementations: CudaDevice (cuda.hpp, the CUDA runtime loaded at run time) and
 // EmulatedDevice (emulated.hpp, host memory, every copy checked).
 #pragma once
 
 #include <cstddef>
 #include <string>
+
+#include "safetensors/dtype.hpp"
 
 namespace safetensors::detail {
 
@@ -47,6 +50,20 @@ class DeviceApi {
   virtual void wait(DeviceEvent event) = 0;
   /// Blocks until everything queued on `stream` is done.
   virtual void synchronize(DeviceStream stream) = 0;
+
+  /// Whether cast_async converts `from` into `to` on this device; when not, sets `why` (one
+  /// sentence: no kernel for the pair, none built, or the driver refused them).
+  virtual bool can_cast(Dtype from, Dtype to, std::string& why) {
+    (void)from;
+    (void)to;
+    why = describe() + " has no device casts";
+    return false;
+  }
+  /// Queues on `stream` the conversion of `count` elements of `from` at `device_in` into `to`
+  /// at `device_out` (both device memory, each aligned to its element size); returns at once.
+  /// It runs after everything queued on `stream` before it. Only for pairs can_cast accepts.
+  virtual void cast_async(Dtype from, const std::byte* device_in, Dtype to, std::byte* device_out,
+                          std::size_t count, DeviceStream stream) = 0;
 
   /// The host is about to write [host, host + bytes) of pinned memory. A real device ignores
   /// it; the emulator checks that no queued copy still reads those bytes.

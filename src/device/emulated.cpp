@@ -5,6 +5,7 @@
 #include <new>
 #include <utility>
 
+#include "device/device_cast.hpp"
 #include "error/messages.hpp"
 #include "safetensors/error.hpp"
 
@@ -47,6 +48,19 @@ std::string range(const std::byte* base, const std::byte* p, std::size_t n) {
   return out;
 }
 
+// Splits the range of `staged` that holds offset `at` inside it in two at `at`.
+template <class Map>
+void split_at(Map& staged, std::size_t at) {
+  auto it = staged.upper_bound(at);
+  if (it == staged.begin()) return;
+  --it;
+  if (it->first < at && at < it->second.end) {
+    auto tail = it->second;
+    it->second.end = at;
+    staged.emplace(at, tail);
+  }
+}
+
 }  // namespace
 
 EmulatedDevice::EmulatedDevice() : EmulatedDevice(Options{}) {}
@@ -85,7 +99,7 @@ bool EmulatedDevice::reads_pending(const std::byte* begin, const std::byte* end,
                                    std::uint64_t* number) const {
   for (const auto& stream : streams_) {
     for (const Op& op : stream->ops) {
-      if (op.is_copy && op.host < end && begin < op.host + op.bytes) {
+      if (op.kind == Kind::copy && op.host < end && begin < op.host + op.bytes) {
         if (number != nullptr) *number = op.number;
         return true;
       }
@@ -97,7 +111,21 @@ bool EmulatedDevice::reads_pending(const std::byte* begin, const std::byte* end,
 bool EmulatedDevice::writes_pending(const std::byte* begin, const std::byte* end) const {
   for (const auto& stream : streams_) {
     for (const Op& op : stream->ops) {
-      if (op.is_copy && op.device < end && begin < op.device + op.bytes) return true;
+      if (op.kind != Kind::record && op.device < end && begin < op.device + op.bytes) return true;
+    }
+  }
+  return false;
+}
+
+bool EmulatedDevice::cast_reads_pending(const std::byte* begin, const std::byte* end,
+                                        const Stream* stream, std::uint64_t* number) const {
+  for (const auto& s : streams_) {
+    if (s.get() == stream) continue;
+    for (const Op& op : s->ops) {
+      if (op.kind == Kind::cast && op.source < end && begin < op.source + op.source_bytes) {
+        if (number != nullptr) *number = op.number;
+        return true;
+      }
     }
   }
   return false;
@@ -124,7 +152,7 @@ void EmulatedDevice::serve() {
         *ready[std::uniform_int_distribution<std::size_t>(0, ready.size() - 1)(random_)];
     stream.running = true;
     const Op op = stream.ops.front();
-    if (op.is_copy) {
+    if (op.kind == Kind::copy) {
       lock.unlock();
       if (options_.copy_delay.count() > 0) std::this_thread::sleep_for(options_.copy_delay);
       const std::uint64_t hash = hash_bytes(op.host, op.bytes);
@@ -144,6 +172,23 @@ void EmulatedDevice::serve() {
       }
       ++report_.copies;
       report_.bytes_copied += op.bytes;
+      copy_states_[op.number - 1].done = true;
+    } else if (op.kind == Kind::cast) {
+      // The kernel, at the point of its stream where the GPU would run it, converting with
+      // the kernels' own element operations.
+      lock.unlock();
+      if (options_.copy_delay.count() > 0) std::this_thread::sleep_for(options_.copy_delay);
+      run_device_cast_on_host(op.from, op.source, op.to, op.device, op.count);
+      lock.lock();
+      if (const auto* found = find(device_, op.device, op.bytes)) {
+        auto& writes = const_cast<Allocation&>(found->second).writes;
+        const std::size_t at = static_cast<std::size_t>(op.device - found->first);
+        for (std::size_t i = at; i < at + op.bytes; ++i) {
+          if (writes[i] != 255) ++writes[i];
+        }
+      }
+      ++report_.casts;
+      report_.bytes_cast += op.bytes;
     } else {
       op.event->completed = std::max(op.event->completed, op.generation);
     }
@@ -156,7 +201,7 @@ void EmulatedDevice::serve() {
 std::byte* EmulatedDevice::allocate(std::size_t bytes) {
   std::byte* p = raw_allocate(bytes);
   std::lock_guard lock(mutex_);
-  device_[p] = Allocation{bytes, std::vector<std::uint8_t>(bytes, 0)};
+  device_[p] = Allocation{bytes, std::vector<std::uint8_t>(bytes, 0), {}};
   return p;
 }
 
@@ -168,8 +213,9 @@ void EmulatedDevice::free(std::byte* memory) noexcept {
     violation("free of device memory that was not allocated");
     return;
   }
-  const bool in_use = writes_pending(memory, memory + it->second.bytes);
-  if (in_use) violation("device memory freed while a copy into it was still queued");
+  const bool in_use = writes_pending(memory, memory + it->second.bytes) ||
+                      cast_reads_pending(memory, memory + it->second.bytes, nullptr, nullptr);
+  if (in_use) violation("device memory freed while a copy or cast using it was still queued");
   device_.erase(it);
   if (in_use) {
     freed_in_use_.push_back(memory);
@@ -181,7 +227,7 @@ void EmulatedDevice::free(std::byte* memory) noexcept {
 std::byte* EmulatedDevice::allocate_pinned(std::size_t bytes) {
   std::byte* p = raw_allocate(bytes);
   std::lock_guard lock(mutex_);
-  pinned_[p] = Allocation{bytes, {}};
+  pinned_[p] = Allocation{bytes, {}, {}};
   pinned_now_ += bytes;
   ++report_.pinned_allocations;
   report_.pinned_high_water = std::max(report_.pinned_high_water, pinned_now_);
@@ -238,6 +284,7 @@ void EmulatedDevice::copy_async(std::byte* device, const std::byte* host, std::s
   {
     std::lock_guard lock(mutex_);
     const std::uint64_t number = ++queued_copies_;
+    copy_states_.push_back({static_cast<Stream*>(stream), false});
     if (options_.fail_copy != 0 && number == options_.fail_copy) {
       fail(ErrorCode::device, "emulated device",
            "copy " + std::to_string(number) + " refused (a fault injected by the test)");
@@ -248,12 +295,33 @@ void EmulatedDevice::copy_async(std::byte* device, const std::byte* host, std::s
       violation("copy " + std::to_string(number) + " reads " + std::to_string(bytes) +
                 " bytes of host memory that is not pinned staging memory");
     }
-    if (find(device_, device, bytes) == nullptr) {
+    const auto* target = find(device_, device, bytes);
+    if (target == nullptr) {
       violation("copy " + std::to_string(number) + " writes " + std::to_string(bytes) +
                 " bytes outside every device allocation");
       return;
     }
-    s->ops.push_back(Op{true, device, host, bytes, hash_bytes(host, bytes), number, nullptr, 0});
+    std::uint64_t cast = 0;
+    if (cast_reads_pending(device, device + bytes, s, &cast)) {
+      violation("copy " + std::to_string(number) + " overwrites device bytes " +
+                range(target->first, device, bytes) + " that cast " + std::to_string(cast) +
+                ", queued on another stream, has yet to read (device staging reused before "
+                "its cast completed)");
+    }
+    // What the copy will have written, for the casts that read it.
+    auto& staged = const_cast<Allocation&>(target->second).staged;
+    const std::size_t at = static_cast<std::size_t>(device - target->first);
+    split_at(staged, at);
+    split_at(staged, at + bytes);
+    staged.erase(staged.lower_bound(at), staged.lower_bound(at + bytes));
+    if (bytes != 0) staged.emplace(at, Staged{at + bytes, number, false});
+    Op op;
+    op.device = device;
+    op.host = host;
+    op.bytes = bytes;
+    op.hash = hash_bytes(host, bytes);
+    op.number = number;
+    s->ops.push_back(op);
   }
   work_.notify_one();
 }
@@ -264,7 +332,7 @@ void EmulatedDevice::record(DeviceEvent event, DeviceStream stream) {
     auto* e = static_cast<Event*>(event);
     auto* s = static_cast<Stream*>(stream);
     Op op;
-    op.is_copy = false;
+    op.kind = Kind::record;
     op.event = e;
     op.generation = ++e->recorded;
     s->ops.push_back(op);
@@ -283,6 +351,108 @@ void EmulatedDevice::synchronize(DeviceStream stream) {
   auto* s = static_cast<Stream*>(stream);
   std::unique_lock lock(mutex_);
   done_.wait(lock, [&] { return s->ops.empty(); });
+}
+
+bool EmulatedDevice::can_cast(Dtype from, Dtype to, std::string& why) {
+  if (!options_.casts) {
+    why = "the emulated device was made without casts (Options::casts)";
+    return false;
+  }
+  if (!device_cast_kind(from, to)) {
+    why = "no device kernel converts " + std::string(dtype_name(from)) + " to " +
+          std::string(dtype_name(to));
+    return false;
+  }
+  return true;
+}
+
+void EmulatedDevice::check_cast_source(Allocation& allocation, std::size_t at, std::size_t bytes,
+                                       const Stream* stream, std::uint64_t number) {
+  const std::string cast = "cast " + std::to_string(number) + " reads device bytes [" +
+                           std::to_string(at) + ", " + std::to_string(at + bytes) + ")";
+  bool unwritten = false, stale = false, unordered = false;
+  std::uint64_t other = 0;
+  split_at(allocation.staged, at);
+  split_at(allocation.staged, at + bytes);
+  std::size_t covered = at;  // up to where the ranges seen so far reach without a gap
+  for (auto it = allocation.staged.lower_bound(at);
+       it != allocation.staged.end() && it->first < at + bytes; ++it) {
+    Staged& range = it->second;
+    if (it->first != covered) unwritten = true;
+    covered = range.end;
+    if (range.cast_read) stale = true;
+    const CopyState& state = copy_states_[range.copy - 1];
+    if (state.stream != stream && !state.done) {
+      unordered = true;
+      other = range.copy;
+    }
+    range.cast_read = true;
+  }
+  if (covered != at + bytes) unwritten = true;
+  if (unwritten) {
+    violation(cast + " that no copy wrote (the cast was queued before the copy that stages them)");
+  }
+  if (stale) {
+    violation(cast +
+              " whose copy an earlier cast already read (stale staging: the cast was queued "
+              "before the copy that refills them)");
+  }
+  if (unordered) {
+    violation(cast + " that copy " + std::to_string(other) +
+              ", queued on another stream, has not written yet (nothing orders the two)");
+  }
+}
+
+void EmulatedDevice::cast_async(Dtype from, const std::byte* device_in, Dtype to,
+                                std::byte* device_out, std::size_t count, DeviceStream stream) {
+  std::string why;
+  if (!can_cast(from, to, why)) {
+    fail(ErrorCode::device, "emulated device",
+         "cast of " + std::to_string(count) + " elements refused: " + why);
+  }
+  const std::size_t in_width = dtype_bits(from) / 8;
+  const std::size_t out_width = dtype_bits(to) / 8;
+  {
+    std::lock_guard lock(mutex_);
+    const std::uint64_t number = ++queued_casts_;
+    auto* s = static_cast<Stream*>(stream);
+    if (s->destroyed) violation("cast queued on a destroyed stream");
+    const std::string cast = "cast " + std::to_string(number) + " (" +
+                             std::string(dtype_name(from)) + " to " + std::string(dtype_name(to)) +
+                             ", " + std::to_string(count) + " elements)";
+    // A GPU faults on misaligned element access.
+    if (reinterpret_cast<std::uintptr_t>(device_in) % in_width != 0 ||
+        reinterpret_cast<std::uintptr_t>(device_out) % out_width != 0) {
+      violation(cast + ": a side is not aligned to its element size");
+      return;
+    }
+    const auto* source = find(device_, device_in, count * in_width);
+    const auto* target = find(device_, device_out, count * out_width);
+    if (source == nullptr || target == nullptr) {
+      violation(cast + (source == nullptr ? " reads" : " writes") +
+                " bytes outside every device allocation");
+      return;
+    }
+    if (source == target && device_in < device_out + count * out_width &&
+        device_out < device_in + count * in_width) {
+      violation(cast + ": source and destination overlap");
+    }
+    check_cast_source(const_cast<Allocation&>(source->second),
+                      static_cast<std::size_t>(device_in - source->first), count * in_width, s,
+                      number);
+    Op op;
+    op.kind = Kind::cast;
+    op.device = device_out;
+    op.bytes = count * out_width;
+    op.number = number;
+    op.source = device_in;
+    op.source_bytes = count * in_width;
+    op.count = count;
+    op.from = from;
+    op.to = to;
+    s->ops.push_back(op);
+  }
+  work_.notify_one();
 }
 
 void EmulatedDevice::staging_write(const std::byte* host, std::size_t bytes) {

@@ -3,7 +3,11 @@
 // at random), as a GPU's copy engine would; and everything is checked: a copy reads only
 // pinned memory and writes only inside a device allocation, the host never writes staging
 // bytes that a queued copy has yet to read, pinned memory is not freed (nor kept for the next
-// load) under a queued copy, and every device byte ends up written exactly once.
+// load) under a queued copy, and every device byte ends up written exactly once. Casts run the
+// device kernels' element operations (device/cast_ops.hpp) in stream order, like copies, and
+// are checked too: every source byte was staged by a copy queued before the cast on its stream
+// (or already done on another), and read by one cast only; no copy overwrites bytes that a
+// cast queued on another stream has yet to read; both sides are aligned to their elements.
 #pragma once
 
 #include <chrono>
@@ -34,11 +38,16 @@ class EmulatedDevice final : public DeviceApi {
     std::uint64_t fail_copy = 0;
     /// Seeds the order in which queued streams are served.
     unsigned seed = 1;
+    /// Whether the device converts dtypes (cast_async); off, it behaves as a device whose
+    /// kernels could not be loaded.
+    bool casts = true;
   };
 
   struct Report {
     std::uint64_t copies = 0;  // copies performed
     std::uint64_t bytes_copied = 0;
+    std::uint64_t casts = 0;               // casts performed
+    std::uint64_t bytes_cast = 0;          // bytes the casts wrote
     std::uint64_t pinned_high_water = 0;   // most pinned bytes allocated at once
     std::uint64_t pinned_live = 0;         // pinned bytes still allocated
     std::uint64_t pinned_allocations = 0;  // allocate_pinned calls
@@ -76,6 +85,9 @@ class EmulatedDevice final : public DeviceApi {
   void record(DeviceEvent event, DeviceStream stream) override;
   void wait(DeviceEvent event) override;
   void synchronize(DeviceStream stream) override;
+  bool can_cast(Dtype from, Dtype to, std::string& why) override;
+  void cast_async(Dtype from, const std::byte* device_in, Dtype to, std::byte* device_out,
+                  std::size_t count, DeviceStream stream) override;
   void staging_write(const std::byte* host, std::size_t bytes) override;
   void staging_kept(const std::byte* host, std::size_t bytes) noexcept override;
 
@@ -84,24 +96,46 @@ class EmulatedDevice final : public DeviceApi {
     std::uint64_t recorded = 0;
     std::uint64_t completed = 0;
   };
+  struct Stream;
+  enum class Kind { copy, record, cast };
   struct Op {
-    bool is_copy = true;
-    std::byte* device = nullptr;
-    const std::byte* host = nullptr;
-    std::size_t bytes = 0;
+    Kind kind = Kind::copy;
+    std::byte* device = nullptr;      // what a copy or cast writes
+    const std::byte* host = nullptr;  // what a copy reads
+    std::size_t bytes = 0;            // written
     std::uint64_t hash = 0;
-    std::uint64_t number = 0;  // copies are numbered from 1 in the order they were queued
+    // Copies are numbered from 1 in the order they were queued, and so are casts.
+    std::uint64_t number = 0;
     Event* event = nullptr;
     std::uint64_t generation = 0;
+    // A cast: `count` elements of `from` at `source` (device memory) into `to` at `device`.
+    const std::byte* source = nullptr;
+    std::size_t source_bytes = 0;
+    std::size_t count = 0;
+    Dtype from = Dtype::U8;
+    Dtype to = Dtype::U8;
+  };
+  // Where each copy was queued and whether it was performed, by copy number - 1.
+  struct CopyState {
+    const Stream* stream = nullptr;
+    bool done = false;
   };
   struct Stream {
     std::deque<Op> ops;
     bool running = false;  // its front op is being performed
     bool destroyed = false;
   };
+  // Bytes [begin, end) of a device allocation, as the last copy queued into them left them.
+  struct Staged {
+    std::size_t end = 0;
+    std::uint64_t copy = 0;  // its number
+    bool cast_read = false;  // a cast has read these bytes since
+  };
   struct Allocation {
     std::size_t bytes = 0;
     std::vector<std::uint8_t> writes;  // per byte, saturating at 255 (device memory only)
+    // Device memory: disjoint ranges by their first offset, each written last by one copy.
+    std::map<std::size_t, Staged> staged;
   };
 
   void serve();
@@ -111,6 +145,13 @@ class EmulatedDevice final : public DeviceApi {
       const std::map<std::byte*, Allocation>& map, const std::byte* p, std::size_t bytes);
   bool reads_pending(const std::byte* begin, const std::byte* end, std::uint64_t* number) const;
   bool writes_pending(const std::byte* begin, const std::byte* end) const;
+  // A cast queued on a stream other than `stream` and not yet performed that reads device
+  // bytes in [begin, end); its number goes to `number`.
+  bool cast_reads_pending(const std::byte* begin, const std::byte* end, const Stream* stream,
+                          std::uint64_t* number) const;
+  // Checks at queue time that the source of cast `number` on `stream` was staged for it.
+  void check_cast_source(Allocation& allocation, std::size_t at, std::size_t bytes,
+                         const Stream* stream, std::uint64_t number);
   bool idle() const;
 
   Options options_;
@@ -126,6 +167,8 @@ class EmulatedDevice final : public DeviceApi {
   std::vector<std::unique_ptr<Event>> events_;
   std::mt19937 random_;
   std::uint64_t queued_copies_ = 0;
+  std::uint64_t queued_casts_ = 0;
+  std::vector<CopyState> copy_states_;
   std::uint64_t pinned_now_ = 0;
   Report report_;
   PinnedCache pinned_cache_;

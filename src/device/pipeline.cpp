@@ -51,6 +51,7 @@ std::string origin(const Checkpoint& checkpoint) {
 
 struct Slot {
   std::byte* data = nullptr;
+  std::byte* staging = nullptr;  // its region of device staging memory, for device casts
   DeviceEvent event = nullptr;
   bool pending = false;  // copies out of it were queued behind `event`
 };
@@ -93,8 +94,9 @@ class Ring {
   bool stopped_ = false;
 };
 
-// Device resources of one load; the destructor waits for every queued copy before the pinned
-// memory those copies read is freed or kept for the next load.
+// Device resources of one load; the destructor waits for every queued copy and cast before
+// the pinned memory they read is freed or kept for the next load, and the device staging
+// memory they use is freed.
 class Resources {
  public:
   // `keep`: give the pinned memory to the device's cache at the end when it is at most
@@ -119,6 +121,7 @@ class Resources {
       if (slot.event != nullptr) device_.destroy_event(slot.event);
     }
     for (DeviceStream stream : streams) device_.destroy_stream(stream);
+    if (staging != nullptr) device_.free(staging);
     if (pinned == nullptr) return;
     PinnedCache* cache = device_.pinned_cache();
     if (cache != nullptr && keep_ && idle && pinned_bytes_ <= keep_limit_) {
@@ -150,6 +153,7 @@ class Resources {
   }
 
   std::byte* pinned = nullptr;
+  std::byte* staging = nullptr;  // device memory, as much as the pinned slots' (device casts)
   std::vector<Slot> slots;
   std::vector<DeviceStream> streams;
 
@@ -164,6 +168,10 @@ struct Totals {
   std::atomic<std::uint64_t> bytes_read{0};
   std::atomic<std::uint64_t> bytes_copied{0};
   std::atomic<std::uint64_t> copies{0};
+  std::atomic<std::uint64_t> casts{0};
+  std::atomic<std::uint64_t> bytes_cast_on_device{0};
+  std::atomic<std::uint64_t> bytes_staged{0};
+  std::atomic<std::uint64_t> bytes_cast_on_host{0};
   std::atomic<std::int64_t> read_ns{0};
   std::atomic<std::int64_t> wait_ns{0};
 };
@@ -176,13 +184,26 @@ struct Shared {
   const PipelineFaults& faults;
   LoadProgress& progress;
   Totals& totals;
+  // Per piece of the job: converted on the device (staged as stored).
+  const std::vector<char>& cast_on_device;
+  const std::vector<DeviceStream>& streams;
 };
 
-// One copy out of a slot: `length` bytes at `at` in the slot to `dest` on the device.
+// One copy out of a slot: `length` bytes at `at` in the slot to `dest` on the device; or, when
+// `cast`, to the slot's device staging region at `at`, then converted from `from` into `to` at
+// `dest` by a kernel.
 struct Copy {
   std::size_t at;
   std::byte* dest;
   std::size_t length;
+  bool cast = false;
+  Dtype from = Dtype::U8;
+  Dtype to = Dtype::U8;
+
+  // Destination bytes.
+  std::size_t written() const {
+    return cast ? length / (dtype_bits(from) / 8) * (dtype_bits(to) / 8) : length;
+  }
 };
 
 class Worker {
@@ -198,7 +219,7 @@ class Worker {
 
   void run_item(std::size_t item) {
     for (std::size_t p = s_.job.item_begin[item]; p < s_.job.item_begin[item + 1]; ++p) {
-      run_piece(s_.job.pieces[p]);
+      run_piece(s_.job.pieces[p], s_.cast_on_device[p] != 0);
       s_.progress.add(s_.job.pieces[p].dest_length);
     }
   }
@@ -213,13 +234,32 @@ class Worker {
     Slot* slot = std::exchange(slot_, nullptr);
     // Should queueing fail, the slot stays out of the ring: copies out of it may be queued,
     // and the load ends in an error, after which every stream is synchronized.
+    std::uint64_t copied = 0;
     for (const Copy& copy : copies_) {
-      s_.device.copy_async(copy.dest, slot->data + copy.at, copy.length, stream_);
+      copied += copy.length;
+      if (!copy.cast) {
+        s_.device.copy_async(copy.dest, slot->data + copy.at, copy.length, stream_);
+        continue;
+      }
+      // The kernel follows its staging copy on the same stream and precedes the slot's event,
+      // so the slot and its staging region are refilled only once the kernel is done.
+      std::byte* staged = slot->staging + copy.at;
+      const std::size_t count = copy.length / (dtype_bits(copy.from) / 8);
+      if (s_.faults.cast_before_copy) {
+        s_.device.cast_async(copy.from, staged, copy.to, copy.dest, count, cast_stream());
+        s_.device.copy_async(staged, slot->data + copy.at, copy.length, stream_);
+      } else {
+        s_.device.copy_async(staged, slot->data + copy.at, copy.length, stream_);
+        s_.device.cast_async(copy.from, staged, copy.to, copy.dest, count, cast_stream());
+      }
+      s_.totals.casts.fetch_add(1, std::memory_order_relaxed);
+      s_.totals.bytes_cast_on_device.fetch_add(copy.written(), std::memory_order_relaxed);
+      s_.totals.bytes_staged.fetch_add(copy.length, std::memory_order_relaxed);
     }
     s_.device.record(slot->event, stream_);
     slot->pending = true;
     s_.totals.copies.fetch_add(copies_.size(), std::memory_order_relaxed);
-    s_.totals.bytes_copied.fetch_add(used_, std::memory_order_relaxed);
+    s_.totals.bytes_copied.fetch_add(copied, std::memory_order_relaxed);
     copies_.clear();
     used_ = 0;
     s_.ring.put(slot);
@@ -242,45 +282,64 @@ class Worker {
     s_.totals.wait_ns.fetch_add(nanoseconds_since(start), std::memory_order_relaxed);
   }
 
-  void run_piece(const LoadPiece& piece) {
+  // The stream device casts go on: the worker's, but for the fault that breaks their order.
+  DeviceStream cast_stream() const {
+    if (!s_.faults.cast_on_other_stream) return stream_;
+    const auto it = std::find(s_.streams.begin(), s_.streams.end(), stream_);
+    const std::size_t index = static_cast<std::size_t>(it - s_.streams.begin());
+    return s_.streams[(index + 1) % s_.streams.size()];
+  }
+
+  // A piece cast on the host fills the slot with converted elements; one cast on the device
+  // (`on_device`) fills it with its source elements, each aligned to its size (the slot's
+  // offset is its device staging region's, where the kernel reads them).
+  void run_piece(const LoadPiece& piece, bool on_device) {
     const bool converts = piece.from != piece.to;
+    const bool cast_here = converts && !on_device;
     const std::uint64_t in_width = converts ? dtype_bits(piece.from) / 8 : 1;
     const std::uint64_t out_width = converts ? dtype_bits(piece.to) / 8 : 1;
+    const std::uint64_t slot_width = cast_here ? out_width : in_width;
     std::uint64_t at = 0;  // source bytes of the piece done
     while (at < piece.length) {
       if (slot_ == nullptr) acquire();
+      if (on_device)
+        used_ = std::min<std::size_t>((used_ + in_width - 1) / in_width * in_width, s_.slot_bytes);
       const std::uint64_t room = s_.slot_bytes - used_;
-      const std::uint64_t rest = (piece.length - at) / in_width * out_width;
-      if (room < out_width || (room < min_chunk && room < rest)) {
+      const std::uint64_t rest = (piece.length - at) / in_width * slot_width;
+      if (room < slot_width || (room < min_chunk && room < rest)) {
         send();
         continue;
       }
-      const std::uint64_t n = std::min(piece.length - at, room / out_width * in_width);
-      const std::size_t out_n = static_cast<std::size_t>(n / in_width * out_width);
+      const std::uint64_t n = std::min(piece.length - at, room / slot_width * in_width);
+      const std::size_t slot_n = static_cast<std::size_t>(n / in_width * slot_width);
       std::byte* into = slot_->data + used_;
-      s_.device.staging_write(into, out_n);
+      s_.device.staging_write(into, slot_n);
       const Clock::time_point start = Clock::now();
-      fetch(piece, at, static_cast<std::size_t>(n), into);
+      fetch(piece, at, static_cast<std::size_t>(n), into, cast_here);
       s_.totals.read_ns.fetch_add(nanoseconds_since(start), std::memory_order_relaxed);
       s_.totals.bytes_read.fetch_add(n, std::memory_order_relaxed);
+      if (cast_here) s_.totals.bytes_cast_on_host.fetch_add(slot_n, std::memory_order_relaxed);
       std::byte* dest = piece.dest + at / in_width * out_width;
-      if (!copies_.empty() && copies_.back().at + copies_.back().length == used_ &&
-          copies_.back().dest + copies_.back().length == dest) {
-        copies_.back().length += out_n;  // continues the previous copy on both sides
+      Copy copy{used_, dest, slot_n, on_device, piece.from, piece.to};
+      if (!copies_.empty() && copies_.back().cast == copy.cast &&
+          (!copy.cast || (copies_.back().from == copy.from && copies_.back().to == copy.to)) &&
+          copies_.back().at + copies_.back().length == used_ &&
+          copies_.back().dest + copies_.back().written() == dest) {
+        copies_.back().length += slot_n;  // continues the previous copy on both sides
       } else {
-        copies_.push_back({used_, dest, out_n});
+        copies_.push_back(copy);
       }
-      used_ += out_n;
+      used_ += slot_n;
       at += n;
       if (used_ == s_.slot_bytes) send();
     }
   }
 
-  // Source bytes [at, at + n) of `piece` into `into`, converted when the piece converts.
-  void fetch(const LoadPiece& piece, std::uint64_t at, std::size_t n, std::byte* into) {
+  // Source bytes [at, at + n) of `piece` into `into`, converted when `converts`.
+  void fetch(const LoadPiece& piece, std::uint64_t at, std::size_t n, std::byte* into,
+             bool converts) {
     const BulkReader& shard = *s_.job.shards[piece.shard];
     const std::uint64_t offset = piece.offset + at;
-    const bool converts = piece.from != piece.to;
     const bool mapped = s_.job.method == LoadMethod::mmap && shard.mapping() != nullptr;
     if (mapped) shard.prefetch(offset, n);
     if (!converts && !mapped && s_.job.method != LoadMethod::direct) {
@@ -389,6 +448,46 @@ DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
       static_cast<unsigned>(std::clamp<std::size_t>(items, 1, std::max(job.threads, 1u)));
   const RingShape shape = ring_shape(options, threads, job.total_bytes);
 
+  // Where each converting piece is cast: on the device when asked for (or, automatic, when
+  // the device can) and its destination is aligned to its element, as kernels need.
+  std::vector<char> cast_on_device(job.pieces.size(), 0);
+  bool any_on_device = false;
+  std::string host_reason;
+  for (std::size_t p = 0; p < job.pieces.size(); ++p) {
+    const LoadPiece& piece = job.pieces[p];
+    if (piece.from == piece.to) continue;
+    if (options.cast_on == CastOn::host) {
+      host_reason = "the load asked for host casts (CastOn::host)";
+      continue;
+    }
+    if (options.cast_on == CastOn::automatic && dtype_bits(piece.from) > dtype_bits(piece.to)) {
+      // Cast on the host, a narrowing cast sends its smaller results over the bus; on the
+      // device, its larger sources. The bus is the bound the pipeline is built to reach.
+      host_reason = "a narrowing cast (" + std::string(dtype_name(piece.from)) + " to " +
+                    std::string(dtype_name(piece.to)) +
+                    ") is done on the host, which sends the "
+                    "device fewer bytes";
+      continue;
+    }
+    std::string why;
+    if (!device.can_cast(piece.from, piece.to, why)) {
+      if (options.cast_on == CastOn::device) {
+        fail(ErrorCode::device, origin(checkpoint),
+             "casts on the device were asked for, but " + device.describe() + " cannot convert " +
+                 std::string(dtype_name(piece.from)) + " to " + std::string(dtype_name(piece.to)) +
+                 ": " + why);
+      }
+      host_reason = why;
+      continue;
+    }
+    if (reinterpret_cast<std::uintptr_t>(piece.dest) % (dtype_bits(piece.to) / 8) != 0) {
+      host_reason = "a destination is not aligned to its element size";
+      continue;
+    }
+    cast_on_device[p] = 1;
+    any_on_device = true;
+  }
+
   DeviceLoadStats stats;
   stats.threads = threads;
   stats.slots = shape.slots;
@@ -413,9 +512,20 @@ DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
   }
   for (unsigned i = 0; i < shape.streams; ++i) resources.streams.push_back(device.create_stream());
 
+  if (any_on_device) {
+    // One region per slot, at the slot's offset: a slot's staged bytes land at the same
+    // offsets on the device, and are reused with the slot, after its event.
+    stats.device_staging_bytes = stats.pinned_bytes;
+    resources.staging = device.allocate(static_cast<std::size_t>(stats.device_staging_bytes));
+    for (unsigned i = 0; i < shape.slots; ++i) {
+      resources.slots[i].staging = resources.staging + std::size_t{i} * shape.slot_bytes;
+    }
+  }
+
   LoadProgress progress(options.progress, job.total_bytes);
   Totals totals;
-  Shared shared{device, job, ring, shape.slot_bytes, faults, progress, totals};
+  Shared shared{device,   job,    ring,           shape.slot_bytes, faults,
+                progress, totals, cast_on_device, resources.streams};
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex error_mutex;
@@ -456,6 +566,11 @@ DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
   stats.bytes_read = totals.bytes_read.load();
   stats.bytes_copied = totals.bytes_copied.load();
   stats.copies = totals.copies.load();
+  stats.casts = totals.casts.load();
+  stats.bytes_cast_on_device = totals.bytes_cast_on_device.load();
+  stats.bytes_staged_for_device_casts = totals.bytes_staged.load();
+  stats.bytes_cast_on_host = totals.bytes_cast_on_host.load();
+  if (stats.bytes_cast_on_host != 0) stats.host_cast_reason = host_reason;
   stats.read_seconds = static_cast<double>(totals.read_ns.load()) * 1e-9;
   stats.slot_wait_seconds = static_cast<double>(totals.wait_ns.load()) * 1e-9;
   stats.seconds = seconds_since(start);

@@ -1,6 +1,8 @@
 // The device pipeline: a LoadJob's pieces read by worker threads into a ring of pinned
-// staging slots (cast on the way), each full slot copied to the device asynchronously, a
-// slot reused only after the event recorded behind its copies has completed.
+// staging slots, each full slot copied to the device asynchronously, a slot reused only after
+// the event recorded behind its copies has completed. A converting piece is either cast on
+// the host into the slot, or staged as stored, copied into the slot's region of device
+// staging memory and cast from there by a kernel queued behind the copy, before the event.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,10 @@ namespace safetensors::detail {
 struct PipelineFaults {
   /// Reuse a slot without waiting for the copies out of it (a broken ring).
   bool skip_slot_wait = false;
+  /// Queue each device cast before the copy that stages its source.
+  bool cast_before_copy = false;
+  /// Queue each device cast on another stream than its staging copy (needs two streams).
+  bool cast_on_other_stream = false;
 };
 
 /// The ring a load uses: `slots` buffers of `slot_bytes`, `streams` copy streams.

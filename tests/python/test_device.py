@@ -75,7 +75,61 @@ def test_emulated_device_matches_the_host_loader(checkpoint_path, ring, dtype):
     assert checks["ok"], checks["violations"]
     assert checks["pinned_live"] == 0
     assert checks["pinned_high_water"] <= stats["pinned_bytes"] <= 256 << 20
-    assert checks["bytes_copied"] == stats["bytes_copied"] == plan.buffer_size
+    assert checks["bytes_copied"] == stats["bytes_copied"]
+    assert checks["bytes_cast"] == stats["bytes_cast_on_device"]
+    # Device casts copy their pieces as stored, and the kernels write the rest.
+    assert (stats["bytes_copied"] - stats["bytes_staged_for_device_casts"]
+            + stats["bytes_cast_on_device"]) == plan.buffer_size
+
+
+@pytest.mark.parametrize("cast_on", ["auto", "host", "device"])
+@pytest.mark.parametrize("dtype", ["BF16", "F16", "F32"])
+def test_cast_placements_give_the_host_loaders_bytes(checkpoint_path, cast_on, dtype):
+    """Casts on the (emulated) device run the kernels' element operations; on the host, the CPU
+    casts; both give the host loader's bytes."""
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan(dtype)
+    got, checks, stats = checkpoint._load_to_emulated_device(plan, cast_on=cast_on, **RINGS[2])
+    assert got == host_bytes(checkpoint, plan)
+    assert checks["ok"], checks["violations"]
+    if cast_on == "host":
+        assert stats["bytes_cast_on_device"] == 0 and stats["device_staging_bytes"] == 0
+        assert stats["bytes_cast_on_host"] > 0 and "host" in stats["host_cast_reason"]
+    elif cast_on == "auto" and dtype != "F32":
+        # The emulated device casts, but "auto" keeps narrowing casts (here F32 sources) on the
+        # host, where they shrink the bytes sent; the 8-bit and 16-bit sources go to the device.
+        assert stats["bytes_cast_on_device"] > 0 and stats["bytes_cast_on_host"] > 0
+        assert "narrowing" in stats["host_cast_reason"]
+        assert checks["casts"] == stats["casts"] > 0
+    else:  # "device", or "auto" with only widening and same-size casts
+        assert stats["bytes_cast_on_device"] > 0 and stats["bytes_cast_on_host"] == 0
+        assert stats["device_staging_bytes"] == stats["pinned_bytes"]
+        assert checks["casts"] == stats["casts"] > 0
+
+
+def test_a_device_without_casts_falls_back_or_refuses(checkpoint_path):
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan("F16")
+    got, checks, stats = checkpoint._load_to_emulated_device(plan, threads=2, device_casts=False)
+    assert got == host_bytes(checkpoint, plan)
+    assert checks["ok"], checks["violations"]
+    assert stats["bytes_cast_on_device"] == 0
+    assert "without casts" in stats["host_cast_reason"]
+    with pytest.raises(libsafetensors.SafetensorError, match="without casts") as error:
+        checkpoint._load_to_emulated_device(plan, cast_on="device", device_casts=False)
+    assert error.value.code == "device"
+    with pytest.raises(ValueError, match="cast_on"):
+        checkpoint._load_to_emulated_device(plan, cast_on="gpu")
+
+
+def test_a_cast_before_its_copy_is_caught(checkpoint_path):
+    """The negative test of the casts' order: a kernel queued ahead of its staging copy."""
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan("F32")
+    _, checks, _ = checkpoint._load_to_emulated_device(
+        plan, threads=1, slots=2, slot_bytes=64 << 10, cast_on="device", cast_before_copy=True)
+    assert not checks["ok"]
+    assert any("queued before the copy" in v for v in checks["violations"]), checks["violations"]
 
 
 @pytest.mark.parametrize("target", [None, torch.bfloat16, torch.float16, torch.float32])

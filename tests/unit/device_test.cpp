@@ -11,15 +11,21 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <random>
+#include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "device/cast_image.hpp"
 #include "device/cuda.hpp"
+#include "device/device_cast.hpp"
 #include "device/emulated.hpp"
 #include "device/pinned_cache.hpp"
 #include "device/pipeline.hpp"
+#include "safetensors/cast.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/loader.hpp"
 #include "safetensors/writer.hpp"
@@ -147,8 +153,13 @@ class DeviceLoadTest : public ::testing::Test {
     EXPECT_FALSE(got.stats.pinned_reused) << what;
     EXPECT_LE(got.report.pinned_high_water, got.stats.pinned_bytes) << what;
     EXPECT_LE(got.stats.pinned_bytes, device_options.max_pinned_bytes) << what;
-    EXPECT_EQ(got.stats.bytes_copied, host.buffer_size()) << what;
-    EXPECT_EQ(got.report.bytes_copied, host.buffer_size()) << what;
+    EXPECT_EQ(got.stats.bytes_copied - got.stats.bytes_staged_for_device_casts +
+                  got.stats.bytes_cast_on_device,
+              host.buffer_size())
+        << what;
+    EXPECT_EQ(got.report.bytes_copied, got.stats.bytes_copied) << what;
+    EXPECT_EQ(got.report.bytes_cast, got.stats.bytes_cast_on_device) << what;
+    EXPECT_EQ(got.report.casts, got.stats.casts) << what;
   }
 
   std::vector<std::vector<std::byte>> storage_;
@@ -276,6 +287,7 @@ TEST_F(DeviceLoadTest, ProgressReachesTheTotal) {
 
 TEST_F(DeviceLoadTest, StatsSayWhatHappened) {
   DeviceLoadOptions options = ring_shapes()[0].first;
+  options.cast_on = CastOn::host;
   LoadOptions plan_options;
   plan_options.dtype = Dtype::BF16;
   const EmulatedLoad got = load_emulated(checkpoint_, plan_options, options);
@@ -288,6 +300,269 @@ TEST_F(DeviceLoadTest, StatsSayWhatHappened) {
   EXPECT_EQ(got.stats.slots, 2u);
   EXPECT_EQ(got.stats.pinned_bytes, 2u * (64 << 10));
   EXPECT_GT(got.stats.seconds, 0.0);
+  EXPECT_EQ(got.stats.bytes_cast_on_device, 0u);
+  EXPECT_EQ(got.stats.device_staging_bytes, 0u);
+  EXPECT_GT(got.stats.bytes_cast_on_host, 0u);
+  EXPECT_NE(got.stats.host_cast_reason.find("CastOn::host"), std::string::npos);
+}
+
+// Every conversion the device casts, for every 8-bit float source too, from a file whose
+// tensors sit at odd offsets, span several slots and have odd element counts.
+class DeviceCastTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = test::unique_path("device-cast");
+    const std::vector<std::pair<Dtype, std::uint64_t>> specs = {
+        {Dtype::U8, 3},           {Dtype::F32, 70001},   {Dtype::U8, 1},
+        {Dtype::F16, 100003},     {Dtype::BF16, 99999},  {Dtype::F8_E4M3, 150001},
+        {Dtype::F8_E5M2, 4097},   {Dtype::F8_E8M0, 257}, {Dtype::F8_E4M3FNUZ, 77777},
+        {Dtype::F8_E5M2FNUZ, 31}, {Dtype::F16, 1},       {Dtype::F32, 3},
+    };
+    std::vector<TensorData> tensors;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const auto [dtype, count] = specs[i];
+      // Random bits: every F8 code, NaNs with payloads, subnormals, infinities.
+      const std::vector<std::uint64_t> shape = {count};
+      storage_.push_back(random_bytes(byte_size(dtype, shape).bytes, 100 + unsigned(i)));
+      // The file sorts by name: the numbers keep this order, so offsets are odd.
+      const std::string name = "t" + std::to_string(10 + i) + "." + std::string(dtype_name(dtype));
+      tensors.push_back(TensorData::from_bytes(name, dtype, shape, storage_.back()));
+    }
+    write_file(path_, tensors);
+    checkpoint_ = Checkpoint::open(path_);
+  }
+  void TearDown() override {
+    std::error_code ignored;
+    fs::remove(path_, ignored);
+  }
+
+  std::vector<std::vector<std::byte>> storage_;
+  fs::path path_;
+  Checkpoint checkpoint_;
+};
+
+TEST_F(DeviceCastTest, EveryPairMatchesTheHostLoader) {
+  for (const Dtype to : {Dtype::F32, Dtype::F16, Dtype::BF16}) {
+    LoadOptions options;
+    options.dtype = to;
+    const LoadedCheckpoint host = load(checkpoint_, options);
+    for (auto [device_options, emulator] : ring_shapes()) {
+      device_options.cast_on = CastOn::device;
+      const std::string what = "to " + std::string(dtype_name(to)) + ", threads " +
+                               std::to_string(device_options.threads);
+      const EmulatedLoad got = load_emulated(checkpoint_, options, device_options, emulator);
+      ASSERT_EQ(got.bytes.size(), host.buffer_size()) << what;
+      for (const LoadedTensor& tensor : host.tensors()) {
+        const auto want = host.bytes(tensor);
+        EXPECT_TRUE(std::equal(want.begin(), want.end(), got.bytes.begin() + tensor.offset))
+            << what << ": " << tensor.name;
+      }
+      EXPECT_TRUE(got.report.ok()) << what << violations(got.report);
+      EXPECT_EQ(got.stats.bytes_cast_on_host, 0u) << what;
+      EXPECT_GT(got.stats.bytes_cast_on_device, 0u) << what;
+      EXPECT_GT(got.stats.casts, 0u) << what;
+      EXPECT_EQ(got.report.casts, got.stats.casts) << what;
+      EXPECT_EQ(got.report.bytes_cast, got.stats.bytes_cast_on_device) << what;
+      EXPECT_EQ(got.stats.device_staging_bytes, got.stats.pinned_bytes) << what;
+      EXPECT_EQ(got.stats.bytes_copied - got.stats.bytes_staged_for_device_casts +
+                    got.stats.bytes_cast_on_device,
+                host.buffer_size())
+          << what;
+      EXPECT_TRUE(got.stats.host_cast_reason.empty()) << what;
+    }
+  }
+}
+
+// The kernels' element operations against the CPU cast directly, over every 16-bit code and
+// every 8-bit code.
+TEST(DeviceCastOps, MatchTheCpuCastOnEveryCode) {
+  std::vector<std::byte> codes(2 * 65536);
+  for (unsigned i = 0; i < 65536; ++i) {
+    codes[2 * i] = static_cast<std::byte>(i & 0xFF);
+    codes[2 * i + 1] = static_cast<std::byte>(i >> 8);
+  }
+  const std::vector<std::byte> f32 = random_bytes(4 * 65536, 9);
+  const std::vector<std::pair<Dtype, std::span<const std::byte>>> sources = {
+      {Dtype::F32, f32},
+      {Dtype::F16, codes},
+      {Dtype::BF16, codes},
+      {Dtype::F8_E4M3, std::span(codes).first(256 * 2)},
+      {Dtype::F8_E5M2, std::span(codes).first(256 * 2)},
+      {Dtype::F8_E8M0, std::span(codes).first(256 * 2)},
+      {Dtype::F8_E4M3FNUZ, std::span(codes).first(256 * 2)},
+      {Dtype::F8_E5M2FNUZ, std::span(codes).first(256 * 2)},
+  };
+  int pairs = 0;
+  for (const auto& [from, in] : sources) {
+    for (const Dtype to : {Dtype::F32, Dtype::F16, Dtype::BF16}) {
+      if (from == to) continue;
+      const std::size_t count = in.size() / (dtype_bits(from) / 8);
+      std::vector<std::byte> want(count * dtype_bits(to) / 8), got(want.size());
+      cast(from, in, to, want);
+      detail::run_device_cast_on_host(from, in.data(), to, got.data(), count);
+      EXPECT_TRUE(want == got) << dtype_name(from) << " to " << dtype_name(to);
+      ++pairs;
+    }
+  }
+  EXPECT_EQ(pairs, 6 + 5 * 3);
+}
+
+// Automatic: widening and same-size casts on the device (it can), narrowing ones on the host,
+// where they shrink what crosses the bus.
+TEST_F(DeviceCastTest, AutomaticCastsWideningOnTheDeviceAndNarrowingOnTheHost) {
+  LoadOptions options;
+  options.dtype = Dtype::F32;
+  const EmulatedLoad widening = load_emulated(checkpoint_, options, ring_shapes()[1].first);
+  EXPECT_TRUE(widening.report.ok()) << violations(widening.report);
+  EXPECT_GT(widening.stats.bytes_cast_on_device, 0u);
+  EXPECT_EQ(widening.stats.bytes_cast_on_host, 0u);
+
+  options.dtype = Dtype::BF16;  // F32 sources narrow, the others widen or keep their size
+  const EmulatedLoad mixed = load_emulated(checkpoint_, options, ring_shapes()[1].first);
+  EXPECT_TRUE(mixed.report.ok()) << violations(mixed.report);
+  EXPECT_GT(mixed.stats.bytes_cast_on_device, 0u);
+  EXPECT_GT(mixed.stats.bytes_cast_on_host, 0u);
+  EXPECT_NE(mixed.stats.host_cast_reason.find("narrowing cast (F32 to BF16)"), std::string::npos)
+      << mixed.stats.host_cast_reason;
+}
+
+// A device that cannot cast: automatic falls back to the host and says why; asking for the
+// device fails, saying why.
+TEST_F(DeviceCastTest, FallsBackToTheHostWhenTheDeviceCannotCast) {
+  LoadOptions options;
+  options.dtype = Dtype::F16;
+  const LoadedCheckpoint host = load(checkpoint_, options);
+  EmulatedDevice::Options no_casts;
+  no_casts.casts = false;
+  const EmulatedLoad got = load_emulated(checkpoint_, options, ring_shapes()[2].first, no_casts);
+  EXPECT_TRUE(got.report.ok()) << violations(got.report);
+  ASSERT_EQ(got.bytes.size(), host.buffer_size());
+  const auto all = host.bytes(host.tensors().front());
+  EXPECT_EQ(
+      std::memcmp(got.bytes.data(), all.data() - host.tensors().front().offset, got.bytes.size()),
+      0);
+  EXPECT_EQ(got.stats.bytes_cast_on_device, 0u);
+  EXPECT_EQ(got.stats.device_staging_bytes, 0u);
+  EXPECT_GT(got.stats.bytes_cast_on_host, 0u);
+  EXPECT_NE(got.stats.host_cast_reason.find("without casts"), std::string::npos)
+      << got.stats.host_cast_reason;
+
+  DeviceLoadOptions device_options;
+  device_options.cast_on = CastOn::device;
+  try {
+    (void)load_emulated(checkpoint_, options, device_options, no_casts);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.code(), ErrorCode::device);
+    EXPECT_NE(std::string(error.what()).find("without casts"), std::string::npos) << error.what();
+  }
+}
+
+// A destination not aligned to its element (a caller's odd device pointer) is converted on
+// the host, as kernels cannot store there, and the load says so.
+TEST_F(DeviceCastTest, AnUnalignedDestinationIsCastOnTheHost) {
+  LoadOptions options;
+  options.dtype = Dtype::F32;
+  const LoadedCheckpoint host = load(checkpoint_, options);
+  const LoadPlan plan = plan_load(checkpoint_, options);
+  EmulatedDevice device;
+  std::byte* memory = device.allocate(static_cast<std::size_t>(plan.buffer_size) + 1);
+  DeviceLoadOptions device_options;
+  device_options.threads = 2;
+  const DeviceLoadStats stats = detail::run_device_load(device, checkpoint_, plan, memory + 1,
+                                                        plan.buffer_size, device_options);
+  const EmulatedDevice::Report report = device.check();
+  // Only the byte before the destination is never written.
+  EXPECT_EQ(report.violation_count, 1u) << violations(report);
+  EXPECT_NE(violations(report).find("1 bytes never written, the first at offset 0"),
+            std::string::npos)
+      << violations(report);
+  const auto all = host.bytes(host.tensors().front());
+  EXPECT_EQ(std::memcmp(memory + 1, all.data() - host.tensors().front().offset, plan.buffer_size),
+            0);
+  EXPECT_EQ(stats.bytes_cast_on_device, 0u);
+  EXPECT_GT(stats.bytes_cast_on_host, 0u);
+  EXPECT_NE(stats.host_cast_reason.find("not aligned"), std::string::npos)
+      << stats.host_cast_reason;
+  device.free(memory);
+}
+
+// The negative tests of the casts' order: a kernel queued before its staging copy, or on
+// another stream than it, is caught.
+TEST_F(DeviceCastTest, TheEmulatorCatchesACastBeforeItsCopy) {
+  LoadOptions options;
+  options.dtype = Dtype::F32;
+  DeviceLoadOptions device_options = ring_shapes()[0].first;
+  device_options.cast_on = CastOn::device;
+  detail::PipelineFaults faults;
+  faults.cast_before_copy = true;
+  const EmulatedLoad got = load_emulated(checkpoint_, options, device_options, {}, faults);
+  ASSERT_FALSE(got.report.ok());
+  EXPECT_NE(violations(got.report).find("queued before the copy"), std::string::npos)
+      << violations(got.report);
+}
+
+TEST_F(DeviceCastTest, TheEmulatorCatchesACastOnAnotherStream) {
+  LoadOptions options;
+  options.dtype = Dtype::F32;
+  DeviceLoadOptions device_options = ring_shapes()[0].first;
+  device_options.cast_on = CastOn::device;
+  device_options.streams = 2;
+  device_options.slots = 4;
+  EmulatedDevice::Options slow;
+  slow.copy_delay = std::chrono::microseconds(2000);
+  detail::PipelineFaults faults;
+  faults.cast_on_other_stream = true;
+  const EmulatedLoad got = load_emulated(checkpoint_, options, device_options, slow, faults);
+  ASSERT_FALSE(got.report.ok());
+  EXPECT_NE(violations(got.report).find("another stream"), std::string::npos)
+      << violations(got.report);
+}
+
+// With nvcc the build embeds a fatbin holding the kernels (their names are in it as strings);
+// without, the image is empty and says why.
+TEST(DeviceCastImage, HoldsTheKernelsWhenBuiltWithNvcc) {
+  if (detail::device_cast_image_size == 0) {
+    EXPECT_NE(std::string(detail::device_cast_image_missing).find("without"), std::string::npos);
+    GTEST_SKIP() << "no kernels embedded: " << detail::device_cast_image_missing;
+  }
+  EXPECT_STREQ(detail::device_cast_image_missing, "");
+  const std::string_view image(reinterpret_cast<const char*>(detail::device_cast_image_bytes),
+                               detail::device_cast_image_size);
+  // A fatbin starts with its magic number 0xBA55ED50, little-endian.
+  ASSERT_GE(image.size(), 4u);
+  EXPECT_EQ(image.substr(0, 4), std::string_view("\x50\xED\x55\xBA", 4));
+  for (const char* name : detail::device_cast_kernel_names) {
+    EXPECT_NE(image.find(name), std::string_view::npos) << name;
+  }
+}
+
+// The emulator's checks of casts, each shown to fire.
+TEST(EmulatedDevice, ChecksCasts) {
+  EmulatedDevice device;
+  std::byte* staging = device.allocate(64);
+  std::byte* out = device.allocate(64);
+  std::byte* pinned = device.allocate_pinned(64);
+  std::memset(pinned, 0, 64);
+  const detail::DeviceStream stream = device.create_stream();
+  device.copy_async(staging, pinned, 16, stream);
+  device.cast_async(Dtype::F32, staging, Dtype::F16, out, 4, stream);            // fine
+  device.cast_async(Dtype::F32, staging, Dtype::F16, out + 8, 4, stream);        // read twice
+  device.cast_async(Dtype::F32, staging + 16, Dtype::F16, out + 16, 4, stream);  // unwritten
+  device.cast_async(Dtype::F32, staging + 2, Dtype::F16, out + 24, 1, stream);   // misaligned
+  device.synchronize(stream);
+  device.destroy_stream(stream);
+  const std::string text = violations(device.check());
+  EXPECT_NE(text.find("cast 2 reads device bytes [0, 16) whose copy an earlier cast already read"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("cast 3 reads device bytes [16, 32) that no copy wrote"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("cast 4 (F32 to F16, 1 elements): a side is not aligned"), std::string::npos)
+      << text;
+  device.free(staging);
+  device.free(out);
+  device.free_pinned(pinned);
 }
 
 // The negative test: a ring that refills a slot without waiting for its copies is caught.
@@ -577,14 +852,28 @@ TEST_F(DeviceLoadTest, CudaPathSaysWhyOrWorks) {
     }
     GTEST_SKIP() << "CUDA path unavailable: " << status.reason;
   }
-  for (const std::optional<Dtype> dtype : {std::optional<Dtype>{}, std::optional{Dtype::BF16}}) {
+  struct Case {
+    std::optional<Dtype> dtype;
+    CastOn cast_on;
+  };
+  for (const Case c : {Case{std::nullopt, CastOn::automatic}, Case{Dtype::BF16, CastOn::host},
+                       Case{Dtype::BF16, CastOn::automatic}, Case{Dtype::F32, CastOn::automatic},
+                       Case{Dtype::F16, CastOn::automatic}}) {
     LoadOptions options;
-    options.dtype = dtype;
+    options.dtype = c.dtype;
     const LoadedCheckpoint host = load(checkpoint_, options);
     DeviceLoadOptions device_options;
     device_options.threads = 2;
     device_options.slot_bytes = 256 << 10;
+    device_options.cast_on = c.cast_on;
     const CudaCheckpoint loaded = load_to_cuda(checkpoint_, options, 0, device_options);
+    if (c.dtype && c.cast_on == CastOn::automatic) {
+      // The kernels run where they were built in, unless the driver refused them (the reason
+      // says so; a GPU check should not see that).
+      EXPECT_EQ(loaded.stats().bytes_cast_on_device > 0,
+                detail::device_cast_image_size > 0 && loaded.stats().host_cast_reason.empty())
+          << loaded.stats().host_cast_reason;
+    }
     std::vector<std::byte> back(static_cast<std::size_t>(loaded.buffer_size()));
     detail::cuda_copy_to_host(detail::cuda_runtime(), back.data(), loaded.device_buffer(),
                               back.size());
