@@ -168,6 +168,7 @@ void populate(std::span<const std::span<const std::byte>> ranges, unsigned threa
   std::exception_ptr error;
   // `caller`: the calling thread, the only one that reports progress (a Python caller's
   // signal check runs only on the thread that called it, its main thread).
+  std::uint64_t reported = 0;
   const auto work = [&](bool caller) {
     try {
       for (std::size_t i; !failed.load(std::memory_order_relaxed) &&
@@ -176,7 +177,10 @@ void populate(std::span<const std::span<const std::byte>> ranges, unsigned threa
         map_in(chunk.from, chunk.to, name, unsupported);
         const std::uint64_t now = done.fetch_add(chunk.to - chunk.from, std::memory_order_relaxed) +
                                   chunk.to - chunk.from;
-        if (caller && progress) progress(now, total);
+        if (caller && progress) {
+          reported = now;
+          progress(now, total);
+        }
       }
     } catch (...) {
       std::lock_guard lock(error_mutex);
@@ -190,6 +194,9 @@ void populate(std::span<const std::span<const std::byte>> ranges, unsigned threa
     work(true);
   }
   if (error) std::rethrow_exception(error);
+  // The helpers may have taken every chunk (warm pages go fast): the caller still reports the
+  // end once.
+  if (progress && reported < total) progress(total, total);
 }
 
 bool prefault_for_write(std::span<std::byte> range, const std::atomic<bool>& stop) noexcept {
