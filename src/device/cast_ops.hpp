@@ -40,37 +40,20 @@ struct F8Table {
   std::uint32_t value[256];
 };
 
-struct F32ToF16 {
-  using In = std::uint32_t;
-  using Out = std::uint16_t;
-  SAFETENSORS_HOST_DEVICE Out operator()(In x) const { return f32_to_f16(x); }
+// One element conversion as the kernels and the emulator call it.
+template <class InBits, class OutBits, OutBits (*convert)(InBits)>
+struct ElementCast {
+  using In = InBits;
+  using Out = OutBits;
+  SAFETENSORS_HOST_DEVICE Out operator()(In x) const { return convert(x); }
 };
-struct F32ToBf16 {
-  using In = std::uint32_t;
-  using Out = std::uint16_t;
-  SAFETENSORS_HOST_DEVICE Out operator()(In x) const { return f32_to_bf16(x); }
-};
-struct F16ToF32 {
-  using In = std::uint16_t;
-  using Out = std::uint32_t;
-  SAFETENSORS_HOST_DEVICE Out operator()(In x) const { return f16_to_f32(x); }
-};
-struct Bf16ToF32 {
-  using In = std::uint16_t;
-  using Out = std::uint32_t;
-  SAFETENSORS_HOST_DEVICE Out operator()(In x) const { return bf16_to_f32(x); }
-};
+using F32ToF16 = ElementCast<std::uint32_t, std::uint16_t, f32_to_f16>;
+using F32ToBf16 = ElementCast<std::uint32_t, std::uint16_t, f32_to_bf16>;
+using F16ToF32 = ElementCast<std::uint16_t, std::uint32_t, f16_to_f32>;
+using Bf16ToF32 = ElementCast<std::uint16_t, std::uint32_t, bf16_to_f32>;
 // Through F32 as the CPU cast (and torch) does: see cast.cpp's through_f32.
-struct F16ToBf16 {
-  using In = std::uint16_t;
-  using Out = std::uint16_t;
-  SAFETENSORS_HOST_DEVICE Out operator()(In x) const { return f16_to_bf16(x); }
-};
-struct Bf16ToF16 {
-  using In = std::uint16_t;
-  using Out = std::uint16_t;
-  SAFETENSORS_HOST_DEVICE Out operator()(In x) const { return bf16_to_f16(x); }
-};
+using F16ToBf16 = ElementCast<std::uint16_t, std::uint16_t, f16_to_bf16>;
+using Bf16ToF16 = ElementCast<std::uint16_t, std::uint16_t, bf16_to_f16>;
 template <class Result>
 struct F8Lookup {
   using In = std::uint8_t;

@@ -123,6 +123,19 @@ std::string violations(const EmulatedDevice::Report& report) {
   return out;
 }
 
+// Every tensor of `host` has the same bytes at its offset in `got`, and the emulator saw
+// nothing wrong.
+void expect_host_bytes(const LoadedCheckpoint& host, const EmulatedLoad& got,
+                       const std::string& what) {
+  ASSERT_EQ(got.bytes.size(), host.buffer_size()) << what;
+  for (const LoadedTensor& tensor : host.tensors()) {
+    const auto want = host.bytes(tensor);
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), got.bytes.begin() + tensor.offset))
+        << what << ": " << tensor.name;
+  }
+  EXPECT_TRUE(got.report.ok()) << what << violations(got.report);
+}
+
 class DeviceLoadTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -140,13 +153,7 @@ class DeviceLoadTest : public ::testing::Test {
                            EmulatedDevice::Options emulator, const std::string& what) {
     const LoadedCheckpoint host = load(checkpoint_, options);
     const EmulatedLoad got = load_emulated(checkpoint_, options, device_options, emulator);
-    ASSERT_EQ(got.bytes.size(), host.buffer_size()) << what;
-    for (const LoadedTensor& tensor : host.tensors()) {
-      const auto want = host.bytes(tensor);
-      EXPECT_TRUE(std::equal(want.begin(), want.end(), got.bytes.begin() + tensor.offset))
-          << what << ": " << tensor.name;
-    }
-    EXPECT_TRUE(got.report.ok()) << what << violations(got.report);
+    expect_host_bytes(host, got, what);
     EXPECT_EQ(got.report.pinned_live, 0u) << what;
     EXPECT_EQ(got.kept, device_options.keep_pinned ? got.stats.pinned_bytes : 0u) << what;
     EXPECT_EQ(got.report.pinned_allocations, 1u) << what;
@@ -351,13 +358,7 @@ TEST_F(DeviceCastTest, EveryPairMatchesTheHostLoader) {
       const std::string what = "to " + std::string(dtype_name(to)) + ", threads " +
                                std::to_string(device_options.threads);
       const EmulatedLoad got = load_emulated(checkpoint_, options, device_options, emulator);
-      ASSERT_EQ(got.bytes.size(), host.buffer_size()) << what;
-      for (const LoadedTensor& tensor : host.tensors()) {
-        const auto want = host.bytes(tensor);
-        EXPECT_TRUE(std::equal(want.begin(), want.end(), got.bytes.begin() + tensor.offset))
-            << what << ": " << tensor.name;
-      }
-      EXPECT_TRUE(got.report.ok()) << what << violations(got.report);
+      expect_host_bytes(host, got, what);
       EXPECT_EQ(got.stats.bytes_cast_on_host, 0u) << what;
       EXPECT_GT(got.stats.bytes_cast_on_device, 0u) << what;
       EXPECT_GT(got.stats.casts, 0u) << what;
