@@ -38,12 +38,14 @@ class Mapping {
 };
 
 /// Reads every page of `mapped`, a mapping of a file, into memory now: after this, touching
-/// any byte costs no I/O and no page fault. `threads` workers (0: a measured default) each
-/// ask the kernel for 32 MiB at a time (MADV_POPULATE_READ), which reads ahead sequentially
-/// at the speed of `cat`; kernels before 5.14 get one read of a byte per page instead. The
-/// range is marked for huge pages first, so that pages read now come into the page cache as
-/// 2 MiB folios, which later mappings of the file (by anyone) map with one entry each.
-/// Throws io naming `name` when a page cannot be read (an I/O error, or the file shrank).
+/// any byte costs no I/O (and no page fault where the kernel's fault-around maps whole
+/// windows, its default). `threads` workers (0: a measured default) take 32 MiB at a time:
+/// one already cached is mapped by reading a byte per fault-around window, one that is not
+/// is asked of the kernel (MADV_POPULATE_READ), which reads ahead sequentially at the speed
+/// of `cat`; kernels before 5.14 get one read of a byte per page instead. The range is marked
+/// for huge pages first, so that pages read now come into the page cache as 2 MiB folios,
+/// which later mappings of the file (by anyone) map with one entry each. Throws io naming
+/// `name` when a page cannot be read (an I/O error, or the file shrank).
 void populate(std::span<const std::byte> mapped, unsigned threads, const std::string& name);
 
 /// populate() for several ranges of mappings at once, one pool of workers sharing them.
