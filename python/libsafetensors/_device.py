@@ -42,6 +42,13 @@ def cuda_status():
     return _status
 
 
+def gds_status():
+    """The library's view of GPUDirect Storage (cuFile): {available, compat_mode, reason,
+    library}. Loads onto CUDA devices read tensors kept in their stored dtype straight from the
+    files into GPU memory when it is available and not in compatibility mode (direct="auto")."""
+    return _core.gds_status()
+
+
 def release_cuda_staging():
     """Frees the pinned host memory (up to 256 MiB) that loads onto CUDA devices keep for the
     next load, which then pins memory anew; returns the bytes freed, 0 when none was kept.
