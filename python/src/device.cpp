@@ -12,6 +12,7 @@
 #include "bindings.hpp"
 #include "device/cuda.hpp"
 #include "device/emulated.hpp"
+#include "device/gds.hpp"
 #include "device/pipeline.hpp"
 #include "safetensors/device.hpp"
 #include "signals.hpp"
@@ -196,7 +197,8 @@ void register_device(py::module_& module) {
       "`candidates` are tried first) and asks it for devices.");
   module.def(
       "gds_status",
-      [] {
+      [](const std::vector<std::string>& candidates) {
+        detail::add_cufile_candidates(candidates);
         const GdsStatus status = gds_status();
         py::dict out;
         out["available"] = status.available;
@@ -205,9 +207,16 @@ void register_device(py::module_& module) {
         out["library"] = status.library;
         return out;
       },
+      py::arg("candidates") = std::vector<std::string>{},
       "Whether GPUDirect Storage (cuFile) can be used, and why not: loads libcufile "
-      "(SAFETENSORS_CUFILE, else libcufile.so.0, libcufile.so) and opens its driver. "
-      "`compat_mode`: cuFile would read through the host, so automatic loads do not use it.");
+      "(SAFETENSORS_CUFILE, else the libraries in `candidates`, libcufile.so.0, libcufile.so) "
+      "and opens its driver. `compat_mode`: cuFile would read through the host, so automatic "
+      "loads do not use it.");
+  module.def(
+      "add_cufile_candidates",
+      [](const std::vector<std::string>& candidates) { detail::add_cufile_candidates(candidates); },
+      py::arg("candidates"),
+      "Libraries the device path tries for cuFile before the default names (loads nothing).");
   module.def(
       "release_cuda_staging",
       [] {

@@ -1,5 +1,6 @@
 #include "device/gds.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -79,11 +80,16 @@ constexpr int handle_type_opaque_fd = 1;  // CU_FILE_HANDLE_TYPE_OPAQUE_FD
 std::mutex cufile_mutex;
 // Loaded once and kept for the process: its driver stays open (see try_cufile).
 std::unique_ptr<CuFile> loaded_cufile;
+std::vector<std::string> extra_candidates;  // with cufile_mutex held
 
+// With cufile_mutex held.
 std::vector<std::string> candidates() {
   if (const char* forced = std::getenv("SAFETENSORS_CUFILE"); forced != nullptr && *forced)
     return {forced};
-  return {"libcufile.so.0", "libcufile.so"};
+  std::vector<std::string> names = extra_candidates;
+  names.emplace_back("libcufile.so.0");
+  names.emplace_back("libcufile.so");
+  return names;
 }
 
 std::string error_text(CuFileError error) {
@@ -122,12 +128,26 @@ std::unique_ptr<CuFile> open_cufile(const std::string& name, std::string& why) {
   return cufile;
 }
 
-}  // namespace
-
-std::string cufile_candidates_text() {
+// With cufile_mutex held.
+std::string candidates_text() {
   std::string text;
   for (const std::string& name : candidates()) text += (text.empty() ? "" : ", ") + name;
   return text;
+}
+
+}  // namespace
+
+void add_cufile_candidates(const std::vector<std::string>& paths) {
+  std::lock_guard lock(cufile_mutex);
+  for (const std::string& path : paths) {
+    if (std::find(extra_candidates.begin(), extra_candidates.end(), path) == extra_candidates.end())
+      extra_candidates.push_back(path);
+  }
+}
+
+std::string cufile_candidates_text() {
+  std::lock_guard lock(cufile_mutex);
+  return candidates_text();
 }
 
 const CuFile* try_cufile(std::string& why) {
@@ -148,7 +168,7 @@ const CuFile* try_cufile(std::string& why) {
         std::string(std::getenv("SAFETENSORS_CUFILE") != nullptr &&
                             *std::getenv("SAFETENSORS_CUFILE") != '\0'
                         ? "the library named by SAFETENSORS_CUFILE"
-                        : cufile_candidates_text()) +
+                        : candidates_text()) +
         "): " + tried;
   return nullptr;
 }

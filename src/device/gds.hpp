@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "device/device_api.hpp"
 #include "safetensors/device.hpp"
@@ -53,7 +54,13 @@ class CuFileHandles {
   std::map<int, Entry> handles_;
 };
 
-/// Library names tried: SAFETENSORS_CUFILE when set, else libcufile.so.0 then libcufile.so.
+/// Library paths tried after SAFETENSORS_CUFILE and before the default sonames, e.g. the copy
+/// a Python framework's wheels ship (the Python package adds nvidia/cufile/lib's). Kept for the
+/// process.
+void add_cufile_candidates(const std::vector<std::string>& paths);
+
+/// Library names tried: SAFETENSORS_CUFILE when set, else those added, libcufile.so.0 and
+/// libcufile.so.
 std::string cufile_candidates_text();
 
 }  // namespace safetensors::detail

@@ -278,6 +278,20 @@ def test_gds_status_says_why(monkeypatch):
     assert "/nonexistent/libcufile.so.5" in named["reason"], named["reason"]
 
 
+def test_gds_status_tries_the_cufile_wheel(tmp_path, monkeypatch):
+    """The nvidia-cufile wheel's library (torch installs it; not on the loader's path) is
+    tried before the system's names."""
+    if libsafetensors.gds_status()["available"]:
+        pytest.skip("cuFile is available here")
+    lib = tmp_path / "nvidia" / "cufile" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libcufile.so.0").write_bytes(b"not a library")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    status = libsafetensors.gds_status()
+    assert not status["available"]
+    assert str(lib / "libcufile.so.0") in status["reason"], status["reason"]
+
+
 def test_load_to_cuda_refuses_a_bad_direct_value(checkpoint_path):
     checkpoint = libsafetensors.Checkpoint(checkpoint_path)
     plan = checkpoint.plan()
