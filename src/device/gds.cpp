@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -70,7 +71,6 @@ struct CuFile {
   CuFileError (*handle_register)(void**, CuFileDescr*) = nullptr;
   void (*handle_deregister)(void*) = nullptr;
   long (*read)(void*, void*, std::size_t, long, long) = nullptr;  // ssize_t, off_t: long on LP64
-  std::string open_error;  // cuFileDriverOpen's, when it failed
 };
 
 namespace {
@@ -107,12 +107,15 @@ std::unique_ptr<CuFile> open_cufile(const std::string& name, std::string& why) {
     fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(l.symbol(symbol));
     return fn != nullptr;
   };
+  // The first entry point missing is named.
   const char* missing = nullptr;
-  if (!resolve("cuFileDriverOpen", cufile->driver_open)) missing = "cuFileDriverOpen";
-  if (!resolve("cuFileHandleRegister", cufile->handle_register)) missing = "cuFileHandleRegister";
-  if (!resolve("cuFileHandleDeregister", cufile->handle_deregister))
-    missing = "cuFileHandleDeregister";
-  if (!resolve("cuFileRead", cufile->read)) missing = "cuFileRead";
+  const auto need = [&](const char* symbol, auto& fn) {
+    if (!resolve(symbol, fn) && missing == nullptr) missing = symbol;
+  };
+  need("cuFileDriverOpen", cufile->driver_open);
+  need("cuFileHandleRegister", cufile->handle_register);
+  need("cuFileHandleDeregister", cufile->handle_deregister);
+  need("cuFileRead", cufile->read);
   resolve("cuFileDriverGetProperties", cufile->driver_get_properties);
   if (missing != nullptr) {
     why = l.name() + " lacks " + missing;

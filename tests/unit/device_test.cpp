@@ -1076,7 +1076,7 @@ TEST(GdsStatus, NamesAMissingEntryPoint) {
   const GdsStatus status = gds_status();
   ::unsetenv("SAFETENSORS_CUFILE");
   EXPECT_FALSE(status.available);
-  EXPECT_NE(status.reason.find("lacks cuFile"), std::string::npos) << status.reason;
+  EXPECT_NE(status.reason.find("lacks cuFileDriverOpen"), std::string::npos) << status.reason;
 }
 
 }  // namespace
