@@ -891,6 +891,23 @@ TEST_F(DeviceLoadTest, CudaPathSaysWhyOrWorks) {
           << tensor.name;
     }
   }
+  // GPUDirect Storage where cuFile loads (compatibility mode included, as `on` accepts it);
+  // elsewhere automatic goes through the ring and says why.
+  const GdsStatus gds = gds_status();
+  const LoadedCheckpoint host = load(checkpoint_, LoadOptions{});
+  DeviceLoadOptions device_options;
+  device_options.direct = gds.available ? DirectReads::on : DirectReads::automatic;
+  const CudaCheckpoint loaded = load_to_cuda(checkpoint_, LoadOptions{}, 0, device_options);
+  if (gds.available) {
+    EXPECT_EQ(loaded.stats().bytes_read_direct, host.buffer_size()) << loaded.stats().direct_reason;
+  } else {
+    EXPECT_EQ(loaded.stats().bytes_read_direct, 0u);
+    EXPECT_EQ(loaded.stats().direct_reason, gds.reason);
+  }
+  std::vector<std::byte> back(static_cast<std::size_t>(loaded.buffer_size()));
+  detail::cuda_copy_to_host(detail::cuda_runtime(), back.data(), loaded.device_buffer(),
+                            back.size());
+  EXPECT_TRUE(same_as_host(back.data(), host)) << "direct reads: " << gds.reason;
 }
 
 // A library named by SAFETENSORS_CUDART that does not exist is named in the reason.
