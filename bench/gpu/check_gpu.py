@@ -306,11 +306,15 @@ def check_correctness(args, torch, workdir):
     from libsafetensors import _device
     status = libsafetensors.cuda_status()
     print(f"library CUDA status: {status}")
+    gds = libsafetensors.gds_status()
+    print(f"library GDS (cuFile) status: {gds}")
+    if not gds["available"] or gds["compat_mode"]:
+        print(f"note: GPUDirect Storage is not used by direct='auto' here: {gds['reason']}")
     if device.type == "cuda":
         report("1 the device path finds the CUDA runtime", status["available"],
                status["reason"])
 
-    def device_pipeline(cast_on):
+    def device_pipeline(cast_on, direct="off"):
         def run():
             checkpoint = libsafetensors.Checkpoint(path)
             problems = []
@@ -321,11 +325,13 @@ def check_correctness(args, torch, workdir):
                 if device.type == "cuda":
                     buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=device)
                     stats = checkpoint.load_to_cuda(plan, buffer, device.index or 0,
-                                                    slot_bytes=1 << 20, cast_on=cast_on)
+                                                    slot_bytes=1 << 20, cast_on=cast_on,
+                                                    direct=direct)
                     got = buffer.cpu()
                 else:  # the dry run: the same pipeline against the emulated device
                     raw, checks, stats = checkpoint._load_to_emulated_device(
-                        plan, slot_bytes=1 << 20, cast_on=cast_on)
+                        plan, slot_bytes=1 << 20, cast_on=cast_on, direct=direct,
+                        device_direct_reads=direct == "on")
                     got = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else host[:0]
                     if not checks["ok"]:
                         problems.append(f"{dtype}: emulator: {checks['violations'][:3]}")
@@ -336,6 +342,9 @@ def check_correctness(args, torch, workdir):
                                     f"loader's (first at byte {where})")
                 if dtype is not None and cast_on == "device" and not stats["bytes_cast_on_device"]:
                     problems.append(f"dtype {dtype}: nothing was cast on the device")
+                if direct == "on" and not stats["bytes_read_direct"]:
+                    problems.append(f"dtype {dtype}: nothing was read directly: "
+                                    f"{stats['direct_reason']}")
                 print(f"  device pipeline dtype={dtype} cast_on={cast_on}: {stats}")
             return problems
         return run
@@ -345,6 +354,14 @@ def check_correctness(args, torch, workdir):
             "casts on the host", device_pipeline("host"))
     attempt("1 device pipeline (Checkpoint.load_to_cuda) == host loader, every dtype, "
             "casts on the GPU (kernels)", device_pipeline("device"))
+    # GPUDirect Storage (cuFile): stored tensors file -> GPU, converting ones through the ring.
+    # Compatibility mode included (direct="on" accepts it), so the bytes are checked wherever
+    # cuFile loads; without it, the emulated device's direct reads (dry run) or a note.
+    if gds["available"] or device.type != "cuda":
+        attempt("1 device pipeline direct='on' (GDS) == host loader, every dtype",
+                device_pipeline("auto", direct="on"))
+    else:
+        print(f"note: no direct-read check (GPUDirect Storage unavailable): {gds['reason']}")
 
     def device_map():
         first = names[0]
@@ -628,6 +645,7 @@ def make_checkpoint(torch, path, target_bytes, device):
 
 
 def check_bench(args, torch, workdir):
+    import libsafetensors
     import libsafetensors.torch as ours
     import safetensors.torch as ref
     from libsafetensors import safe_open
@@ -718,7 +736,22 @@ def check_bench(args, torch, workdir):
             # of pinning, and later reps the pinned ring reused (issue 13).
             libsafetensors.release_cuda_staging()
         buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=device)
-        pipeline_stats.append(checkpoint.load_to_cuda(plan, buffer, device.index or 0))
+        # The ring alone (direct="off"): row (g) measures GPUDirect Storage.
+        pipeline_stats.append(checkpoint.load_to_cuda(plan, buffer, device.index or 0,
+                                                      direct="off"))
+        return ours._plan_views(plan, buffer)
+
+    direct_stats = []
+    gds_usable = cuda and libsafetensors.gds_status()["available"]
+
+    def ours_direct():
+        # GPUDirect Storage through cuFile: every tensor here is loaded as stored, so all of
+        # it goes file -> GPU (in compatibility mode, through cuFile's own host path).
+        checkpoint = libsafetensors.Checkpoint(path)
+        plan = checkpoint.plan()
+        buffer = torch.empty(plan.buffer_size, dtype=torch.uint8, device=device)
+        direct_stats.append(checkpoint.load_to_cuda(plan, buffer, device.index or 0,
+                                                    direct="on"))
         return ours._plan_views(plan, buffer)
 
     def ours_checkpoint_f16():
@@ -755,11 +788,16 @@ def check_bench(args, torch, workdir):
         ("(d4) ours safe_open(device=cuda:0).get_tensor(each)", ours_open_get_tensor),
         ("(e) ours load_checkpoint(cuda:0)", ours_checkpoint),
         ("(f) ours device pipeline (Checkpoint.load_to_cuda)", ours_pipeline),
+        ("(g) ours load_to_cuda direct=on (GPUDirect Storage)",
+         ours_direct if gds_usable else None),
         ("(f2) ours load_checkpoint(cuda:0, dtype=float16)", ours_checkpoint_f16),
         ("(t) torch.load(map_location=cuda:0, mmap=True)", torch_load_mmap if torch_path else None),
         ("(h1) [host only] ours load_file(cpu, backend=pread)", host_pread),
         ("(h2) [host only] ours load_checkpoint(cpu)", host_checkpoint),
     ]
+    if not gds_usable:
+        print("note: no row (g), GPUDirect Storage unavailable: "
+              + (libsafetensors.gds_status()["reason"] if cuda else "no CUDA device"))
     methods = [(label, fn) for label, fn in methods if fn is not None]
     times = {label: [] for label, _ in methods}
     deadline = time.perf_counter() + args.bench_budget_s
@@ -825,6 +863,9 @@ def check_bench(args, torch, workdir):
         print("  device pipeline pinned ring per rep (reused, seconds pinning it, load seconds): "
               + ", ".join(f"{st.get('pinned_reused')} {st.get('pinned_alloc_seconds', 0):.4f} "
                           f"{st['seconds']:.3f}" for st in pipeline_stats))
+        if direct_stats:
+            fastest = min(direct_stats, key=lambda st: st["seconds"])
+            print(f"  GPUDirect Storage (g), fastest run: {fastest}")
         pinned_most = max(st.get("pinned_high_water", st["pinned_bytes"]) for st in pipeline_stats)
         report("3 device pipeline pinned host memory <= 512 MB", pinned_most <= 512 << 20,
                f"{pinned_most / 2**20:.0f} MiB")

@@ -35,6 +35,39 @@ struct SAFETENSORS_API CudaStatus {
 /// devices. A failed attempt is not remembered: a later call tries again.
 [[nodiscard]] SAFETENSORS_API CudaStatus cuda_status();
 
+/// Whether GPUDirect Storage (NVIDIA's cuFile, file bytes DMA'd straight into device memory)
+/// can be used in this process, and if not, why.
+struct SAFETENSORS_API GdsStatus {
+  /// The cuFile library loaded and its driver opened (cuFileDriverOpen).
+  bool available = false;
+  /// cuFile would read through the host itself (no nvidia-fs driver, no supported file
+  /// system, or forced): slower than the pinned ring, so automatic loads do not use it.
+  bool compat_mode = false;
+  /// Empty when available and not in compatibility mode; else one sentence: the libraries
+  /// tried and what each said, a missing symbol, cuFileDriverOpen's error, or why the mode is
+  /// compatibility.
+  std::string reason;
+  std::string library;  // the cuFile library loaded, when one was
+};
+
+/// Loads cuFile on first use (the library named by the environment variable
+/// SAFETENSORS_CUFILE if set, else libcufile.so.0, libcufile.so) and opens its driver, kept
+/// open for the process. A failed attempt is not remembered: a later call tries again.
+[[nodiscard]] SAFETENSORS_API GdsStatus gds_status();
+
+/// Whether a device load reads tensors stored as loaded (no conversion) from their files
+/// straight into device memory (GPUDirect Storage), bypassing the pinned ring. Converting
+/// pieces, and sources without a file descriptor, always go through the ring.
+enum class DirectReads {
+  // When the device can and it is worthwhile: cuFile loaded, not in compatibility mode. A
+  // file cuFile refuses to register is read through the ring (DeviceLoadStats::direct_reason).
+  automatic,
+  off,
+  // Whenever cuFile can be used at all, compatibility mode included; else the load fails with
+  // Error(device) saying why.
+  on,
+};
+
 /// Where a device load converts dtypes. On the device, a converting piece is staged and copied
 /// as stored, then converted by a kernel (no host CPU spent converting; fewer bytes copied when
 /// the cast widens, more when it narrows); on the host, it is converted into the pinned
@@ -75,6 +108,8 @@ struct SAFETENSORS_API DeviceLoadOptions {
   /// small is freed before the larger ring is pinned. Concurrent loads: one gets the kept
   /// block, the others pin their own, and at most one block stays afterwards.
   bool keep_pinned = true;
+  /// GPUDirect Storage for the pieces loaded as stored (see DirectReads).
+  DirectReads direct = DirectReads::automatic;
 };
 
 /// What a device load did, for benchmarks to tell what limits it.
@@ -103,6 +138,13 @@ struct SAFETENSORS_API DeviceLoadStats {
   /// The ring was the pinned memory an earlier load kept (nothing was pinned for this one).
   bool pinned_reused = false;
   double pinned_alloc_seconds = 0;  // pinning the ring (cudaHostAlloc); 0 when reused
+  /// Bytes read from files straight into device memory (part of bytes_read; not staged, not
+  /// copied), and the reads that did it.
+  std::uint64_t bytes_read_direct = 0;
+  std::uint64_t direct_reads = 0;
+  /// When pieces loaded as stored went through the ring: why not directly (direct reads off,
+  /// unavailable and why, or a file cuFile refused).
+  std::string direct_reason;
 };
 
 /// Frees the pinned staging memory that CUDA loads kept for the next load (DeviceLoadOptions::

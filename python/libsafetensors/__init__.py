@@ -24,7 +24,7 @@ from libsafetensors._core import (
     serialize,
     serialize_file,
 )
-from libsafetensors._device import cuda_status, release_cuda_staging
+from libsafetensors._device import cuda_status, gds_status, release_cuda_staging
 from libsafetensors._device_map import DeviceMap, plan_device_map
 from libsafetensors._open import _backend, safe_open
 from libsafetensors._shim import install_as_safetensors, uninstall_as_safetensors
@@ -37,6 +37,7 @@ __all__ = [
     "__version__",
     "cuda_status",
     "deserialize",
+    "gds_status",
     "install_as_safetensors",
     "plan_device_map",
     "release_cuda_staging",

@@ -5,6 +5,8 @@ The CUDA runtime is found at run time, never linked: first the copies torch ship
 folder, or the nvidia-cuda-runtime wheel beside it), then the system's. Where it cannot be
 used, loads fall back to reading into host memory and torch's `.to(device)`, and
 `cuda_unavailable_reason()` says why. SAFETENSORS_DEVICE_LOAD=torch forces that fallback.
+GPUDirect Storage's cuFile is found the same way (the nvidia-cufile wheel, then the system's);
+`gds_status()` says whether loads use it.
 """
 
 import glob
@@ -30,9 +32,21 @@ def _torch_runtimes():
     return found
 
 
+def _cufile_libraries():
+    """Paths of the cuFile libraries the nvidia-cufile wheel (a torch dependency) installs,
+    which are not on the dynamic loader's path."""
+    found = []
+    for entry in sys.path:
+        found += sorted(glob.glob(os.path.join(entry, "nvidia", "cufile", "lib", "libcufile.so*")),
+                        reverse=True)
+    return found
+
+
 def cuda_status():
     """The library's view of CUDA: {available, reason, library, device_count, ...}."""
     global _status
+    # Where GPUDirect Storage's library is, for loads with direct="auto" (nothing is loaded).
+    _core.add_cufile_candidates(_cufile_libraries())
     if _status is None or not _status["available"]:
         status = _core.cuda_status(_torch_runtimes())
         if status["available"]:
@@ -40,6 +54,13 @@ def cuda_status():
         else:
             return status
     return _status
+
+
+def gds_status():
+    """The library's view of GPUDirect Storage (cuFile): {available, compat_mode, reason,
+    library}. Loads onto CUDA devices read tensors kept in their stored dtype straight from the
+    files into GPU memory when it is available and not in compatibility mode (direct="auto")."""
+    return _core.gds_status(_cufile_libraries())
 
 
 def release_cuda_staging():

@@ -28,13 +28,15 @@ namespace safetensors::python {
 // device.cpp: the device paths over an open checkpoint.
 DeviceLoadOptions device_load_options(unsigned threads, std::size_t slot_bytes, unsigned slots,
                                       std::size_t max_pinned_bytes, unsigned streams,
-                                      bool keep_pinned, const std::string& cast_on);
+                                      bool keep_pinned, const std::string& cast_on,
+                                      const std::string& direct);
 py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan, py::handle buffer,
                               int device, const DeviceLoadOptions& options);
 py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
                                    const DeviceLoadOptions& options, unsigned copy_delay_us,
                                    unsigned seed, bool skip_slot_wait, bool device_casts,
-                                   bool cast_before_copy);
+                                   bool cast_before_copy, bool device_direct_reads,
+                                   bool refuse_direct_files, bool direct_read_twice);
 
 namespace {
 
@@ -223,22 +225,26 @@ class PyCheckpoint {
 
   py::dict load_to_cuda(const LoadPlan& plan, py::handle buffer, int device, unsigned threads,
                         std::size_t slot_bytes, unsigned slots, std::size_t max_pinned_bytes,
-                        unsigned streams, bool keep_pinned, const std::string& cast_on) const {
+                        unsigned streams, bool keep_pinned, const std::string& cast_on,
+                        const std::string& direct) const {
     return load_to_cuda_binding(checkpoint_, plan, buffer, device,
                                 device_load_options(threads, slot_bytes, slots, max_pinned_bytes,
-                                                    streams, keep_pinned, cast_on));
+                                                    streams, keep_pinned, cast_on, direct));
   }
 
   py::tuple load_to_emulated_device(const LoadPlan& plan, unsigned threads, std::size_t slot_bytes,
                                     unsigned slots, std::size_t max_pinned_bytes, unsigned streams,
                                     unsigned copy_delay_us, unsigned seed, bool skip_slot_wait,
                                     bool keep_pinned, const std::string& cast_on, bool device_casts,
-                                    bool cast_before_copy) const {
+                                    bool cast_before_copy, const std::string& direct,
+                                    bool device_direct_reads, bool refuse_direct_files,
+                                    bool direct_read_twice) const {
     return load_to_emulated_binding(
         checkpoint_, plan,
         device_load_options(threads, slot_bytes, slots, max_pinned_bytes, streams, keep_pinned,
-                            cast_on),
-        copy_delay_us, seed, skip_slot_wait, device_casts, cast_before_copy);
+                            cast_on, direct),
+        copy_delay_us, seed, skip_slot_wait, device_casts, cast_before_copy, device_direct_reads,
+        refuse_direct_files, direct_read_twice);
   }
 
  private:
@@ -305,25 +311,34 @@ void register_checkpoint(py::module_& module) {
       .def("load_to_cuda", &PyCheckpoint::load_to_cuda, py::arg("plan"), py::arg("buffer"),
            py::arg("device"), py::arg("threads") = 0, py::arg("slot_bytes") = 0,
            py::arg("slots") = 0, py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0,
-           py::arg("keep_pinned") = true, py::arg("cast_on") = "auto",
+           py::arg("keep_pinned") = true, py::arg("cast_on") = "auto", py::arg("direct") = "auto",
            "Loads into `buffer`, a uint8 CUDA tensor (anything with the CUDA array interface) "
            "of at least plan.buffer_size bytes on device `device`, through pinned staging "
            "buffers (kept for the next load unless keep_pinned=False; "
            "libsafetensors.release_cuda_staging() frees them); returns the load's statistics. "
            "`cast_on` says where dtype conversions run: \"auto\" (widening ones on the GPU when "
            "the kernels built in load there, narrowing ones on the host), \"host\" or "
-           "\"device\" (or fail). The GIL is released.")
+           "\"device\" (or fail). `direct` says whether tensors loaded as stored are read from "
+           "their files straight into GPU memory (GPUDirect Storage through cuFile): \"auto\" "
+           "(when libsafetensors.gds_status() is available and not in compatibility mode), "
+           "\"off\" or \"on\" (or fail); the statistics' direct_reason says why not. The GIL "
+           "is released.")
       .def("_load_to_emulated_device", &PyCheckpoint::load_to_emulated_device, py::arg("plan"),
            py::arg("threads") = 0, py::arg("slot_bytes") = 0, py::arg("slots") = 0,
            py::arg("max_pinned_bytes") = 0, py::arg("streams") = 0, py::arg("copy_delay_us") = 0,
            py::arg("seed") = 1, py::arg("skip_slot_wait") = false, py::arg("keep_pinned") = true,
            py::arg("cast_on") = "auto", py::arg("device_casts") = true,
-           py::arg("cast_before_copy") = false,
+           py::arg("cast_before_copy") = false, py::arg("direct") = "auto",
+           py::arg("device_direct_reads") = false, py::arg("refuse_direct_files") = false,
+           py::arg("direct_read_twice") = false,
            "The device pipeline against the emulated device (for tests): (the device's bytes, "
            "the emulator's checks, the load's statistics). The emulated device is the call's "
            "own: the pinned memory the load kept is freed before the checks (pinned_kept). "
            "`device_casts=False` makes a device that cannot convert; `skip_slot_wait` and "
-           "`cast_before_copy` break the pipeline's order on purpose.");
+           "`cast_before_copy` break the pipeline's order on purpose. `device_direct_reads=True` "
+           "makes a device that reads files into its memory directly (by pread, as GPUDirect "
+           "Storage would by DMA), `refuse_direct_files` one that refuses every file, and "
+           "`direct_read_twice` issues each direct read twice (the checks catch it).");
 }
 
 }  // namespace safetensors::python

@@ -12,6 +12,7 @@
 #include "bindings.hpp"
 #include "device/cuda.hpp"
 #include "device/emulated.hpp"
+#include "device/gds.hpp"
 #include "device/pipeline.hpp"
 #include "safetensors/device.hpp"
 #include "signals.hpp"
@@ -40,6 +41,9 @@ py::dict stats_dict(const DeviceLoadStats& stats) {
   out["drain_seconds"] = stats.drain_seconds;
   out["pinned_reused"] = stats.pinned_reused;
   out["pinned_alloc_seconds"] = stats.pinned_alloc_seconds;
+  out["bytes_read_direct"] = stats.bytes_read_direct;
+  out["direct_reads"] = stats.direct_reads;
+  out["direct_reason"] = stats.direct_reason;
   return out;
 }
 
@@ -47,8 +51,18 @@ py::dict stats_dict(const DeviceLoadStats& stats) {
 
 DeviceLoadOptions device_load_options(unsigned threads, std::size_t slot_bytes, unsigned slots,
                                       std::size_t max_pinned_bytes, unsigned streams,
-                                      bool keep_pinned, const std::string& cast_on) {
+                                      bool keep_pinned, const std::string& cast_on,
+                                      const std::string& direct) {
   DeviceLoadOptions options;
+  if (direct == "auto") {
+    options.direct = DirectReads::automatic;
+  } else if (direct == "off") {
+    options.direct = DirectReads::off;
+  } else if (direct == "on") {
+    options.direct = DirectReads::on;
+  } else {
+    raise(PyExc_ValueError, "direct must be \"auto\", \"off\" or \"on\", not \"" + direct + "\"");
+  }
   if (cast_on == "auto") {
     options.cast_on = CastOn::automatic;
   } else if (cast_on == "host") {
@@ -114,14 +128,18 @@ py::dict load_to_cuda_binding(const Checkpoint& checkpoint, const LoadPlan& plan
 py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan& plan,
                                    const DeviceLoadOptions& options, unsigned copy_delay_us,
                                    unsigned seed, bool skip_slot_wait, bool device_casts,
-                                   bool cast_before_copy) {
+                                   bool cast_before_copy, bool device_direct_reads,
+                                   bool refuse_direct_files, bool direct_read_twice) {
   detail::EmulatedDevice::Options emulator;
   emulator.copy_delay = std::chrono::microseconds(copy_delay_us);
   emulator.seed = seed;
   emulator.casts = device_casts;
+  emulator.direct_reads = device_direct_reads;
+  emulator.refuse_direct_files = refuse_direct_files;
   detail::PipelineFaults faults;
   faults.skip_slot_wait = skip_slot_wait;
   faults.cast_before_copy = cast_before_copy;
+  faults.direct_read_twice = direct_read_twice;
   detail::EmulatedDevice device(emulator);
   std::byte* memory = device.allocate(static_cast<std::size_t>(plan.buffer_size));
   DeviceLoadStats stats;
@@ -148,6 +166,8 @@ py::tuple load_to_emulated_binding(const Checkpoint& checkpoint, const LoadPlan&
   checks["bytes_copied"] = report.bytes_copied;
   checks["casts"] = report.casts;
   checks["bytes_cast"] = report.bytes_cast;
+  checks["direct_reads"] = report.direct_reads;
+  checks["bytes_read_direct"] = report.bytes_read_direct;
   checks["pinned_high_water"] = report.pinned_high_water;
   checks["pinned_live"] = report.pinned_live;
   checks["pinned_kept"] = kept;
@@ -175,6 +195,28 @@ void register_device(py::module_& module) {
       py::arg("candidates") = std::vector<std::string>{},
       "Whether the CUDA path can be used, and why not: loads the CUDA runtime (libraries in "
       "`candidates` are tried first) and asks it for devices.");
+  module.def(
+      "gds_status",
+      [](const std::vector<std::string>& candidates) {
+        detail::add_cufile_candidates(candidates);
+        const GdsStatus status = gds_status();
+        py::dict out;
+        out["available"] = status.available;
+        out["compat_mode"] = status.compat_mode;
+        out["reason"] = status.reason;
+        out["library"] = status.library;
+        return out;
+      },
+      py::arg("candidates") = std::vector<std::string>{},
+      "Whether GPUDirect Storage (cuFile) can be used, and why not: loads libcufile "
+      "(SAFETENSORS_CUFILE, else the libraries in `candidates`, libcufile.so.0, libcufile.so) "
+      "and opens its driver. `compat_mode`: cuFile would read through the host, so automatic "
+      "loads do not use it.");
+  module.def(
+      "add_cufile_candidates",
+      [](const std::vector<std::string>& candidates) { detail::add_cufile_candidates(candidates); },
+      py::arg("candidates"),
+      "Libraries the device path tries for cuFile before the default names (loads nothing).");
   module.def(
       "release_cuda_staging",
       [] {

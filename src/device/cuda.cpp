@@ -12,6 +12,7 @@
 
 #include "device/cast_image.hpp"
 #include "device/device_cast.hpp"
+#include "device/gds.hpp"
 #include "device/pinned_cache.hpp"
 #include "error/messages.hpp"
 #include "io/dynamic_library.hpp"
@@ -256,6 +257,7 @@ CudaDevice::CudaDevice(const CudaRuntime& runtime, int index) : runtime_(runtime
 }
 
 CudaDevice::~CudaDevice() {
+  cufile_handles_.reset();  // deregistered while this device is still current
   if (previous_ != index_) runtime_.set_device(previous_);
 }
 
@@ -374,6 +376,27 @@ const CastModule& CudaDevice::cast_module() {
     }
   }
   return loaded;
+}
+
+bool CudaDevice::can_read_direct(bool required, std::string& why) {
+  const CuFile* cufile = try_cufile(why);
+  if (cufile == nullptr) return false;
+  std::string compat;
+  if (cufile_compat_mode(*cufile, compat) && !required) {
+    why = compat;
+    return false;
+  }
+  if (!cufile_handles_) cufile_handles_ = std::make_unique<CuFileHandles>(*cufile);
+  return true;
+}
+
+bool CudaDevice::read_direct(const DirectFile& file, std::uint64_t offset, std::byte* dest,
+                             std::size_t bytes, std::string& why) {
+  if (!cufile_handles_) {
+    why = "cuFile was not set up for this load (can_read_direct was not asked)";
+    return false;
+  }
+  return cufile_handles_->read(file, offset, dest, bytes, why);
 }
 
 bool CudaDevice::can_cast(Dtype from, Dtype to, std::string& why) {

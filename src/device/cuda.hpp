@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@ namespace safetensors::detail {
 
 struct CudaRuntime;
 struct CastModule;
+class CuFileHandles;
 
 /// Library names tried after SAFETENSORS_CUDART and before the default sonames, e.g. the
 /// copy a Python framework ships (the Python package adds torch's). Kept for the process.
@@ -64,6 +66,11 @@ class CudaDevice final : public DeviceApi {
   bool can_cast(Dtype from, Dtype to, std::string& why) override;
   void cast_async(Dtype from, const std::byte* device_in, Dtype to, std::byte* device_out,
                   std::size_t count, DeviceStream stream) override;
+  /// GPUDirect Storage through cuFile (device/gds.hpp), loaded at run time once per process;
+  /// files are registered on first read and deregistered when this object goes.
+  bool can_read_direct(bool required, std::string& why) override;
+  bool read_direct(const DirectFile& file, std::uint64_t offset, std::byte* dest, std::size_t bytes,
+                   std::string& why) override;
 
  private:
   // This device's kernels, loaded on first use; why they cannot be used, if so.
@@ -72,6 +79,7 @@ class CudaDevice final : public DeviceApi {
   const CudaRuntime& runtime_;
   int index_;
   int previous_ = -1;
+  std::unique_ptr<CuFileHandles> cufile_handles_;  // created by can_read_direct
 };
 
 }  // namespace safetensors::detail

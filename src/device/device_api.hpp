@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "safetensors/dtype.hpp"
@@ -13,6 +14,14 @@
 namespace safetensors::detail {
 
 class PinnedCache;
+
+/// A shard file a load reads straight into device memory (DeviceApi::read_direct); the io
+/// layer's descriptors (BulkReader), valid for the load.
+struct DirectFile {
+  int fd = -1;         // buffered
+  int direct_fd = -1;  // opened with O_DIRECT, or -1 (GDS wants one; cuFile falls back without)
+  const std::string* name = nullptr;
+};
 
 using DeviceStream = void*;
 using DeviceEvent = void*;
@@ -64,6 +73,29 @@ class DeviceApi {
   /// It runs after everything queued on `stream` before it. Only for pairs can_cast accepts.
   virtual void cast_async(Dtype from, const std::byte* device_in, Dtype to, std::byte* device_out,
                           std::size_t count, DeviceStream stream) = 0;
+
+  /// Whether read_direct reads files into device memory; when not, sets `why` (one sentence).
+  /// `required`: the load insists (DirectReads::on), so a direct path that is no faster than
+  /// the ring (cuFile in compatibility mode) is accepted.
+  virtual bool can_read_direct(bool required, std::string& why) {
+    (void)required;
+    why = describe() + " cannot read files into device memory directly";
+    return false;
+  }
+  /// Reads `bytes` at `offset` of `file` into device memory `dest`, synchronously (from worker
+  /// threads, bound to this device), ordered with nothing queued on any stream: the pipeline
+  /// reads directly only into bytes no copy or cast writes. Returns false, having written
+  /// nothing, when this file cannot be read directly (`why` says why; the caller sends it
+  /// through the ring). Throws Error(io) naming the file and offset when a read fails.
+  virtual bool read_direct(const DirectFile& file, std::uint64_t offset, std::byte* dest,
+                           std::size_t bytes, std::string& why) {
+    (void)file;
+    (void)offset;
+    (void)dest;
+    (void)bytes;
+    why = describe() + " cannot read files into device memory directly";
+    return false;
+  }
 
   /// The host is about to write [host, host + bytes) of pinned memory. A real device ignores
   /// it; the emulator checks that no queued copy still reads those bytes.

@@ -7,6 +7,7 @@
 
 #include "device/device_cast.hpp"
 #include "error/messages.hpp"
+#include "io/posix.hpp"
 #include "safetensors/error.hpp"
 
 namespace safetensors::detail {
@@ -469,6 +470,48 @@ void EmulatedDevice::staging_write(const std::byte* host, std::size_t bytes) {
               std::to_string(number) +
               " out of them was still queued (a slot reused before its event completed)");
   }
+}
+
+bool EmulatedDevice::can_read_direct(bool required, std::string& why) {
+  (void)required;
+  if (!options_.direct_reads) {
+    why = "the emulated device's direct reads are off (EmulatedDevice::Options::direct_reads)";
+    return false;
+  }
+  return true;
+}
+
+bool EmulatedDevice::read_direct(const DirectFile& file, std::uint64_t offset, std::byte* dest,
+                                 std::size_t bytes, std::string& why) {
+  const std::string what = "direct read of " + std::to_string(bytes) + " bytes at offset " +
+                           std::to_string(offset) + " of " + *file.name;
+  if (options_.refuse_direct_files) {
+    why = "the emulated device refuses " + *file.name + " (a fault injected by the test)";
+    return false;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (find(device_, dest, bytes) == nullptr) {
+      violation(what + " writes outside every device allocation");
+      return true;  // as a DMA engine would have corrupted memory; nothing is written here
+    }
+    if (writes_pending(dest, dest + bytes))
+      violation(what + " writes device bytes that a queued copy or cast also writes");
+  }
+  // Outside the lock, as reads run in parallel; the bytes are device memory this emulator
+  // owns, which nothing else writes (checked above).
+  pread_exact(file.fd, *file.name, offset, {dest, bytes});
+  std::lock_guard lock(mutex_);
+  if (const auto* found = find(device_, dest, bytes)) {
+    auto& writes = const_cast<Allocation&>(found->second).writes;
+    const std::size_t at = static_cast<std::size_t>(dest - found->first);
+    for (std::size_t i = at; i < at + bytes; ++i) {
+      if (writes[i] != 255) ++writes[i];
+    }
+  }
+  ++report_.direct_reads;
+  report_.bytes_read_direct += bytes;
+  return true;
 }
 
 void EmulatedDevice::staging_kept(const std::byte* host, std::size_t bytes) noexcept {

@@ -41,13 +41,21 @@ class EmulatedDevice final : public DeviceApi {
     /// Whether the device converts dtypes (cast_async); off, it behaves as a device whose
     /// kernels could not be loaded.
     bool casts = true;
+    /// Whether the device reads files into its memory directly (read_direct, by pread, as
+    /// GPUDirect Storage would by DMA); off by default, so that loads go through the ring.
+    bool direct_reads = false;
+    /// Direct reads are on but every file is refused (read_direct returns false), as cuFile
+    /// refuses to register a file on an unsupported file system.
+    bool refuse_direct_files = false;
   };
 
   struct Report {
     std::uint64_t copies = 0;  // copies performed
     std::uint64_t bytes_copied = 0;
-    std::uint64_t casts = 0;               // casts performed
-    std::uint64_t bytes_cast = 0;          // bytes the casts wrote
+    std::uint64_t casts = 0;         // casts performed
+    std::uint64_t bytes_cast = 0;    // bytes the casts wrote
+    std::uint64_t direct_reads = 0;  // read_direct calls that wrote device memory
+    std::uint64_t bytes_read_direct = 0;
     std::uint64_t pinned_high_water = 0;   // most pinned bytes allocated at once
     std::uint64_t pinned_live = 0;         // pinned bytes still allocated
     std::uint64_t pinned_allocations = 0;  // allocate_pinned calls
@@ -88,6 +96,11 @@ class EmulatedDevice final : public DeviceApi {
   bool can_cast(Dtype from, Dtype to, std::string& why) override;
   void cast_async(Dtype from, const std::byte* device_in, Dtype to, std::byte* device_out,
                   std::size_t count, DeviceStream stream) override;
+  /// Direct reads are checked like copies: inside one device allocation, no queued copy or
+  /// cast writing the same bytes, and counted toward "every device byte written once".
+  bool can_read_direct(bool required, std::string& why) override;
+  bool read_direct(const DirectFile& file, std::uint64_t offset, std::byte* dest, std::size_t bytes,
+                   std::string& why) override;
   void staging_write(const std::byte* host, std::size_t bytes) override;
   void staging_kept(const std::byte* host, std::size_t bytes) noexcept override;
 

@@ -174,6 +174,12 @@ struct Totals {
   std::atomic<std::uint64_t> bytes_cast_on_host{0};
   std::atomic<std::int64_t> read_ns{0};
   std::atomic<std::int64_t> wait_ns{0};
+  std::atomic<std::uint64_t> bytes_read_direct{0};
+  std::atomic<std::uint64_t> direct_reads{0};
+  // Bytes of pieces loaded as stored that went through the ring, and why the first did.
+  std::atomic<std::uint64_t> bytes_ring_as_stored{0};
+  std::mutex reason_mutex;
+  std::string direct_refused;
 };
 
 struct Shared {
@@ -186,6 +192,8 @@ struct Shared {
   Totals& totals;
   // Per piece of the job: converted on the device (staged as stored).
   const std::vector<char>& cast_on_device;
+  // Per piece of the job: read from its file straight into device memory.
+  const std::vector<char>& direct;
   const std::vector<DeviceStream>& streams;
 };
 
@@ -219,8 +227,14 @@ class Worker {
 
   void run_item(std::size_t item) {
     for (std::size_t p = s_.job.item_begin[item]; p < s_.job.item_begin[item + 1]; ++p) {
-      run_piece(s_.job.pieces[p], s_.cast_on_device[p] != 0);
-      s_.progress.add(s_.job.pieces[p].dest_length);
+      const LoadPiece& piece = s_.job.pieces[p];
+      if (s_.direct[p] == 0 || !read_direct(piece)) {
+        if (piece.from == piece.to) {
+          s_.totals.bytes_ring_as_stored.fetch_add(piece.length, std::memory_order_relaxed);
+        }
+        run_piece(piece, s_.cast_on_device[p] != 0);
+      }
+      s_.progress.add(piece.dest_length);
     }
   }
 
@@ -280,6 +294,31 @@ class Worker {
     slot->pending = false;
     slot_ = slot;
     s_.totals.wait_ns.fetch_add(nanoseconds_since(start), std::memory_order_relaxed);
+  }
+
+  // A piece loaded as stored, from its file straight into device memory (no slot, no copy);
+  // false when the device refuses its file, nothing written, for the ring to load it.
+  bool read_direct(const LoadPiece& piece) {
+    const BulkReader& shard = *s_.job.shards[piece.shard];
+    const DirectFile file{shard.descriptor(), shard.direct_descriptor(), &shard.name()};
+    std::byte* dest = piece.dest + s_.faults.direct_read_shift;
+    const std::size_t length = static_cast<std::size_t>(piece.length);
+    std::string why;
+    const Clock::time_point start = Clock::now();
+    bool read = s_.device.read_direct(file, piece.offset, dest, length, why);
+    if (read && s_.faults.direct_read_twice)
+      read = s_.device.read_direct(file, piece.offset, dest, length, why);
+    s_.totals.read_ns.fetch_add(nanoseconds_since(start), std::memory_order_relaxed);
+    if (!read) {
+      std::lock_guard lock(s_.totals.reason_mutex);
+      if (s_.totals.direct_refused.empty()) s_.totals.direct_refused = why;
+      return false;
+    }
+    shard.count_external(piece.length);
+    s_.totals.bytes_read.fetch_add(piece.length, std::memory_order_relaxed);
+    s_.totals.bytes_read_direct.fetch_add(piece.length, std::memory_order_relaxed);
+    s_.totals.direct_reads.fetch_add(1, std::memory_order_relaxed);
+    return true;
   }
 
   // The stream device casts go on: the worker's, but for the fault that breaks their order.
@@ -438,15 +477,47 @@ DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
   if (device_buffer == nullptr && plan.buffer_size != 0) {
     fail(ErrorCode::invalid_argument, origin(checkpoint), "the device buffer is null");
   }
+  // Direct reads (GPUDirect Storage): decided before the job, whose shards then open an
+  // O_DIRECT descriptor as well, as GDS wants.
+  bool use_direct = false;
+  std::string direct_reason;
+  if (options.direct == DirectReads::off) {
+    direct_reason = "direct reads are off (DirectReads::off)";
+  } else if (device.can_read_direct(options.direct == DirectReads::on, direct_reason)) {
+    use_direct = true;
+  } else if (options.direct == DirectReads::on) {
+    fail(
+        ErrorCode::device, origin(checkpoint),
+        "direct reads into device memory (GPUDirect Storage) were asked for, but " + direct_reason);
+  }
   LoadOptions load_options;
   load_options.threads = options.threads;
   load_options.method = options.method;
-  const LoadJob job = make_load_job(
-      checkpoint, plan, {device_buffer, static_cast<std::size_t>(plan.buffer_size)}, load_options);
+  const LoadJob job =
+      make_load_job(checkpoint, plan, {device_buffer, static_cast<std::size_t>(plan.buffer_size)},
+                    load_options, use_direct);
   const std::size_t items = job.item_begin.empty() ? 0 : job.item_begin.size() - 1;
   const unsigned threads =
       static_cast<unsigned>(std::clamp<std::size_t>(items, 1, std::max(job.threads, 1u)));
-  const RingShape shape = ring_shape(options, threads, job.total_bytes);
+
+  // Which pieces are read directly: those loaded as stored from a shard with a descriptor.
+  // The rest go through the ring, which is sized for them alone.
+  std::vector<char> direct(job.pieces.size(), 0);
+  std::uint64_t ring_bytes = 0;
+  for (std::size_t p = 0; p < job.pieces.size(); ++p) {
+    const LoadPiece& piece = job.pieces[p];
+    if (use_direct && piece.from == piece.to) {
+      if (job.shards[piece.shard]->descriptor() >= 0) {
+        direct[p] = 1;
+        continue;
+      }
+      direct_reason = "a shard is not a file (" + job.shards[piece.shard]->name() +
+                      " has no descriptor to read from)";
+    }
+    ring_bytes += piece.dest_length;
+  }
+  const bool any_direct = std::find(direct.begin(), direct.end(), 1) != direct.end();
+  const RingShape shape = ring_shape(options, threads, any_direct ? ring_bytes : job.total_bytes);
 
   // Where each converting piece is cast: on the device when asked for (or, automatic, when
   // the device can) and its destination is aligned to its element, as kernels need.
@@ -525,7 +596,7 @@ DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
   LoadProgress progress(options.progress, job.total_bytes);
   Totals totals;
   Shared shared{device,   job,    ring,           shape.slot_bytes, faults,
-                progress, totals, cast_on_device, resources.streams};
+                progress, totals, cast_on_device, direct,           resources.streams};
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex error_mutex;
@@ -571,6 +642,12 @@ DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
   stats.bytes_staged_for_device_casts = totals.bytes_staged.load();
   stats.bytes_cast_on_host = totals.bytes_cast_on_host.load();
   if (stats.bytes_cast_on_host != 0) stats.host_cast_reason = host_reason;
+  stats.bytes_read_direct = totals.bytes_read_direct.load();
+  stats.direct_reads = totals.direct_reads.load();
+  if (totals.bytes_ring_as_stored.load() != 0) {
+    // A refusal seen while loading says more than the reason decided before.
+    stats.direct_reason = totals.direct_refused.empty() ? direct_reason : totals.direct_refused;
+  }
   stats.read_seconds = static_cast<double>(totals.read_ns.load()) * 1e-9;
   stats.slot_wait_seconds = static_cast<double>(totals.wait_ns.load()) * 1e-9;
   stats.seconds = seconds_since(start);

@@ -22,6 +22,10 @@ struct PipelineFaults {
   bool cast_before_copy = false;
   /// Queue each device cast on another stream than its staging copy (needs two streams).
   bool cast_on_other_stream = false;
+  /// Issue every direct read twice (bytes written twice on the device).
+  bool direct_read_twice = false;
+  /// Direct reads land this many bytes past their destination (out of bounds at the end).
+  std::size_t direct_read_shift = 0;
 };
 
 /// The ring a load uses: `slots` buffers of `slot_bytes`, `streams` copy streams.

@@ -39,6 +39,15 @@ class BulkReader {
   /// (Source::bytes_read).
   void count_mapped(std::uint64_t length) const noexcept { source_->count_read(length); }
 
+  /// The source's own (buffered) descriptor; -1 for a source without one (memory).
+  int descriptor() const noexcept { return source_->descriptor(); }
+  /// The O_DIRECT descriptor when one was opened (BulkReader's `direct`), else -1; for readers
+  /// outside this class (GPUDirect Storage, device/gds.hpp), which align their own requests.
+  int direct_descriptor() const noexcept { return direct_fd_.is_open() ? direct_fd_.get() : -1; }
+  /// Counts `length` bytes read through these descriptors by someone else (device reads) as
+  /// read from the source.
+  void count_external(std::uint64_t length) const noexcept { source_->count_read(length); }
+
   /// Fills `out` from offset `offset` with buffered reads.
   void read(std::uint64_t offset, std::span<std::byte> out) const;
 

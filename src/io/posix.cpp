@@ -53,6 +53,10 @@ void throw_os_error(std::string_view name, std::string_view what, int err) {
   throw Error(ErrorCode::io, message, code);
 }
 
+int last_os_error() noexcept {
+  return errno;
+}
+
 FileDescriptor& FileDescriptor::operator=(FileDescriptor&& other) noexcept {
   if (this != &other) {
     reset();

@@ -18,6 +18,10 @@ namespace safetensors::detail {
 /// `os_error()`, so that callers can still tell ENOENT from EACCES.
 [[noreturn]] void throw_os_error(std::string_view name, std::string_view what, int err);
 
+/// The calling thread's errno, for libraries loaded at run time that report a failed system
+/// call through it (cuFileRead's -1, device/gds.cpp) and then go to throw_os_error.
+int last_os_error() noexcept;
+
 /// Owns one open descriptor: closed when this goes, handed on by moving, never copied.
 class FileDescriptor {
  public:

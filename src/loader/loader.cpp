@@ -116,7 +116,8 @@ unsigned thread_count(const LoadOptions& options) {
 }
 
 detail::LoadJob make_job(const Checkpoint& checkpoint, const LoadPlan& plan,
-                         std::span<std::byte> buffer, const LoadOptions& options) {
+                         std::span<std::byte> buffer, const LoadOptions& options,
+                         bool open_direct = false) {
   detail::LoadJob job;
   // `automatic` is pread. Measured with `safetensors bench` on a 475 MiB GPT-2-shaped F32
   // file (2-core VM, ext4; GB/s of file bytes, best of 5, 1 thread): warm, stored dtypes,
@@ -161,9 +162,9 @@ detail::LoadJob make_job(const Checkpoint& checkpoint, const LoadPlan& plan,
     const std::size_t file = file_index(s);
     if (shard_of_file[file] != SIZE_MAX) continue;
     shard_of_file[file] = job.shards.size();
-    job.shards.push_back(std::make_unique<detail::BulkReader>(s.source->file->source(),
-                                                              job.method == LoadMethod::direct,
-                                                              job.method == LoadMethod::mmap));
+    job.shards.push_back(std::make_unique<detail::BulkReader>(
+        s.source->file->source(), job.method == LoadMethod::direct || open_direct,
+        job.method == LoadMethod::mmap));
   }
   std::sort(selected.begin(), selected.end(), [&](const Selected& a, const Selected& b) {
     const std::size_t fa = shard_of_file[file_index(a)];
@@ -424,8 +425,9 @@ LoadedCheckpoint load(const Checkpoint& checkpoint, const LoadOptions& options) 
 }
 
 detail::LoadJob detail::make_load_job(const Checkpoint& checkpoint, const LoadPlan& plan,
-                                      std::span<std::byte> buffer, const LoadOptions& options) {
-  return make_job(checkpoint, plan, buffer, options);
+                                      std::span<std::byte> buffer, const LoadOptions& options,
+                                      bool open_direct) {
+  return make_job(checkpoint, plan, buffer, options, open_direct);
 }
 
 }  // namespace safetensors

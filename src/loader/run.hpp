@@ -46,8 +46,11 @@ void run_load(const LoadJob& job);
 
 /// The job load_into would run for `buffer` (whose addresses only become pieces' `dest`, so
 /// it may be memory another device owns): for pipelines that deliver elsewhere (src/device/).
-/// Checks the plan against the checkpoint as load_into does.
+/// Checks the plan against the checkpoint as load_into does. `open_direct`: each shard also
+/// gets an O_DIRECT descriptor whatever the method (BulkReader::direct_descriptor), for
+/// GPUDirect Storage.
 LoadJob make_load_job(const Checkpoint& checkpoint, const LoadPlan& plan,
-                      std::span<std::byte> buffer, const LoadOptions& options);
+                      std::span<std::byte> buffer, const LoadOptions& options,
+                      bool open_direct = false);
 
 }  // namespace safetensors::detail

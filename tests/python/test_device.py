@@ -210,6 +210,95 @@ def test_a_broken_ring_is_caught(checkpoint_path):
     assert any("still queued" in v for v in checks["violations"]), checks["violations"]
 
 
+@pytest.mark.parametrize("ring", RINGS, ids=["tight", "default", "slow"])
+@pytest.mark.parametrize("dtype", [None, "F32", "BF16"])
+def test_direct_reads_give_the_host_loaders_bytes(checkpoint_path, ring, dtype):
+    """Tensors kept as stored go from the file straight into (emulated) device memory; the
+    converting ones still go through the ring; together they are the host loader's bytes."""
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan(dtype)
+    got, checks, stats = checkpoint._load_to_emulated_device(plan, device_direct_reads=True,
+                                                             **ring)
+    assert got == host_bytes(checkpoint, plan)
+    assert checks["ok"], checks["violations"]
+    assert checks["bytes_read_direct"] == stats["bytes_read_direct"] > 0
+    assert checks["direct_reads"] == stats["direct_reads"] > 0
+    assert stats["direct_reason"] == ""
+    assert (stats["bytes_copied"] - stats["bytes_staged_for_device_casts"]
+            + stats["bytes_cast_on_device"] + stats["bytes_read_direct"]) == plan.buffer_size
+    if dtype is None:
+        assert stats["bytes_read_direct"] == plan.buffer_size and stats["bytes_copied"] == 0
+    else:
+        assert stats["bytes_copied"] > 0
+
+
+def test_direct_reads_fall_back_and_say_why(checkpoint_path):
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan()
+    want = host_bytes(checkpoint, plan)
+    # The emulator's default: no direct reads; "auto" goes through the ring and says why.
+    got, checks, stats = checkpoint._load_to_emulated_device(plan, threads=2)
+    assert got == want and checks["ok"]
+    assert stats["bytes_read_direct"] == 0 and "direct reads are off" in stats["direct_reason"]
+    got, _, stats = checkpoint._load_to_emulated_device(plan, direct="off",
+                                                        device_direct_reads=True)
+    assert got == want and stats["bytes_read_direct"] == 0
+    assert "DirectReads::off" in stats["direct_reason"]
+    # A file the device refuses (as cuFile refuses one on an unsupported file system).
+    got, checks, stats = checkpoint._load_to_emulated_device(
+        plan, direct="on", device_direct_reads=True, refuse_direct_files=True)
+    assert got == want and checks["ok"], checks["violations"]
+    assert stats["bytes_read_direct"] == 0 and "refuses" in stats["direct_reason"]
+    with pytest.raises(libsafetensors.SafetensorError, match="GPUDirect Storage") as error:
+        checkpoint._load_to_emulated_device(plan, direct="on")
+    assert error.value.code == "device"
+    with pytest.raises(ValueError, match="direct"):
+        checkpoint._load_to_emulated_device(plan, direct="yes")
+
+
+def test_a_direct_read_written_twice_is_caught(checkpoint_path):
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan()
+    _, checks, _ = checkpoint._load_to_emulated_device(plan, device_direct_reads=True,
+                                                       direct_read_twice=True)
+    assert not checks["ok"]
+    assert any("more than once" in v for v in checks["violations"]), checks["violations"]
+
+
+def test_gds_status_says_why(monkeypatch):
+    status = libsafetensors.gds_status()
+    assert set(status) >= {"available", "compat_mode", "reason", "library"}
+    assert "gds_status" in libsafetensors.__all__
+    if status["available"]:
+        pytest.skip(f"cuFile is available here: {status['library']}")
+    assert "libcufile.so.0" in status["reason"], status["reason"]
+    monkeypatch.setenv("SAFETENSORS_CUFILE", "/nonexistent/libcufile.so.5")
+    named = libsafetensors.gds_status()
+    assert not named["available"]
+    assert "/nonexistent/libcufile.so.5" in named["reason"], named["reason"]
+
+
+def test_gds_status_tries_the_cufile_wheel(tmp_path, monkeypatch):
+    """The nvidia-cufile wheel's library (torch installs it; not on the loader's path) is
+    tried before the system's names."""
+    if libsafetensors.gds_status()["available"]:
+        pytest.skip("cuFile is available here")
+    lib = tmp_path / "nvidia" / "cufile" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libcufile.so.0").write_bytes(b"not a library")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    status = libsafetensors.gds_status()
+    assert not status["available"]
+    assert str(lib / "libcufile.so.0") in status["reason"], status["reason"]
+
+
+def test_load_to_cuda_refuses_a_bad_direct_value(checkpoint_path):
+    checkpoint = libsafetensors.Checkpoint(checkpoint_path)
+    plan = checkpoint.plan()
+    with pytest.raises(ValueError, match="direct"):
+        checkpoint.load_to_cuda(plan, FakeCudaArray(plan.buffer_size), 0, direct="maybe")
+
+
 def test_cuda_status_says_why():
     status = libsafetensors.cuda_status()
     assert set(status) >= {"available", "reason", "library", "device_count"}

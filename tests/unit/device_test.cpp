@@ -23,6 +23,7 @@
 #include "device/cuda.hpp"
 #include "device/device_cast.hpp"
 #include "device/emulated.hpp"
+#include "device/gds.hpp"
 #include "device/pinned_cache.hpp"
 #include "device/pipeline.hpp"
 #include "safetensors/cast.hpp"
@@ -161,9 +162,15 @@ class DeviceLoadTest : public ::testing::Test {
     EXPECT_LE(got.report.pinned_high_water, got.stats.pinned_bytes) << what;
     EXPECT_LE(got.stats.pinned_bytes, device_options.max_pinned_bytes) << what;
     EXPECT_EQ(got.stats.bytes_copied - got.stats.bytes_staged_for_device_casts +
-                  got.stats.bytes_cast_on_device,
+                  got.stats.bytes_cast_on_device + got.stats.bytes_read_direct,
               host.buffer_size())
         << what;
+    EXPECT_EQ(got.report.bytes_read_direct, got.stats.bytes_read_direct) << what;
+    EXPECT_EQ(got.report.direct_reads, got.stats.direct_reads) << what;
+    // Direct reads only where the emulator allows them; else the ring says why not.
+    if (!emulator.direct_reads || device_options.direct == DirectReads::off) {
+      EXPECT_EQ(got.stats.bytes_read_direct, 0u) << what;
+    }
     EXPECT_EQ(got.report.bytes_copied, got.stats.bytes_copied) << what;
     EXPECT_EQ(got.report.bytes_cast, got.stats.bytes_cast_on_device) << what;
     EXPECT_EQ(got.report.casts, got.stats.casts) << what;
@@ -885,6 +892,23 @@ TEST_F(DeviceLoadTest, CudaPathSaysWhyOrWorks) {
           << tensor.name;
     }
   }
+  // GPUDirect Storage where cuFile loads (compatibility mode included, as `on` accepts it);
+  // elsewhere automatic goes through the ring and says why.
+  const GdsStatus gds = gds_status();
+  const LoadedCheckpoint host = load(checkpoint_, LoadOptions{});
+  DeviceLoadOptions device_options;
+  device_options.direct = gds.available ? DirectReads::on : DirectReads::automatic;
+  const CudaCheckpoint loaded = load_to_cuda(checkpoint_, LoadOptions{}, 0, device_options);
+  if (gds.available) {
+    EXPECT_EQ(loaded.stats().bytes_read_direct, host.buffer_size()) << loaded.stats().direct_reason;
+  } else {
+    EXPECT_EQ(loaded.stats().bytes_read_direct, 0u);
+    EXPECT_EQ(loaded.stats().direct_reason, gds.reason);
+  }
+  std::vector<std::byte> back(static_cast<std::size_t>(loaded.buffer_size()));
+  detail::cuda_copy_to_host(detail::cuda_runtime(), back.data(), loaded.device_buffer(),
+                            back.size());
+  EXPECT_TRUE(same_as_host(back.data(), host)) << "direct reads: " << gds.reason;
 }
 
 // A library named by SAFETENSORS_CUDART that does not exist is named in the reason.
@@ -895,6 +919,182 @@ TEST(CudaStatus, NamesTheLibraryItTried) {
   ::unsetenv("SAFETENSORS_CUDART");
   EXPECT_FALSE(status.available);
   EXPECT_NE(status.reason.find("/nonexistent/libcudart.so.99"), std::string::npos) << status.reason;
+}
+
+// Direct reads (GPUDirect Storage's path, emulated by pread into device memory): every piece
+// loaded as stored goes file to device, bit for bit the host loader's, for every dtype, ring
+// shape, subset and read method; converting pieces still go through the ring.
+EmulatedDevice::Options with_direct(EmulatedDevice::Options emulator) {
+  emulator.direct_reads = true;
+  return emulator;
+}
+
+TEST_F(DeviceLoadTest, DirectReadsMatchTheHostLoader) {
+  for (auto [device_options, emulator] : ring_shapes()) {
+    const std::string what = "direct, threads " + std::to_string(device_options.threads);
+    expect_same_as_host({}, device_options, with_direct(emulator), what);
+    const EmulatedLoad got = load_emulated(checkpoint_, {}, device_options, with_direct(emulator));
+    const LoadedCheckpoint host = load(checkpoint_, LoadOptions{});
+    // Everything was read directly: nothing staged, nothing copied.
+    EXPECT_EQ(got.stats.bytes_read_direct, host.buffer_size()) << what;
+    EXPECT_EQ(got.stats.bytes_copied, 0u) << what;
+    EXPECT_EQ(got.report.copies, 0u) << what;
+    EXPECT_GT(got.stats.direct_reads, 0u) << what;
+    EXPECT_TRUE(got.stats.direct_reason.empty()) << got.stats.direct_reason;
+  }
+  for (const LoadMethod method : {LoadMethod::pread, LoadMethod::mmap, LoadMethod::direct}) {
+    DeviceLoadOptions device_options;
+    device_options.method = method;
+    device_options.direct = DirectReads::on;
+    expect_same_as_host({}, device_options, with_direct({}),
+                        "direct, method " + std::to_string(static_cast<int>(method)));
+  }
+  LoadOptions subset;
+  subset.names = {"double", "scalar", "mask"};
+  subset.pattern = "layers.1*";
+  expect_same_as_host(subset, ring_shapes()[2].first, with_direct(ring_shapes()[2].second),
+                      "direct subset");
+}
+
+// A load that converts some tensors and not others: the converting ones go through the ring
+// (cast on the host or the device), the rest directly, and together they are the host's.
+TEST_F(DeviceLoadTest, MixedLoadsReadStoredPiecesDirectlyAndCastTheRest) {
+  for (const CastOn cast_on : {CastOn::host, CastOn::automatic}) {
+    LoadOptions options;
+    options.dtype = Dtype::F32;  // F32 tensors stay as stored, the others convert
+    DeviceLoadOptions device_options = ring_shapes()[2].first;
+    device_options.cast_on = cast_on;
+    const std::string what = "mixed, cast_on " + std::to_string(static_cast<int>(cast_on));
+    expect_same_as_host(options, device_options, with_direct(ring_shapes()[2].second), what);
+    const EmulatedLoad got = load_emulated(checkpoint_, options, device_options, with_direct({}));
+    // The bytes of the tensors the plan leaves as stored (F32, and those it never casts).
+    const LoadPlan as_stored = plan_load(checkpoint_, LoadOptions{});
+    const LoadPlan converted = plan_load(checkpoint_, options);
+    std::uint64_t stored = 0;
+    for (const LoadedTensor& tensor : converted.tensors) {
+      const auto same = std::find_if(as_stored.tensors.begin(), as_stored.tensors.end(),
+                                     [&](const LoadedTensor& t) { return t.name == tensor.name; });
+      ASSERT_NE(same, as_stored.tensors.end()) << tensor.name;
+      if (same->dtype == tensor.dtype) stored += tensor.byte_count;
+    }
+    EXPECT_LT(stored, converted.buffer_size) << what;
+    EXPECT_EQ(got.stats.bytes_read_direct, stored) << what;
+    EXPECT_GT(got.stats.bytes_copied, 0u) << what;
+    EXPECT_TRUE(got.stats.direct_reason.empty()) << got.stats.direct_reason;
+  }
+}
+
+TEST_F(DeviceLoadTest, ShardedCheckpointsReadDirectly) {
+  const fs::path directory = test::unique_path("device-direct-shards");
+  fs::create_directories(directory);
+  ShardOptions shard_options;
+  shard_options.max_shard_size = 1 << 20;
+  const std::vector<TensorData> tensors = sample_tensors(storage_);
+  ASSERT_GT(write_sharded(directory, tensors, shard_options).size(), 3u);
+  const Checkpoint sharded = Checkpoint::open(directory);
+  for (const std::optional<Dtype> dtype : {std::optional<Dtype>{}, std::optional{Dtype::F32}}) {
+    LoadOptions options;
+    options.dtype = dtype;
+    const LoadedCheckpoint host = load(sharded, options);
+    const EmulatedLoad got = load_emulated(sharded, options, ring_shapes()[2].first,
+                                           with_direct(ring_shapes()[2].second));
+    ASSERT_EQ(got.bytes.size(), host.buffer_size());
+    EXPECT_TRUE(same_as_host(got.bytes.data(), host));
+    EXPECT_TRUE(got.report.ok()) << violations(got.report);
+    EXPECT_GT(got.stats.bytes_read_direct, 0u);
+  }
+  std::error_code ignored;
+  fs::remove_all(directory, ignored);
+}
+
+// Without the device's direct reads, automatic goes through the ring and says why; `on`
+// refuses to load, saying why; a file the device refuses goes through the ring.
+TEST_F(DeviceLoadTest, DirectReadsFallBackAndSayWhy) {
+  const LoadedCheckpoint host = load(checkpoint_, LoadOptions{});
+  DeviceLoadOptions device_options;
+  const EmulatedLoad ring = load_emulated(checkpoint_, {}, device_options, {});
+  EXPECT_TRUE(same_as_host(ring.bytes.data(), host));
+  EXPECT_EQ(ring.stats.bytes_read_direct, 0u);
+  EXPECT_NE(ring.stats.direct_reason.find("direct reads are off"), std::string::npos)
+      << ring.stats.direct_reason;
+
+  device_options.direct = DirectReads::off;
+  const EmulatedLoad off = load_emulated(checkpoint_, {}, device_options, with_direct({}));
+  EXPECT_TRUE(same_as_host(off.bytes.data(), host));
+  EXPECT_EQ(off.stats.bytes_read_direct, 0u);
+  EXPECT_NE(off.stats.direct_reason.find("DirectReads::off"), std::string::npos)
+      << off.stats.direct_reason;
+
+  device_options.direct = DirectReads::on;
+  try {
+    (void)load_emulated(checkpoint_, {}, device_options, {});
+    ADD_FAILURE() << "direct = on loaded without direct reads";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.code(), ErrorCode::device);
+    const std::string what = error.what();
+    EXPECT_NE(what.find("GPUDirect Storage"), std::string::npos) << what;
+    EXPECT_NE(what.find("direct reads are off"), std::string::npos) << what;
+  }
+
+  EmulatedDevice::Options refusing = with_direct({});
+  refusing.refuse_direct_files = true;
+  for (const DirectReads direct : {DirectReads::automatic, DirectReads::on}) {
+    device_options.direct = direct;
+    const EmulatedLoad refused = load_emulated(checkpoint_, {}, device_options, refusing);
+    EXPECT_TRUE(same_as_host(refused.bytes.data(), host));
+    EXPECT_TRUE(refused.report.ok()) << violations(refused.report);
+    EXPECT_EQ(refused.stats.bytes_read_direct, 0u);
+    EXPECT_EQ(refused.stats.bytes_copied, host.buffer_size());
+    EXPECT_NE(refused.stats.direct_reason.find("refuses"), std::string::npos)
+        << refused.stats.direct_reason;
+    EXPECT_NE(refused.stats.direct_reason.find(path_.filename().string()), std::string::npos)
+        << refused.stats.direct_reason;
+  }
+}
+
+// The emulator catches direct reads written twice or out of place.
+TEST_F(DeviceLoadTest, TheEmulatorCatchesBrokenDirectReads) {
+  detail::PipelineFaults twice;
+  twice.direct_read_twice = true;
+  const EmulatedLoad doubled = load_emulated(checkpoint_, {}, {}, with_direct({}), twice);
+  ASSERT_FALSE(doubled.report.ok());
+  EXPECT_NE(violations(doubled.report).find("written more than once"), std::string::npos)
+      << violations(doubled.report);
+
+  detail::PipelineFaults shifted;
+  shifted.direct_read_shift = 1;
+  const EmulatedLoad moved = load_emulated(checkpoint_, {}, {}, with_direct({}), shifted);
+  ASSERT_FALSE(moved.report.ok());
+  const std::string found = violations(moved.report);
+  EXPECT_NE(found.find("outside every device allocation"), std::string::npos) << found;
+  EXPECT_NE(found.find(path_.filename().string()), std::string::npos) << found;
+}
+
+// Without libcufile (this machine has none unless SAFETENSORS_CUFILE names one), GDS is
+// unavailable and says which libraries it tried; a named library that does not exist is named.
+TEST(GdsStatus, SaysWhyItIsUnavailable) {
+  if (gds_status().available) GTEST_SKIP() << "cuFile is available: " << gds_status().library;
+  ::setenv("SAFETENSORS_CUFILE", "/nonexistent/libcufile.so.7", 1);
+  const GdsStatus named = gds_status();
+  ::unsetenv("SAFETENSORS_CUFILE");
+  EXPECT_FALSE(named.available);
+  EXPECT_NE(named.reason.find("/nonexistent/libcufile.so.7"), std::string::npos) << named.reason;
+  EXPECT_NE(named.reason.find("SAFETENSORS_CUFILE"), std::string::npos) << named.reason;
+  const GdsStatus status = gds_status();
+  EXPECT_FALSE(status.available);
+  EXPECT_NE(status.reason.find("libcufile.so.0"), std::string::npos) << status.reason;
+  EXPECT_NE(status.reason.find("libcufile.so"), std::string::npos) << status.reason;
+  EXPECT_TRUE(status.library.empty());
+}
+
+// A library that loads but is not cuFile: the missing entry point is named.
+TEST(GdsStatus, NamesAMissingEntryPoint) {
+  if (gds_status().available) GTEST_SKIP() << "cuFile is available: " << gds_status().library;
+  ::setenv("SAFETENSORS_CUFILE", "libc.so.6", 1);
+  const GdsStatus status = gds_status();
+  ::unsetenv("SAFETENSORS_CUFILE");
+  EXPECT_FALSE(status.available);
+  EXPECT_NE(status.reason.find("lacks cuFileDriverOpen"), std::string::npos) << status.reason;
 }
 
 }  // namespace
