@@ -107,6 +107,41 @@ def to_torch(torch, data, dtype, shape):
     return tensor if len(shape) == 1 else tensor.view(shape)
 
 
+def torch_tensors(convert, file, data, entries):
+    """Every tensor of a mapped file (`file.layout()`: the data as one view, and per tensor in
+    file order name, dtype, shape, offset) as views of one storage over that data, as the
+    reference's load_file shares one: one strided view each costs about a third of making a
+    tensor from its own buffer. Tensors a view cannot give (an empty one, F4, a dtype this
+    torch lacks, one misaligned for its dtype) are made one by one, as get_tensor makes them."""
+    torch = convert.torch
+    base = torch.frombuffer(data, dtype=torch.uint8)
+    address, size = data.address, data.nbytes
+    typed = {}  # dtype name -> the whole data as that dtype, or None where it cannot be
+    out = {}
+    for name, dtype, shape, offset in entries:
+        view = typed.get(dtype, False)
+        if view is False:
+            attr = TORCH_DTYPES.get(dtype)
+            t_dtype = getattr(torch, attr, None) if attr and dtype != "F4" else None
+            width = DTYPE_BITS[dtype] // 8
+            view = (base[:size - size % width].view(t_dtype)
+                    if t_dtype is not None and width and address % width == 0 else None)
+            typed[dtype] = view
+        count = 1
+        for dim in shape:
+            count *= dim
+        width = DTYPE_BITS[dtype] // 8
+        if view is None or count == 0 or offset % width:
+            out[name] = convert.tensor(file.tensor(name), dtype, shape, name)
+            continue
+        strides = [1] * len(shape)
+        for i in range(len(shape) - 1, 0, -1):
+            strides[i - 1] = strides[i] * shape[i]
+        with representable("pt", name, shape):
+            out[name] = view.as_strided(shape, strides, offset // width)
+    return out
+
+
 def device_for(device_map, name):
     """The entry of `device_map` (a dict of tensor names or module prefixes to devices) for
     tensor `name`: its own, its closest enclosing module's, then the "" default; None when

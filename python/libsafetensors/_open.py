@@ -4,7 +4,7 @@ import numbers
 import operator
 
 from libsafetensors import _core
-from libsafetensors._convert import DTYPE_BITS, Converter
+from libsafetensors._convert import DTYPE_BITS, Converter, torch_tensors
 from libsafetensors._core import SafetensorError
 from libsafetensors._prefetch import (
     _check_prefetch,
@@ -175,9 +175,16 @@ class safe_open:  # noqa: N801 - the reference's name
 
     def get_tensors(self):
         """Every tensor, in file order."""
-        if self._cuda is not None and self._loader is None:
-            loaded = self._cuda.load(None)  # one pass through the pinned ring for all
-            return {name: loaded[name] for name in self._open_file().offset_keys()}
+        file = self._open_file()
+        if self._loader is None:
+            if self._cuda is not None:
+                loaded = self._cuda.load(None)  # one pass through the pinned ring for all
+                return {name: loaded[name] for name in file.offset_keys()}
+            convert = self._convert
+            if convert.framework == "pt" and convert.device is None:
+                layout = file.layout()
+                if layout is not None:
+                    return torch_tensors(convert, file, *layout)
         return {name: self.get_tensor(name) for name in self.offset_keys()}
 
     def iter_tensors(self):

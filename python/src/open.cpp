@@ -2,6 +2,7 @@
 // mmap backend) and slices. Framework conversion happens in Python (libsafetensors/_open.py).
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -151,6 +152,31 @@ class PyFile {
     return Bytes::owned(std::move(out));
   }
 
+  /// For making every tensor at once (safe_open.get_tensors): the bytes from the first tensor's
+  /// start to the last one's end, one view of the mapping, and per tensor in file order (name,
+  /// dtype, shape, offset in that view). None when the file is not mapped or holds no bytes.
+  py::object layout() const {
+    const std::span<const TensorInfo> tensors = file().tensors();
+    if (!file().zero_copy() || tensors.empty()) return py::none();
+    std::uint64_t begin = tensors.front().data_begin;
+    std::uint64_t end = 0;
+    for (const TensorInfo& t : tensors) {
+      begin = std::min(begin, t.data_begin);
+      end = std::max(end, t.data_end);
+    }
+    if (end == begin) return py::none();
+    const TensorInfo& first = tensors.front();
+    // view() of the first tensor locates the mapping; every tensor lies inside it.
+    const std::byte* base = file().view(first).data.data() - (first.data_begin - begin);
+    py::list entries;
+    for (const TensorInfo& t : tensors) {
+      entries.append(py::make_tuple(t.name, std::string(dtype_name(t.dtype)), shape_list(t.shape),
+                                    t.data_begin - begin));
+    }
+    return py::make_tuple(Bytes::view(owner_, {base, static_cast<std::size_t>(end - begin)}, true),
+                          entries);
+  }
+
   /// `args`: per dimension `(index,)` or `(start, stop, step)`, already resolved against the
   /// shape by the Python layer (libsafetensors/_open.py).
   py::tuple slice(const std::string& name, const py::list& args) const {
@@ -213,6 +239,9 @@ void register_open(py::module_& module) {
       .def("metadata", &PyFile::metadata)
       .def("info", &PyFile::info, "(dtype name, shape) of a tensor.")
       .def("tensor", &PyFile::tensor, "A tensor's bytes: a view of the mapping or a copy.")
+      .def("layout", &PyFile::layout,
+           "(data view, [(name, dtype, shape, offset in the view)] in file order), or None "
+           "when the file is not mapped.")
       .def("populate", &PyFile::populate, py::arg("threads") = 0, py::arg("names") = py::none(),
            "Reads every page of the tensor data (of the tensors `names` only, when given) into "
            "memory now (mapped files only).")

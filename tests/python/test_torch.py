@@ -124,6 +124,40 @@ def test_misaligned_data_is_copied_to_an_aligned_tensor(path):
     assert tensor.tolist() == values.tolist()
 
 
+@pytest.mark.parametrize("pad_to", [8, 1])
+def test_get_tensors_equals_get_tensor_for_every_layout(path, pad_to):
+    """get_tensors() makes most tensors as strided views of one storage over the mapped data
+    (as the reference does) and the rest one by one: both ways give get_tensor's tensors, for
+    aligned and misaligned data, odd offsets, empty and 0-d tensors and every dtype."""
+    rng = np.random.default_rng(0)
+    raw = lambda n: rng.integers(0, 256, n, dtype=np.uint8).tobytes()  # noqa: E731
+    blob = format_oracle.encode({
+        "a.u8": ("U8", [3], raw(3)),                # leaves the next tensor at an odd offset
+        "b.f32": ("F32", [2, 3], raw(24)),
+        "c.empty": ("F16", [0, 4], b""),
+        "d.scalar": ("F64", [], raw(8)),
+        "e.bf16": ("BF16", [5, 1, 2], raw(20)),
+        "f.i64": ("I64", [2], raw(16)),
+        "g.bool": ("BOOL", [4], bytes([0, 1, 1, 0])),
+    }, pad_to=pad_to)
+    with open(path, "wb") as f:
+        f.write(blob)
+    with safe_open(path, framework="pt") as f:
+        one_by_one = {name: f.get_tensor(name) for name in f.offset_keys()}
+        at_once = f.get_tensors()
+    assert list(at_once) == list(one_by_one)
+    for name, want in one_by_one.items():
+        got = at_once[name]
+        assert (got.dtype, got.shape) == (want.dtype, want.shape), name
+        raw_bytes = lambda t: t.reshape(-1).view(torch.uint8).tolist()  # noqa: E731
+        assert raw_bytes(got) == raw_bytes(want), name
+        assert got.is_contiguous() and got.data_ptr() % got.element_size() == 0, name
+    at_once["b.f32"].zero_()  # copy-on-write: the file and the other tensors keep their bytes
+    assert Path(path).read_bytes() == blob
+    assert at_once["e.bf16"].view(torch.uint8).tolist() == \
+        one_by_one["e.bf16"].view(torch.uint8).tolist()
+
+
 def test_refusals_use_the_reference_exception_types(path):
     with pytest.raises(ValueError, match="sparse"):
         save_file({"s": torch.sparse_coo_tensor(size=(2, 3))}, path)
