@@ -198,6 +198,10 @@ def _load_mapped(checkpoint, plan, threads, framework):
     loaded = {}
     for shard, names in by_shard.items():
         with safe_open(shard, framework=framework) as f:
+            if len(names) == len(f.keys()):  # the whole shard: one range, tensors at once
+                f._populate(None, threads or 0)
+                loaded.update(f.get_tensors())
+                continue
             f._populate(names, threads or 0)
             for name in names:
                 loaded[name] = f.get_tensor(name)
