@@ -165,11 +165,13 @@ class Converter:
 
             self.torch = torch
             self.device = self._torch_device(device)
+        elif framework == "paddle":
+            self.maker = _PaddleMaker(device)
         else:
             if not _is_cpu(device):
                 raise SafetensorError(f"Device {device} is not supported for framework "
                                       f"{_DISPLAY[framework]}")
-            self.finish = _FINISHERS[framework]()
+            self.maker = _NumpyMaker(_FINISHERS[framework]())
 
     def _torch_device(self, device):
         if isinstance(device, dict):
@@ -201,16 +203,66 @@ class Converter:
                 tensor = to_torch(self.torch, data, dtype, shape)
             device = self._device_for(name)
             return tensor if device is None else tensor.to(device)
+        return self.maker.tensor(data, dtype, shape, name)
+
+    def concat(self, pieces, dim):
+        if self.framework == "pt":
+            return self.torch.cat(pieces, dim=dim)
+        return self.maker.concat(pieces, dim)
+
+
+class _NumpyMaker:
+    """Arrays of a framework that takes numpy arrays as they are (`finish`: numpy to it)."""
+
+    def __init__(self, finish):
+        self.finish = finish
+
+    def tensor(self, data, dtype, shape, name):
         with representable("np", name, shape):
             array = to_numpy(data, dtype, shape)
         return self.finish(array)
 
     def concat(self, pieces, dim):
-        if self.framework == "pt":
-            return self.torch.cat(pieces, dim=dim)
         import numpy as np
 
         return self.finish(np.concatenate([np.asarray(p) for p in pieces], axis=dim))
+
+
+class _PaddleMaker:
+    """paddle tensors on `device` (a paddle place: "cpu", "gpu:0", ...). paddle's numpy
+    bridge has no bfloat16 or float8 (its `.numpy()` gives their bits as uint16 and int8), so
+    those come in as their bits and are viewed as the paddle dtype: no ml_dtypes needed."""
+
+    _VIEWED = {"BF16": ("uint16", "bfloat16"), "F8_E4M3": ("uint8", "float8_e4m3fn"),
+               "F8_E5M2": ("uint8", "float8_e5m2")}
+
+    def __init__(self, device):
+        import paddle
+
+        self.paddle = paddle
+        if device is None:
+            device = "cpu"
+        elif isinstance(device, str) and device.split(":", 1)[0] == "cuda":
+            # The reference's device names onto paddle's places, "cuda" being device 0.
+            device = "gpu" + (device[4:] or ":0")
+        self.place = device
+
+    def tensor(self, data, dtype, shape, name):
+        import numpy as np
+
+        paddle = self.paddle
+        viewed = self._VIEWED.get(dtype)
+        with representable("np", name, shape):
+            if viewed is None:
+                array = to_numpy(data, dtype, shape)
+            else:
+                array = (np.frombuffer(data, dtype=viewed[0]) if data.nbytes
+                         else np.zeros(0, viewed[0])).reshape(shape)
+        tensor = paddle.to_tensor(array, place=self.place)
+        return tensor if viewed is None else tensor.view(getattr(paddle, viewed[1]))
+
+    def concat(self, pieces, dim):
+        return self.paddle.concat(pieces, axis=dim)
 
 
 def _is_cpu(device):
@@ -239,17 +291,10 @@ def _mlx_finisher():
     return mx.array
 
 
-def _paddle_finisher():
-    import paddle
-
-    return paddle.to_tensor
-
-
 _FINISHERS = {
     "np": _numpy_finisher,
     "tf": _tensorflow_finisher,
     "flax": _flax_finisher,
     "mlx": _mlx_finisher,
-    "paddle": _paddle_finisher,
 }
 _DISPLAY = {"np": "numpy", "tf": "tensorflow", "flax": "flax", "mlx": "mlx", "paddle": "paddle"}

@@ -5,7 +5,8 @@ Two things are done, in this order:
 
 1. `sys.modules` gets our modules under the reference's names: `safetensors` (and its native
    module's names `safetensors._safetensors_rust`, `safetensors.safetensors_rust`),
-   `safetensors.torch` (when torch imports) and `safetensors.numpy`. Every later
+   `safetensors.torch` (when torch imports) and `safetensors.numpy`, and, when first imported,
+   `safetensors.flax`, `.tensorflow`, `.paddle` and `.mlx` (_LazyAliases). Every later
    `import safetensors...` or `from safetensors... import name`, including those made inside
    functions at call time, gets ours.
 2. Unless `rebind=False`, names that already-imported modules took from the reference before
@@ -22,6 +23,9 @@ depend on it, and its version is what `importlib.metadata` reports): it is simpl
 """
 
 import builtins
+import importlib
+import importlib.abc
+import importlib.machinery
 import sys
 import types
 
@@ -33,6 +37,36 @@ _ALIASES = {
     "safetensors.numpy": "numpy",
     "safetensors.torch": "torch",
 }
+
+# The reference's modules for frameworks whose import is slow or heavy (tensorflow takes
+# seconds): made ours when first imported, by _LazyAliases, not at install time.
+_LAZY_ALIASES = {
+    "safetensors.flax": "libsafetensors.flax",
+    "safetensors.mlx": "libsafetensors.mlx",
+    "safetensors.paddle": "libsafetensors.paddle",
+    "safetensors.tensorflow": "libsafetensors.tensorflow",
+}
+
+
+class _LazyAliases(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Answers `import safetensors.flax` (and the others of _LAZY_ALIASES) with our module
+    object itself, imported then; without it the import system would find our file through
+    the package path and run a second copy of it under the reference's name."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in _LAZY_ALIASES:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec):
+        # ImportError when the framework is missing, as the reference's module gives.
+        return importlib.import_module(_LAZY_ALIASES[spec.name])
+
+    def exec_module(self, module):
+        pass  # imported, and so run, by create_module
+
+
+_lazy_aliases = _LazyAliases()
 
 # What the last install replaced, so that `uninstall_as_safetensors` can put it back:
 # ({module name: previous sys.modules entry or None}, [(module, name, previous value, ours)]).
@@ -89,7 +123,7 @@ def _replacements(previous, ours):
 
 
 def install_as_safetensors(*, rebind=True):
-    """Makes `import safetensors` (and `safetensors.torch`, `safetensors.numpy`) give
+    """Makes `import safetensors` (and `safetensors.torch`, `.numpy`, `.flax`, ...) give
     libsafetensors, for this process, whether or not the reference is installed or imported.
 
     Args:
@@ -105,9 +139,17 @@ def install_as_safetensors(*, rebind=True):
     """
     global _installed
     ours = _our_modules()
+    for name, ours_name in _LAZY_ALIASES.items():
+        if sys.modules.get(name) is not None:  # the reference's, already imported
+            try:
+                ours[name] = importlib.import_module(ours_name)
+            except ImportError:
+                pass
     if _installed is None:
-        previous = {name: sys.modules.get(name) for name in _ALIASES}
+        previous = {name: sys.modules.get(name) for name in (*_ALIASES, *_LAZY_ALIASES)}
         _installed = (previous, [])
+    if _lazy_aliases not in sys.meta_path:
+        sys.meta_path.insert(0, _lazy_aliases)
     previous, rebound = _installed
     ours_ids = {id(module) for module in ours.values()}
     sys.modules.update(ours)
@@ -142,6 +184,8 @@ def uninstall_as_safetensors():
     if _installed is None:
         return
     previous, rebound = _installed
+    if _lazy_aliases in sys.meta_path:
+        sys.meta_path.remove(_lazy_aliases)
     for name, module in previous.items():
         if module is None:
             sys.modules.pop(name, None)
