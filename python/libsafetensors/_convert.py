@@ -166,12 +166,12 @@ class Converter:
             self.torch = torch
             self.device = self._torch_device(device)
         elif framework == "paddle":
-            self.maker = _PaddleMaker(device)
+            self.maker = _paddle_maker(device)
         else:
             if not _is_cpu(device):
                 raise SafetensorError(f"Device {device} is not supported for framework "
                                       f"{_DISPLAY[framework]}")
-            self.maker = _NumpyMaker(_FINISHERS[framework]())
+            self.maker = _MAKERS[framework]()
 
     def _torch_device(self, device):
         if isinstance(device, dict):
@@ -228,73 +228,73 @@ class _NumpyMaker:
         return self.finish(np.concatenate([np.asarray(p) for p in pieces], axis=dim))
 
 
-class _PaddleMaker:
-    """paddle tensors on `device` (a paddle place: "cpu", "gpu:0", ...). paddle's numpy
-    bridge has no bfloat16 or float8 (its `.numpy()` gives their bits as uint16 and int8), so
-    those come in as their bits and are viewed as the paddle dtype: no ml_dtypes needed."""
+class _BitsMaker:
+    """Arrays of a framework whose numpy bridge lacks some of its dtypes (paddle's has no
+    bfloat16 or float8, its `.numpy()` giving their bits as uint16 and int8; mlx's has no
+    bfloat16): those come in as their bits and are viewed as the framework's dtype, so that
+    no ml_dtypes is needed. `make(array)` makes the framework's array of a numpy one, `view`
+    maps a safetensors dtype to (numpy type of its bits, the framework's dtype)."""
 
-    _VIEWED = {"BF16": ("uint16", "bfloat16"), "F8_E4M3": ("uint8", "float8_e4m3fn"),
-               "F8_E5M2": ("uint8", "float8_e5m2")}
-
-    def __init__(self, device):
-        import paddle
-
-        self.paddle = paddle
-        if device is None:
-            device = "cpu"
-        elif isinstance(device, str) and device.split(":", 1)[0] == "cuda":
-            # The reference's device names onto paddle's places, "cuda" being device 0.
-            device = "gpu" + (device[4:] or ":0")
-        self.place = device
+    def __init__(self, make, view, concat):
+        self.make, self.view, self.concat = make, view, concat
 
     def tensor(self, data, dtype, shape, name):
         import numpy as np
 
-        paddle = self.paddle
-        viewed = self._VIEWED.get(dtype)
+        viewed = self.view.get(dtype)
         with representable("np", name, shape):
             if viewed is None:
                 array = to_numpy(data, dtype, shape)
             else:
                 array = (np.frombuffer(data, dtype=viewed[0]) if data.nbytes
                          else np.zeros(0, viewed[0])).reshape(shape)
-        tensor = paddle.to_tensor(array, place=self.place)
-        return tensor if viewed is None else tensor.view(getattr(paddle, viewed[1]))
+        made = self.make(array)
+        return made if viewed is None else made.view(viewed[1])
 
-    def concat(self, pieces, dim):
-        return self.paddle.concat(pieces, axis=dim)
+
+def _paddle_maker(device):
+    """paddle tensors on `device`, a paddle place ("cpu", "gpu:0") or the reference's name."""
+    import paddle
+
+    if device is None:
+        device = "cpu"
+    elif isinstance(device, str) and device.split(":", 1)[0] == "cuda":
+        # The reference's device names onto paddle's places, "cuda" being device 0.
+        device = "gpu" + (device[4:] or ":0")
+    view = {"BF16": ("uint16", paddle.bfloat16), "F8_E4M3": ("uint8", paddle.float8_e4m3fn),
+            "F8_E5M2": ("uint8", paddle.float8_e5m2)}
+    return _BitsMaker(lambda array: paddle.to_tensor(array, place=device), view,
+                      lambda pieces, dim: paddle.concat(pieces, axis=dim))
+
+
+def _mlx_maker():
+    import mlx.core as mx
+
+    return _BitsMaker(mx.array, {"BF16": ("uint16", mx.bfloat16)},
+                      lambda pieces, dim: mx.concatenate(pieces, axis=dim))
 
 
 def _is_cpu(device):
     return device is None or (isinstance(device, str) and device == "cpu") or str(device) == "cpu"
 
 
-def _numpy_finisher():
-    return lambda array: array
-
-
-def _tensorflow_finisher():
+def _tensorflow_maker():
     import tensorflow as tf
 
-    return tf.convert_to_tensor
+    return _NumpyMaker(tf.convert_to_tensor)
 
 
-def _flax_finisher():
+def _flax_maker():
     import jax.numpy as jnp
 
-    return jnp.array
+    return _NumpyMaker(jnp.array)
 
 
-def _mlx_finisher():
-    import mlx.core as mx
-
-    return mx.array
-
-
-_FINISHERS = {
-    "np": _numpy_finisher,
-    "tf": _tensorflow_finisher,
-    "flax": _flax_finisher,
-    "mlx": _mlx_finisher,
+# How arrays of each framework but torch and paddle (which take a device) are made.
+_MAKERS = {
+    "np": lambda: _NumpyMaker(lambda array: array),
+    "tf": _tensorflow_maker,
+    "flax": _flax_maker,
+    "mlx": _mlx_maker,
 }
 _DISPLAY = {"np": "numpy", "tf": "tensorflow", "flax": "flax", "mlx": "mlx", "paddle": "paddle"}

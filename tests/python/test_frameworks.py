@@ -1,5 +1,6 @@
 """The framework helpers built on numpy: libsafetensors.flax (with jax, in the test
-requirements), .tensorflow and .paddle (when installed; skipped with the reason otherwise),
+requirements), .tensorflow, .mlx and .paddle (when installed; skipped with the reason
+otherwise),
 against the reference's modules of the same names where it is installed, and their aliases
 under install_as_safetensors."""
 
@@ -226,6 +227,31 @@ def test_tensorflow_round_trip_keeps_every_dtype(path):
             assert bits(loaded[name].numpy()) == bits(tensor.numpy()), name
     with pytest.raises(ValueError, match="Key `x` is invalid, expected tf.Tensor"):
         stf.save({"x": "text"})
+
+
+# --------------------------------------------------------------------------- mlx
+
+def test_mlx_round_trip_keeps_bfloat16(path):
+    pytest.importorskip("mlx.core")
+    import mlx.core as mx
+
+    from libsafetensors import mlx as smx
+    from libsafetensors import safe_open
+
+    arrays = {"f32": mx.arange(6, dtype=mx.float32).reshape(2, 3),
+              "bf16": mx.array([1.5, -2.25, 3.0e38], dtype=mx.bfloat16),
+              "f16": mx.array([1.0, 2.0], dtype=mx.float16), "i8": mx.array([1, -2], dtype=mx.int8),
+              "b": mx.array([True, False]), "empty": mx.zeros((0, 3)), "scalar": mx.array(3.0),
+              "empty_bf16": mx.zeros((0, 2), dtype=mx.bfloat16)}
+    smx.save_file(arrays, path)
+    for loaded in (smx.load_file(path), smx.load(smx.save(arrays))):
+        for name, array in arrays.items():
+            assert loaded[name].dtype == array.dtype and loaded[name].shape == array.shape, name
+            assert bool(mx.all(loaded[name] == array)), name
+    with safe_open(path, framework="mlx") as f:
+        assert bool(mx.all(f.get_slice("bf16")[1:] == arrays["bf16"][1:]))
+    with pytest.raises(ValueError, match="Key `x` is invalid, expected mlx.core.array"):
+        smx.save({"x": 1.0})
 
 
 # --------------------------------------------------------------------------- paddle
