@@ -42,7 +42,9 @@ class Mapping {
 /// windows, its default). `threads` workers (0: a measured default) take 32 MiB at a time:
 /// one already cached is mapped by reading a byte per fault-around window, one that is not
 /// is asked of the kernel (MADV_POPULATE_READ), which reads ahead sequentially at the speed
-/// of `cat`; kernels before 5.14 get one read of a byte per page instead. The range is marked
+/// of `cat`, and then read a byte per page, so that the first access of the CPU to the new
+/// pages (a hypervisor fault on a virtual machine) is paid here, as `cat` pays it; kernels
+/// before 5.14 get one read of a byte per page instead. The range is marked
 /// for huge pages first, so that pages read now come into the page cache as 2 MiB folios,
 /// which later mappings of the file (by anyone) map with one entry each. Throws io naming
 /// `name` when a page cannot be read (an I/O error, or the file shrank).
