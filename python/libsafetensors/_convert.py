@@ -261,8 +261,12 @@ def _paddle_maker(device):
     elif isinstance(device, str) and device.split(":", 1)[0] == "cuda":
         # The reference's device names onto paddle's places, "cuda" being device 0.
         device = "gpu" + (device[4:] or ":0")
-    view = {"BF16": ("uint16", paddle.bfloat16), "F8_E4M3": ("uint8", paddle.float8_e4m3fn),
-            "F8_E5M2": ("uint8", paddle.float8_e5m2)}
+    # Those of these dtypes this paddle has (its float8 types are recent).
+    view = {name: (bits, getattr(paddle, attr))
+            for name, bits, attr in (("BF16", "uint16", "bfloat16"),
+                                     ("F8_E4M3", "uint8", "float8_e4m3fn"),
+                                     ("F8_E5M2", "uint8", "float8_e5m2"))
+            if hasattr(paddle, attr)}
     return _BitsMaker(lambda array: paddle.to_tensor(array, place=device), view,
                       lambda pieces, dim: paddle.concat(pieces, axis=dim))
 
