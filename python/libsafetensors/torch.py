@@ -31,6 +31,21 @@ _SIZE = {
     if hasattr(torch, attribute)
 }
 _FLOAT4 = getattr(torch, TORCH_DTYPES["F4"], None)
+# safetensors dtype name -> torch dtype, as the reference exports it: code that reads headers
+# itself imports it (vLLM's `from safetensors.torch import _TYPES`, torch's
+# HuggingFaceStorageReader through `_getdtype`). Every dtype this torch has but F4, whose
+# torch element holds two values, so that a shape read from a header would give the wrong size.
+_TYPES = {
+    name: getattr(torch, attribute)
+    for name, attribute in TORCH_DTYPES.items()
+    if name != "F4" and hasattr(torch, attribute)
+}
+
+
+def _getdtype(dtype_str: str) -> torch.dtype:
+    """The torch dtype of a safetensors dtype name (KeyError for one torch lacks, or F4)."""
+    return _TYPES[dtype_str]
+
 # The dtypes load_checkpoint converts floating-point tensors to, by safetensors name.
 _CAST_TARGETS = {torch_dtype(torch, name): name for name in ("F16", "BF16", "F32")}
 

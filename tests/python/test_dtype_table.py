@@ -84,3 +84,27 @@ def test_cast_targets_are_the_three_float_types():
                                       torch.float32: "F32"}
     from libsafetensors import numpy as st_numpy
     assert st_numpy._CAST_TARGETS == {"float16": "F16", "float32": "F32", "bfloat16": "BF16"}
+
+
+def test_types_table_maps_header_names_to_torch_dtypes():
+    # What vLLM and torch's HuggingFaceStorageReader import from safetensors.torch.
+    for name, dtype in st_torch._TYPES.items():
+        assert st_torch._getdtype(name) is dtype
+        assert torch.empty(0, dtype=dtype).element_size() * 8 == FORMAT_DTYPES[name], name
+    assert "F4" not in st_torch._TYPES  # two values per torch element: a shape would lie
+    with pytest.raises(KeyError):
+        st_torch._getdtype("F4")
+    assert st_torch._getdtype("BF16") is torch.bfloat16
+    assert {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL",
+            "C64"} <= set(st_torch._TYPES)
+
+
+def test_types_table_holds_every_entry_of_the_references():
+    import reference_oracle
+
+    loaded = reference_oracle.load()
+    if loaded is None or loaded[1] is None:
+        pytest.skip("the reference safetensors 0.8 (with torch) is not installed")
+    reference = loaded[1]._TYPES
+    assert {k: v for k, v in reference.items() if v is not None} == {
+        k: st_torch._TYPES[k] for k, v in reference.items() if v is not None}
