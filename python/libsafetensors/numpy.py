@@ -15,6 +15,16 @@ from libsafetensors._open import safe_open
 
 __all__ = ["save", "save_file", "load", "load_file", "load_checkpoint"]
 
+# safetensors dtype name -> numpy type, as the reference exports it for code that reads
+# headers itself: the dtypes numpy has of its own (ml_dtypes' are not numpy's).
+_TYPES = {name: np.dtype(numpy_name).type for name, numpy_name in NUMPY_DTYPES.items()}
+
+
+def _getdtype(dtype_str: str):
+    """The numpy type of a safetensors dtype name (KeyError for one numpy lacks)."""
+    return _TYPES[dtype_str]
+
+
 # The dtypes load_checkpoint converts floating-point arrays to, by numpy name.
 _CAST_TARGETS = {NUMPY_DTYPES.get(name) or ML_DTYPES[name]: name for name in ("F16", "F32", "BF16")}
 

@@ -108,3 +108,19 @@ def test_types_table_holds_every_entry_of_the_references():
     reference = loaded[1]._TYPES
     assert {k: v for k, v in reference.items() if v is not None} == {
         k: st_torch._TYPES[k] for k, v in reference.items() if v is not None}
+
+
+def test_numpy_types_table_holds_every_entry_of_the_references():
+    from libsafetensors import numpy as st_numpy
+
+    for name, numpy_type in st_numpy._TYPES.items():
+        assert st_numpy._getdtype(name) is numpy_type
+        assert np.dtype(numpy_type).itemsize * 8 == FORMAT_DTYPES[name], name
+    import reference_oracle
+
+    loaded = reference_oracle.load()
+    if loaded is None:
+        pytest.skip("the reference safetensors 0.8 is not installed")
+    reference = loaded[2]._TYPES
+    assert {k: np.dtype(v) for k, v in reference.items()} == {
+        k: np.dtype(st_numpy._TYPES[k]) for k in reference}
