@@ -183,18 +183,25 @@ def _plan_load(path, dtype, names, threads, **parts):
     return checkpoint, checkpoint.plan(dtype, **selection, **parts)
 
 
-def _as_stored(checkpoint, plan) -> bool:
-    """True when every tensor of the plan keeps its stored dtype."""
-    return all(checkpoint.info(name)[1] == stored for name, stored, *_ in plan.tensors)
+def _as_stored(checkpoint, plan, target) -> bool:
+    """True when every tensor of the plan, made for the dtype name `target` (None: none),
+    keeps its stored dtype."""
+    return target is None or all(checkpoint.info(name)[1] == stored
+                                 for name, stored, *_ in plan.tensors)
 
 
 def _load_mapped(checkpoint, plan, threads, framework):
     """`load_checkpoint` of the plan's tensors (none converted) as the files' pages, in name
     order: each shard mapped copy-on-write and every page of its selected tensors read in
     first, as `load_file(materialize=True)` does."""
-    by_shard = {}
-    for name, *_ in plan.tensors:
-        by_shard.setdefault(checkpoint.info(name)[0], []).append(name)
+    tensors = plan.tensors
+    files = checkpoint.files()
+    if len(files) == 1:
+        by_shard = {files[0]: [name for name, *_ in tensors]}
+    else:
+        by_shard = {}
+        for name, *_ in tensors:
+            by_shard.setdefault(checkpoint.info(name)[0], []).append(name)
     loaded = {}
     for shard, names in by_shard.items():
         with safe_open(shard, framework=framework) as f:
@@ -205,4 +212,4 @@ def _load_mapped(checkpoint, plan, threads, framework):
             f._populate(names, threads or 0)
             for name in names:
                 loaded[name] = f.get_tensor(name)
-    return {name: loaded[name] for name, *_ in plan.tensors}
+    return {name: loaded[name] for name, *_ in tensors}

@@ -131,7 +131,7 @@ def load_checkpoint(
     checkpoint, plan = _plan_load(path, target, names, threads)
     if plan is None:
         return {}
-    if not copy and _as_stored(checkpoint, plan):
+    if not copy and _as_stored(checkpoint, plan, target):
         return _load_mapped(checkpoint, plan, threads, "np")
     # The arrays are made first, so that one numpy cannot represent fails before any reading.
     buffer = np.empty(plan.buffer_size, dtype=np.uint8)

@@ -375,7 +375,7 @@ def load_checkpoint(
         checkpoint.load_to_cuda(plan, buffer, target.index,
                                 threads or 0)
         return tensors
-    if not copy and _as_stored(checkpoint, plan):
+    if not copy and _as_stored(checkpoint, plan, _CAST_TARGETS.get(dtype)):
         tensors = _load_mapped(checkpoint, plan, threads, "pt")
     else:
         # The tensors are made first, so that one torch cannot represent fails before any
@@ -502,7 +502,7 @@ def _load_device_map(path, dtype_name, names, threads, device_map, max_memory, n
     disk = groups.pop("disk", [])
     if cpu:
         plan = checkpoint.plan(dtype_name, names=cpu)
-        if not copy and _as_stored(checkpoint, plan):
+        if not copy and _as_stored(checkpoint, plan, dtype_name):
             # The shards' own pages, each shard's read in before the next one's.
             for shard, group in _by_shard(cpu, shard_of).items():
                 f = handle(shard)
