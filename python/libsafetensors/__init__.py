@@ -196,8 +196,8 @@ def _load_mapped(checkpoint, plan, threads, framework):
     first, as `load_file(materialize=True)` does."""
     tensors = plan.tensors
     files = checkpoint.files()
-    if len(files) == 1:
-        by_shard = {files[0]: [name for name, *_ in tensors]}
+    if len(tensors) == len(checkpoint):  # every shard whole (each tensor is in one shard)
+        by_shard = {shard: None for shard in files}
     else:
         by_shard = {}
         for name, *_ in tensors:
@@ -205,7 +205,7 @@ def _load_mapped(checkpoint, plan, threads, framework):
     loaded = {}
     for shard, names in by_shard.items():
         with safe_open(shard, framework=framework) as f:
-            if len(names) == len(f.keys()):  # the whole shard: one range, tensors at once
+            if names is None or len(names) == len(f.keys()):  # whole: one range, all at once
                 f._populate(None, threads or 0)
                 loaded.update(f.get_tensors())
                 continue

@@ -401,6 +401,8 @@ def _plan_views(plan, buffer: torch.Tensor) -> Dict[str, torch.Tensor]:
 
 def _place(tensors, convert) -> Dict[str, torch.Tensor]:
     """Moves each tensor loaded on the CPU to the device `convert` maps its name to."""
+    if convert.device is None:  # the CPU for all
+        return tensors
     for name, tensor in tensors.items():
         device_for = convert._device_for(name)
         if device_for is not None:
