@@ -72,8 +72,17 @@ def run_side(side, write_dir, read_dir, tmp_path):
 
 
 def safetensors_files(folder):
-    return {name: open(os.path.join(folder, name), "rb").read()
-            for name in sorted(os.listdir(folder)) if name.endswith(".safetensors")}
+    """{file name: (header as parsed JSON, bytes after the header)} of a folder's files: the
+    reference writes `__metadata__` in its hash map's order, which changes from one process
+    to the next (ours writes it sorted), so headers are compared as JSON, all else as bytes."""
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            with open(os.path.join(folder, name), "rb") as f:
+                data = f.read()
+            length = int.from_bytes(data[:8], "little")
+            files[name] = (json.loads(data[8:8 + length]), length, data[8 + length:])
+    return files
 
 
 def test_dcp_writes_the_references_bytes_and_each_side_reads_the_other(tmp_path):
