@@ -97,7 +97,7 @@ def to_torch(torch, data, dtype, shape):
         # float4_e2m1fn_x2 packs two F4 values into each element.
         shape[-1] //= 2
     if data.nbytes == 0:
-        return torch.empty(shape, dtype=t_dtype)
+        return torch.empty(shape, dtype=t_dtype, device="cpu")  # not the default device
     if data.address % max(DTYPE_BITS[dtype] // 8, 1):
         # Headers of odd length leave tensors misaligned; torch kernels assume alignment.
         return torch.frombuffer(data, dtype=torch.uint8).clone().view(t_dtype).reshape(shape)

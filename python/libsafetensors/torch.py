@@ -380,10 +380,17 @@ def load_checkpoint(
     else:
         # The tensors are made first, so that one torch cannot represent fails before any
         # reading.
-        buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
+        buffer = _host_bytes(plan.buffer_size)
         tensors = _plan_views(plan, buffer)
         checkpoint.load_into(plan, buffer.numpy(), threads or 0)
     return _place(tensors, convert)
+
+
+def _host_bytes(size: int) -> torch.Tensor:
+    """Uninitialized host memory for a load. The device is named: under `with torch.device(...)`
+    or torch.set_default_device (accelerate's empty-weights context, a CUDA default) a bare
+    factory call would allocate there, and loads return CPU tensors as the reference does."""
+    return torch.empty(size, dtype=torch.uint8, device="cpu")
 
 
 def _plan_views(plan, buffer: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -512,7 +519,7 @@ def _load_device_map(path, dtype_name, names, threads, device_map, max_memory, n
                 for name in group:
                     tensors[name] = f.get_tensor(name)
         else:  # converted: exactly their bytes, in one buffer
-            buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
+            buffer = _host_bytes(plan.buffer_size)
             tensors.update(_plan_views(plan, buffer))
             checkpoint.load_into(plan, buffer.numpy(), threads or 0)
     for device, group in groups.items():
@@ -529,7 +536,7 @@ def _load_device_map(path, dtype_name, names, threads, device_map, max_memory, n
             continue
         for shard_names in _by_shard(group, shard_of).values():  # one shard on the host at once
             plan = checkpoint.plan(dtype_name, names=shard_names)
-            buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
+            buffer = _host_bytes(plan.buffer_size)
             staged = _plan_views(plan, buffer)
             checkpoint.load_into(plan, buffer.numpy(), threads or 0)
             for name, tensor in staged.items():
@@ -570,7 +577,7 @@ def _load_parallel(path, dtype_name, convert, threads, names, tp_plan, rank, wor
         tensors = {}
         if own:
             own_plan = checkpoint.plan(dtype_name, names=own, **parts)
-            buffer = torch.empty(own_plan.buffer_size, dtype=torch.uint8)
+            buffer = _host_bytes(own_plan.buffer_size)
             tensors.update(_plan_views(own_plan, buffer))
             checkpoint.load_into(own_plan, buffer.numpy(), threads or 0)
         if shared:
@@ -578,7 +585,7 @@ def _load_parallel(path, dtype_name, convert, threads, names, tp_plan, rank, wor
                                      threads, rank, world_size, group))
         tensors = {name: tensors[name] for name, *_ in plan.tensors}
     else:
-        buffer = torch.empty(plan.buffer_size, dtype=torch.uint8)
+        buffer = _host_bytes(plan.buffer_size)
         tensors = _plan_views(plan, buffer)
         checkpoint.load_into(plan, buffer.numpy(), threads or 0)
     return _place(tensors, convert)
@@ -591,7 +598,7 @@ def _exchange(checkpoint, plan, threads, rank, world_size, group) -> Dict[str, t
 
     # Parts of whole 64-byte blocks: every cut falls between elements of any dtype.
     chunk = -(-plan.buffer_size // (world_size * 64)) * 64
-    buffer = torch.empty(chunk * world_size, dtype=torch.uint8)
+    buffer = _host_bytes(chunk * world_size)
     tensors = _plan_views(plan, buffer)
     begin = min(rank * chunk, plan.buffer_size)
     end = min(begin + chunk, plan.buffer_size)
