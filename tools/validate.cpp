@@ -32,16 +32,29 @@ struct Verdict {
   std::string message;
 };
 
+// The last input opened, never freed: the process ends right after it. Freeing a header of
+// 200,000 tensors entry by entry (400,000 heap blocks, which malloc then consolidates) took
+// 8% of a `validate` run on the development VM (perf); exit returns the memory at once.
+// Each input replaces the one of its kind (file or checkpoint) before, so a batch holds at most
+// two. Reachable from here, so leak checkers do not count it.
+template <class Opened>
+const Opened& keep_until_exit(Opened&& opened) {
+  static Opened* kept = nullptr;
+  delete kept;
+  kept = new Opened(std::move(opened));
+  return *kept;
+}
+
 Verdict validate_one(const std::string& path) {
   Verdict verdict;
   verdict.path = path;
   try {
     if (is_checkpoint_path(path)) {
-      const Checkpoint checkpoint = Checkpoint::open(path);
+      const Checkpoint& checkpoint = keep_until_exit(Checkpoint::open(path));
       verdict.tensors = checkpoint.tensors().size();
       if (!checkpoint.index_path().empty()) verdict.shards = checkpoint.files().size();
     } else {
-      verdict.tensors = File::open(path).size();
+      verdict.tensors = keep_until_exit(File::open(path)).size();
     }
     verdict.valid = true;
   } catch (const Error& e) {

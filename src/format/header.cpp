@@ -68,6 +68,17 @@ std::vector<std::uint32_t> order_by_data(const std::vector<TensorInfo>& tensors,
   return order;
 }
 
+// Whether the header lists its tensors in data order already, as writers do: every (begin, end)
+// above the one before, so no tie needs the names and order_by_data would change nothing.
+bool listed_in_data_order(const std::vector<TensorInfo>& tensors) {
+  for (std::size_t i = 1; i < tensors.size(); ++i) {
+    const TensorInfo& a = tensors[i - 1];
+    const TensorInfo& b = tensors[i];
+    if (std::tie(a.data_begin, a.data_end) >= std::tie(b.data_begin, b.data_end)) return false;
+  }
+  return true;
+}
+
 // Moves items[order[i]] to items[i] for every i, in place: a second vector would double the
 // memory of the biggest part of the result. Leaves `order` as the identity.
 void permute(std::vector<TensorInfo>& items, std::vector<std::uint32_t>& order) {
@@ -189,21 +200,24 @@ Header parse_any_header(std::span<const std::byte> header_json, std::uint64_t da
   detail::JsonHeader json = detail::read_header_json(header_json, origin, padded);
   std::vector<std::uint32_t> by_name = detail::order_by_name(json.tensors);
   check_unique(json, by_name, origin);
-  std::vector<std::uint32_t> by_data = order_by_data(json.tensors, by_name);
-
-  std::size_t count = json.tensors.size();
-  std::vector<std::uint32_t> position(count);  // of each header-order tensor in data order
-  for (std::uint32_t i = 0; i < count; ++i) position[by_data[i]] = i;
-  permute(json.tensors, by_data);
+  const std::size_t count = json.tensors.size();
+  Header header;
+  header.name_order.reserve(count);
+  if (listed_in_data_order(json.tensors)) {
+    header.name_order.assign(by_name.begin(), by_name.end());
+  } else {
+    std::vector<std::uint32_t> by_data = order_by_data(json.tensors, by_name);
+    std::vector<std::uint32_t> position(count);  // of each header-order tensor in data order
+    for (std::uint32_t i = 0; i < count; ++i) position[by_data[i]] = i;
+    permute(json.tensors, by_data);
+    for (std::uint32_t index : by_name) header.name_order.push_back(position[index]);
+  }
   for (std::size_t i = 0; i < count; ++i) {
     check_tensor(json.tensors[i], i > 0 ? &json.tensors[i - 1] : nullptr, origin);
   }
   check_buffer_end(json.tensors, data_size, origin);
 
-  Header header;
   header.tensors = std::move(json.tensors);
-  header.name_order.reserve(count);
-  for (std::uint32_t index : by_name) header.name_order.push_back(position[index]);
   header.metadata = std::move(json.metadata);
   header.data_start = 8 + header_json.size();
   header.data_size = data_size;
