@@ -107,26 +107,31 @@ def to_torch(torch, data, dtype, shape):
     return tensor if len(shape) == 1 else tensor.view(shape)
 
 
-def torch_tensors(convert, file, data, entries):
-    """Every tensor of a mapped file (`file.layout()`: the data as one view, and per tensor in
-    file order name, dtype, shape, offset) as views of one storage over that data, as the
-    reference's load_file shares one: one strided view each costs about a third of making a
-    tensor from its own buffer. Tensors a view cannot give (an empty one, F4, a dtype this
-    torch lacks, one misaligned for its dtype) are made one by one, as get_tensor makes them."""
+def torch_tensors(convert, file, data, entries, spans):
+    """Every tensor of a mapped file (`file.layout()`: the data as one view, per tensor in file
+    order name, dtype, shape, offset, and per dtype the span of its tensors) as strided views,
+    one storage per dtype over that span: one strided view each costs about a third of making
+    a tensor from its own buffer. Per dtype, because torch.save refuses tensors of different
+    dtypes that share a storage; writers group tensors by dtype, so the storages do not overlap
+    and a torch.save of the result writes each byte once. Tensors a view cannot give (an empty
+    one, F4, a dtype this torch lacks, one misaligned for its dtype) are made one by one, as
+    get_tensor makes them."""
     torch = convert.torch
-    base = torch.frombuffer(data, dtype=torch.uint8)
-    address, size = data.address, data.nbytes
-    typed = {}  # dtype name -> the whole data as that dtype, or None where it cannot be
+    address = data.address
+    views = {}  # dtype name -> (its storage as a 1-d tensor, its offset in the data), or None
+    for dtype, (first, end) in spans.items():
+        attr = TORCH_DTYPES.get(dtype)
+        t_dtype = getattr(torch, attr, None) if attr and dtype != "F4" else None
+        width = DTYPE_BITS[dtype] // 8
+        if t_dtype is None or not width or address % width:
+            continue
+        first = -(-first // width) * width  # the first tensor a view can give starts here or later
+        if end - first >= width:
+            views[dtype] = (torch.frombuffer(data, dtype=t_dtype, count=(end - first) // width,
+                                             offset=first), first)
     out = {}
     for name, dtype, shape, offset in entries:
-        view = typed.get(dtype, False)
-        if view is False:
-            attr = TORCH_DTYPES.get(dtype)
-            t_dtype = getattr(torch, attr, None) if attr and dtype != "F4" else None
-            width = DTYPE_BITS[dtype] // 8
-            view = (base[:size - size % width].view(t_dtype)
-                    if t_dtype is not None and width and address % width == 0 else None)
-            typed[dtype] = view
+        view = views.get(dtype)
         count = 1
         for dim in shape:
             count *= dim
@@ -138,7 +143,7 @@ def torch_tensors(convert, file, data, entries):
         for i in range(len(shape) - 1, 0, -1):
             strides[i - 1] = strides[i] * shape[i]
         with representable("pt", name, shape):
-            out[name] = view.as_strided(shape, strides, offset // width)
+            out[name] = view[0].as_strided(shape, strides, (offset - view[1]) // width)
     return out
 
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -169,12 +170,26 @@ class PyFile {
     // view() of the first tensor locates the mapping; every tensor lies inside it.
     const std::byte* base = file().view(first).data.data() - (first.data_begin - begin);
     py::list entries;
+    // Per dtype, where its non-empty tensors begin and end: the Python side gives each dtype
+    // one storage over exactly that span (libsafetensors/_convert.py, torch_tensors).
+    std::map<Dtype, std::pair<std::uint64_t, std::uint64_t>> spans;
     for (const TensorInfo& t : tensors) {
       entries.append(py::make_tuple(t.name, std::string(dtype_name(t.dtype)), shape_list(t.shape),
                                     t.data_begin - begin));
+      if (t.data_end == t.data_begin) continue;
+      const auto [at, added] = spans.try_emplace(t.dtype, t.data_begin - begin, t.data_end - begin);
+      if (!added) {
+        at->second.first = std::min(at->second.first, t.data_begin - begin);
+        at->second.second = std::max(at->second.second, t.data_end - begin);
+      }
+    }
+    py::dict dtype_spans;
+    for (const auto& [dtype, span] : spans) {
+      dtype_spans[py::str(std::string(dtype_name(dtype)))] =
+          py::make_tuple(span.first, span.second);
     }
     return py::make_tuple(Bytes::view(owner_, {base, static_cast<std::size_t>(end - begin)}, true),
-                          entries);
+                          entries, dtype_spans);
   }
 
   /// `args`: per dimension `(index,)` or `(start, stop, step)`, already resolved against the
@@ -240,8 +255,9 @@ void register_open(py::module_& module) {
       .def("info", &PyFile::info, "(dtype name, shape) of a tensor.")
       .def("tensor", &PyFile::tensor, "A tensor's bytes: a view of the mapping or a copy.")
       .def("layout", &PyFile::layout,
-           "(data view, [(name, dtype, shape, offset in the view)] in file order), or None "
-           "when the file is not mapped.")
+           "(data view, [(name, dtype, shape, offset in the view)] in file order, {dtype: "
+           "(first, end) offsets of its non-empty tensors}), or None when the file is not "
+           "mapped.")
       .def("populate", &PyFile::populate, py::arg("threads") = 0, py::arg("names") = py::none(),
            "Reads every page of the tensor data (of the tensors `names` only, when given) into "
            "memory now (mapped files only).")

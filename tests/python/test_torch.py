@@ -181,3 +181,42 @@ def test_devices_are_validated(path):
         safe_open(path, framework="np", device="cuda:0")
     with safe_open(path, framework="pt", device={"": "cpu"}) as f:
         assert f.get_tensor("a").device == torch.device("cpu")
+
+
+def _pt_round_trip(tensors, tmp_path):
+    target = tmp_path / "resaved.pt"
+    torch.save(tensors, target)
+    return torch.load(target), target.stat().st_size
+
+
+def test_loaded_tensors_of_several_dtypes_can_be_saved_with_torch(tmp_path):
+    # torch.save refuses tensors of different dtypes viewing one storage ("Cannot save multiple
+    # tensors or storages that view the same data as different types"), as after
+    # load_state_dict(assign=True) and save_pretrained(safe_serialization=False).
+    data = {"w": torch.randn(64, 64), "h": torch.randn(32).to(torch.float16),
+            "b": torch.randn(16).to(torch.bfloat16), "i": torch.arange(8),
+            "mask": torch.tensor([True, False]), "empty": torch.zeros(0, 4)}
+    path = tmp_path / "mixed.safetensors"
+    save_file(data, path)
+    loaded = load_file(path)
+    reloaded, size = _pt_round_trip(loaded, tmp_path)
+    assert set(reloaded) == set(data)
+    for name, tensor in data.items():
+        assert reloaded[name].dtype == tensor.dtype and torch.equal(reloaded[name], tensor), name
+    # The writer groups tensors by dtype, so no byte is stored twice in the .pt.
+    assert size < path.stat().st_size + 8192
+
+
+def test_interleaved_dtypes_can_be_saved_with_torch(tmp_path):
+    """A header whose dtypes alternate (other writers' order) still loads into tensors that
+    torch.save accepts."""
+    entries = [("a", "F32", [4], torch.arange(4, dtype=torch.float32)),
+               ("b", "F16", [4], torch.arange(4, dtype=torch.float16)),
+               ("c", "F32", [2], torch.tensor([7.0, 8.0])),
+               ("d", "F16", [2], torch.tensor([1.5, 2.5], dtype=torch.float16))]
+    path = tmp_path / "interleaved.safetensors"
+    path.write_bytes(format_oracle.encode({n: (d, s, t.numpy().tobytes()) for n, d, s, t in entries}))
+    loaded = load_file(path)
+    reloaded, _ = _pt_round_trip(loaded, tmp_path)
+    for name, _, _, tensor in entries:
+        assert torch.equal(reloaded[name], tensor), name
