@@ -395,14 +395,26 @@ def _host_bytes(size: int) -> torch.Tensor:
 
 def _plan_views(plan, buffer: torch.Tensor) -> Dict[str, torch.Tensor]:
     """The plan's tensors as views of `buffer` (uint8, plan.buffer_size bytes), in name order;
-    made before reading, so that a tensor torch cannot represent fails first."""
+    made before reading, so that a tensor torch cannot represent fails first.
+
+    On the host each tensor gets a storage of its own over its bytes of the buffer (which the
+    storages keep alive), as the reference's tensors have: torch.save refuses tensors of
+    different dtypes that view one storage."""
+    host = buffer.numpy() if buffer.device.type == "cpu" else None
     tensors = {}
     for name, stored, shape, offset, nbytes in plan.tensors:
         t_dtype = torch_dtype(torch, stored)
         if _FLOAT4 is not None and t_dtype == _FLOAT4 and shape:
             shape[-1] //= 2  # two F4 values per float4_e2m1fn_x2 element
         with representable("pt", name, shape):
-            tensors[name] = buffer[offset:offset + nbytes].view(t_dtype).reshape(shape)
+            if host is None:
+                tensors[name] = buffer[offset:offset + nbytes].view(t_dtype).reshape(shape)
+            elif nbytes:
+                width = torch.empty(0, dtype=t_dtype).element_size()  # torch < 2.1: no itemsize
+                tensors[name] = torch.frombuffer(host, dtype=t_dtype, offset=offset,
+                                                 count=nbytes // width).reshape(shape)
+            else:
+                tensors[name] = torch.empty(shape, dtype=t_dtype, device="cpu")
     return tensors
 
 

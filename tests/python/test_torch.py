@@ -10,7 +10,7 @@ import torch
 
 import format_oracle
 from libsafetensors import SafetensorError, safe_open
-from libsafetensors.torch import load, load_file, save, save_file
+from libsafetensors.torch import load, load_checkpoint, load_file, save, save_file
 
 # safetensors dtype -> torch attribute; those this torch lacks are skipped (visibly, with the
 # reason), not failed and not left out of the parametrization.
@@ -189,7 +189,16 @@ def _pt_round_trip(tensors, tmp_path):
     return torch.load(target), target.stat().st_size
 
 
-def test_loaded_tensors_of_several_dtypes_can_be_saved_with_torch(tmp_path):
+LOADS_FOR_TORCH_SAVE = {
+    "load_file": lambda path: load_file(path),
+    "load_checkpoint": lambda path: load_checkpoint(path),
+    "load_checkpoint_copy": lambda path: load_checkpoint(path, copy=True),
+    "load_checkpoint_bf16": lambda path: load_checkpoint(path, dtype=torch.bfloat16),
+}
+
+
+@pytest.mark.parametrize("how", sorted(LOADS_FOR_TORCH_SAVE))
+def test_loaded_tensors_of_several_dtypes_can_be_saved_with_torch(tmp_path, how):
     # torch.save refuses tensors of different dtypes viewing one storage ("Cannot save multiple
     # tensors or storages that view the same data as different types"), as after
     # load_state_dict(assign=True) and save_pretrained(safe_serialization=False).
@@ -198,10 +207,10 @@ def test_loaded_tensors_of_several_dtypes_can_be_saved_with_torch(tmp_path):
             "mask": torch.tensor([True, False]), "empty": torch.zeros(0, 4)}
     path = tmp_path / "mixed.safetensors"
     save_file(data, path)
-    loaded = load_file(path)
+    loaded = LOADS_FOR_TORCH_SAVE[how](path)
     reloaded, size = _pt_round_trip(loaded, tmp_path)
     assert set(reloaded) == set(data)
-    for name, tensor in data.items():
+    for name, tensor in loaded.items():
         assert reloaded[name].dtype == tensor.dtype and torch.equal(reloaded[name], tensor), name
     # The writer groups tensors by dtype, so no byte is stored twice in the .pt.
     assert size < path.stat().st_size + 8192
