@@ -4,6 +4,7 @@
 
 #include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +31,10 @@ struct Verdict {
   std::size_t shards = 0;
   std::string error;  // the error code's name when invalid
   std::string message;
+  // An index's `total_size` other than the tensors' bytes: reported, not an error
+  // (Checkpoint::declared_total_size says why).
+  std::optional<std::uint64_t> declared_total_size;
+  std::uint64_t tensor_bytes = 0;
 };
 
 // The last input opened, never freed: the process ends right after it. Freeing a header of
@@ -53,6 +58,11 @@ Verdict validate_one(const std::string& path) {
       const Checkpoint& checkpoint = keep_until_exit(Checkpoint::open(path));
       verdict.tensors = checkpoint.tensors().size();
       if (!checkpoint.index_path().empty()) verdict.shards = checkpoint.files().size();
+      const std::optional<std::uint64_t> declared = checkpoint.declared_total_size();
+      if (declared && *declared != checkpoint.total_bytes()) {
+        verdict.declared_total_size = declared;
+        verdict.tensor_bytes = checkpoint.total_bytes();
+      }
     } else {
       verdict.tensors = keep_until_exit(File::open(path)).size();
     }
@@ -81,8 +91,13 @@ void print_text(const Verdict& v, bool quiet) {
   if (v.shards == 0) {
     fmt::print("{}: OK ({} tensors)\n", printable(v.path), v.tensors);
   } else {
-    fmt::print("{}: OK ({} tensors in {} shard{})\n", printable(v.path), v.tensors, v.shards,
-               v.shards == 1 ? "" : "s");
+    std::string total_size_note;
+    if (v.declared_total_size) {
+      total_size_note = fmt::format("; the index's total_size is {}, the tensors hold {} bytes",
+                                    *v.declared_total_size, v.tensor_bytes);
+    }
+    fmt::print("{}: OK ({} tensors in {} shard{}{})\n", printable(v.path), v.tensors, v.shards,
+               v.shards == 1 ? "" : "s", total_size_note);
   }
 }
 
@@ -92,6 +107,10 @@ std::string json_verdict(const Verdict& v) {
   if (v.valid) {
     out.number("tensors", std::uint64_t{v.tensors});
     if (v.shards != 0) out.number("shards", std::uint64_t{v.shards});
+    if (v.declared_total_size) {
+      out.number("declared_total_size", *v.declared_total_size)
+          .number("tensor_bytes", v.tensor_bytes);
+    }
   } else {
     out.text("error", v.error).text("message", v.message);
   }
@@ -129,10 +148,12 @@ Command add_validate(CLI::App& parent) {
       "Check that files follow the safetensors format exactly\n\n"
       "Checks the header, offsets, sizes and that no bytes trail. A directory or an index "
       "(*.json) is checked as a sharded checkpoint: every shard, and that the index and the "
-      "shards name the same tensors, each once, with the right total size. Prints 'FILE: OK "
-      "(N tensors)' for a good file and 'FILE: <error>: <message>' on stderr for a bad one; "
-      "with --json, one array on stdout with an object per input: file, valid, tensors and "
-      "shards, or error and message. Exit status 0 when every file is valid, 1 otherwise.");
+      "shards name the same tensors, each once. An index's total_size other than the tensors' "
+      "bytes is reported, not refused (mlx-lm writes the shards' file sizes there). Prints "
+      "'FILE: OK (N tensors)' for a good file and 'FILE: <error>: <message>' on stderr for a "
+      "bad one; with --json, one array on stdout with an object per input: file, valid, "
+      "tensors, shards and, where they differ, declared_total_size and tensor_bytes, or error "
+      "and message. Exit status 0 when every file is valid, 1 otherwise.");
   app->add_option("FILE", options->paths, "Files, checkpoint directories or indexes to check")
       ->required();
   app->add_flag("-q,--quiet", options->quiet, "Print nothing for valid files");

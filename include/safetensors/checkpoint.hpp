@@ -27,8 +27,9 @@ struct SAFETENSORS_API CheckpointTensor {
 
 /// An opened checkpoint: a single file, or an index and every shard it names. Opening
 /// validates each shard (docs/FORMAT.md) and that index and shards agree: every mapped tensor
-/// exists in its shard, no tensor is in two shards, every shard tensor is mapped,
-/// `total_size` equals the tensors' bytes, and shard names stay inside the directory.
+/// exists in its shard, no tensor is in two shards, every shard tensor is mapped, and shard
+/// names stay inside the directory. The index's `total_size` is kept, not checked
+/// (declared_total_size).
 /// Errors (`Error`, invalid_index or the shard's own code) name the index, the shard
 /// and the tensor.
 class SAFETENSORS_API Checkpoint {
@@ -60,6 +61,10 @@ class SAFETENSORS_API Checkpoint {
   }
   /// Sum of every tensor's bytes.
   std::uint64_t total_bytes() const noexcept { return total_bytes_; }
+  /// The index's `metadata.total_size` as written; nullopt without one (or without an index).
+  /// It may differ from total_bytes(): writers disagree on what it counts (transformers: the
+  /// tensors' bytes; mlx-lm: the shards' file sizes) and nothing reads tensors by it.
+  std::optional<std::uint64_t> declared_total_size() const noexcept { return declared_total_size_; }
   /// The index file, empty for a single file.
   const std::filesystem::path& index_path() const noexcept { return index_path_; }
 
@@ -68,6 +73,7 @@ class SAFETENSORS_API Checkpoint {
   std::vector<CheckpointTensor> tensors_;
   std::optional<Metadata> metadata_;
   std::uint64_t total_bytes_ = 0;
+  std::optional<std::uint64_t> declared_total_size_;
   std::filesystem::path index_path_;
 };
 

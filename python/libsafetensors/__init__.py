@@ -135,8 +135,10 @@ class Checkpoint(_core.Checkpoint):
         backend (`str`, defaults to `"mmap"`): as for `safe_open`.
 
     Opening checks every shard and that index and shards agree (every mapped tensor exists in
-    its shard, none is in two, every shard tensor is mapped, `total_size` is right, shard names
-    stay inside the directory); any disagreement raises SafetensorError naming it.
+    its shard, none is in two, every shard tensor is mapped, shard names stay inside the
+    directory); any disagreement raises SafetensorError naming it. The index's `total_size` is
+    `declared_total_size`, as written and unchecked (mlx-lm writes the shards' file sizes);
+    `total_size` is the tensors' bytes.
     """
 
     def __init__(self, path, backend="mmap"):

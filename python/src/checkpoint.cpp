@@ -144,6 +144,9 @@ class PyCheckpoint {
   }
 
   std::uint64_t total_size() const { return checkpoint_.total_bytes(); }
+  std::optional<std::uint64_t> declared_total_size() const {
+    return checkpoint_.declared_total_size();
+  }
   std::size_t size() const { return checkpoint_.tensors().size(); }
   bool contains(const std::string& name) const { return checkpoint_.find(name) != nullptr; }
 
@@ -282,7 +285,10 @@ void register_checkpoint(py::module_& module) {
       .def("files", &PyCheckpoint::files, "Shard paths, in index order.")
       .def("metadata", &PyCheckpoint::metadata)
       .def_property_readonly("index_path", &PyCheckpoint::index_path)
-      .def_property_readonly("total_size", &PyCheckpoint::total_size)
+      .def_property_readonly("total_size", &PyCheckpoint::total_size, "The tensors' bytes, summed.")
+      .def_property_readonly("declared_total_size", &PyCheckpoint::declared_total_size,
+                             "The index's metadata.total_size as written (None without one); "
+                             "not checked: mlx-lm, for one, writes the shards' file sizes.")
       .def("__len__", &PyCheckpoint::size)
       .def("__contains__", &PyCheckpoint::contains)
       .def("info", &PyCheckpoint::info, "(shard path, dtype name, shape) of a tensor.")

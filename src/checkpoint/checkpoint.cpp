@@ -34,6 +34,7 @@ struct Parts {
   std::vector<File> files;
   std::vector<ShardTensor> tensors;
   std::optional<Metadata> metadata;
+  std::optional<std::uint64_t> declared_total_size;
   fs::path index_path;
 };
 
@@ -154,14 +155,9 @@ void check_agreement(const fs::path& index, const detail::CheckpointIndex& parse
                          " but the index does not map it");
     }
   }
-  if (parsed.total_size) {
-    std::uint64_t bytes = 0;
-    for (const ShardTensor& t : tensors) bytes += t.info->byte_count();
-    if (bytes != *parsed.total_size) {
-      invalid(index, "total_size is " + std::to_string(*parsed.total_size) +
-                         " but the tensors hold " + std::to_string(bytes) + " bytes");
-    }
-  }
+  // `total_size` is not checked against the tensors: writers disagree on what it counts
+  // (mlx-lm sums the shards' file sizes, headers included; scripts that drop tensors leave it
+  // as it was) and no loader uses it. Checkpoint::declared_total_size keeps it as written.
 }
 
 Parts open_index(const fs::path& index, Backend backend) {
@@ -180,6 +176,7 @@ Parts open_index(const fs::path& index, Backend backend) {
   check_agreement(index, parsed, shards, parts.tensors);
   parts.files = std::move(shards.files);
   parts.metadata = parsed.metadata;
+  parts.declared_total_size = parsed.total_size;
   parts.index_path = index;
   return parts;
 }
@@ -250,6 +247,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& path, Backend backend) 
     checkpoint.total_bytes_ += t.info->byte_count();
   }
   checkpoint.metadata_ = std::move(parts.metadata);
+  checkpoint.declared_total_size_ = parts.declared_total_size;
   checkpoint.index_path_ = std::move(parts.index_path);
   return checkpoint;
 }
@@ -259,6 +257,7 @@ Checkpoint::Checkpoint(const Checkpoint& other)
       tensors_(other.tensors_),
       metadata_(other.metadata_),
       total_bytes_(other.total_bytes_),
+      declared_total_size_(other.declared_total_size_),
       index_path_(other.index_path_) {
   // The copied entries still point at `other`'s files; the infos live in shared state.
   for (CheckpointTensor& t : tensors_) t.file = &files_[t.file - other.files_.data()];

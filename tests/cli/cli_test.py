@@ -497,8 +497,28 @@ def check_shard(scratch):
     broken("tensor in two shards", add_twin, "`step`", "twin.safetensors", by_tensor["step"],
            "in both")
     broken("parent shard name", escape_dir, "../" + by_tensor["step"], "leaves the directory")
-    broken("wrong total size", wrong_total, f"total_size is {total + 1}", f"hold {total} bytes")
     broken("unmapped tensor", drop_entry, "`step`", "does not map")
+
+    # A total_size other than the tensors' bytes (mlx-lm writes the shards' file sizes) is
+    # reported on the OK line and in the JSON, not refused.
+    target = os.path.join(scratch, "other-total-size")
+    shutil.copytree(out, target)
+    doc = json.loads(json.dumps(index))
+    wrong_total(doc, target)
+    with open(os.path.join(target, "model.safetensors.index.json"), "w") as f:
+        json.dump(doc, f, indent=2)
+    r = run("validate", target)
+    check("validate accepts and reports an index total_size other than the tensors' bytes",
+          r.returncode == 0 and r.stdout.startswith(f"{target}: OK (")
+          and f"total_size is {total + 1}, the tensors hold {total} bytes" in r.stdout, r.stdout)
+    r = run("validate", "--json", target)
+    verdict = json.loads(r.stdout)[0] if r.returncode == 0 else {}
+    check("validate --json gives both sizes", verdict.get("valid") is True
+          and verdict.get("declared_total_size") == total + 1
+          and verdict.get("tensor_bytes") == total, r.stdout + r.stderr)
+    r = run("validate", "--json", out)
+    check("validate --json says nothing of a right total_size",
+          r.returncode == 0 and "declared_total_size" not in r.stdout, r.stdout)
 
 
 # ---------------------------------------------------------------- scan, convert, cast, bench

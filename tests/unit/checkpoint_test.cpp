@@ -451,6 +451,22 @@ TEST(CheckpointIndex, AcceptsExtraMetadataAndNoTotalSize) {
   EXPECT_EQ(Checkpoint::open(s.index()).files().size(), 2u);
 }
 
+// mlx-lm writes the shards' file sizes as total_size, and scripts that drop tensors leave it
+// as it was: the checkpoint still opens, keeping the number as written.
+TEST(CheckpointIndex, TotalSizeIsKeptNotChecked) {
+  TwoShards s;
+  s.rewrite_index(index_text(good_map, "\"total_size\": 100"));
+  const Checkpoint wrong = Checkpoint::open(s.index());
+  EXPECT_EQ(wrong.declared_total_size(), std::optional<std::uint64_t>{100});
+  EXPECT_EQ(wrong.total_bytes(), 64u);
+  EXPECT_EQ(wrong.tensors().size(), 4u);
+  s.rewrite_index(index_text(good_map, "\"total_size\": 64"));
+  EXPECT_EQ(Checkpoint::open(s.index()).declared_total_size(), std::optional<std::uint64_t>{64});
+  s.rewrite_index(index_text(good_map));
+  EXPECT_FALSE(Checkpoint::open(s.index()).declared_total_size().has_value());
+  EXPECT_FALSE(Checkpoint::open(s.dir / shard1).declared_total_size().has_value());
+}
+
 TEST(CheckpointIndex, IndexWrittenByPythonJson) {
   if (!test::have_python()) GTEST_SKIP() << "no " << test::python_interpreter();
   ScratchDir dir;
@@ -514,9 +530,6 @@ TEST(CheckpointIndex, RefusesDisagreement) {
       {"unmapped shard tensor",
        index_text(map_bc),
        {"tensor `a` is in shard `" + s1 + "` but the index does not map it"}},
-      {"wrong total_size",
-       index_text(good_map, "\"total_size\": 100"),
-       {"total_size is 100 but the tensors hold 64 bytes"}},
       {"float total_size",
        index_text(good_map, "\"total_size\": 64.0"),
        {"total_size", "non-negative integer", "64"}},
