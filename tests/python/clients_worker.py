@@ -123,14 +123,16 @@ def transformers_models():
 def transformers_flows(full):
     import transformers
 
-    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    major = int(transformers.__version__.split(".")[0])
+    dtype_key = "dtype" if major >= 5 else "torch_dtype"
     flows = [("single-cpu", None, {"device_map": "cpu"}),
              ("sharded-bf16-auto", "20KB", {dtype_key: torch.bfloat16, "device_map": "auto"})]
     if full:
         flows += [("single-bf16-auto", None, {dtype_key: torch.bfloat16, "device_map": "auto"}),
-                  ("sharded-plain", "20KB", {}),
-                  # Read whole into memory: safetensors.torch.load of the file's bytes.
-                  ("sharded-nommap", "20KB", {"disable_mmap": True})]
+                  ("sharded-plain", "20KB", {})]
+        if major >= 5:  # transformers 4 has no disable_mmap
+            # Read whole into memory: safetensors.torch.load of the file's bytes.
+            flows.append(("sharded-nommap", "20KB", {"disable_mmap": True}))
     return flows
 
 
