@@ -22,7 +22,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEBS=${DEBS:-$REPO/.devdeps}
 DEPS=${DEPS:-/tmp/deps}
 BUILD=${BUILD:-/tmp/gpucheck-build}
-PY=${PYTHON:-$(command -v python3)}
+# Absolute (check 4 runs from another directory), symlinks kept (a venv's python is one).
+PY=$(realpath -s "$(command -v "${PYTHON:-python3}")")
 JOBS=${JOBS:-$(nproc)}
 MULTIARCH=x86_64-linux-gnu
 
