@@ -463,13 +463,18 @@ def check_shard(scratch):
     r = run("shard", a, "-o", os.path.join(scratch, "never"), "--max-shard-size", "5XB")
     check("shard refuses a bad size", r.returncode == 2 and "5XB" in r.stderr, r.stderr)
 
-    def broken(label, edit, *expected):
-        target = os.path.join(scratch, "broken-" + label.replace(" ", "-"))
+    def edited_copy(label, edit):
+        """A copy of the checkpoint whose index `edit(doc, target)` changed."""
+        target = os.path.join(scratch, "edited-" + label.replace(" ", "-"))
         shutil.copytree(out, target)
         doc = json.loads(json.dumps(index))
         edit(doc, target)
         with open(os.path.join(target, "model.safetensors.index.json"), "w") as f:
             json.dump(doc, f, indent=2)
+        return target
+
+    def broken(label, edit, *expected):
+        target = edited_copy(label, edit)
         r = run("validate", target)
         lines = r.stderr.splitlines()
         check(f"validate refuses a broken index: {label}", r.returncode == 1 and r.stdout == ""
@@ -501,12 +506,7 @@ def check_shard(scratch):
 
     # A total_size other than the tensors' bytes (mlx-lm writes the shards' file sizes) is
     # reported on the OK line and in the JSON, not refused.
-    target = os.path.join(scratch, "other-total-size")
-    shutil.copytree(out, target)
-    doc = json.loads(json.dumps(index))
-    wrong_total(doc, target)
-    with open(os.path.join(target, "model.safetensors.index.json"), "w") as f:
-        json.dump(doc, f, indent=2)
+    target = edited_copy("other total size", wrong_total)
     r = run("validate", target)
     check("validate accepts and reports an index total_size other than the tensors' bytes",
           r.returncode == 0 and r.stdout.startswith(f"{target}: OK (")
