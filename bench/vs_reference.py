@@ -37,6 +37,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -257,6 +258,8 @@ def planned_rows():
                  "`safetensors validate` vs `python -c` reference safe_open, whole process"))
     rows.append((("open", "process_rust", "rust_peer"),
                  "`safetensors validate` vs reference Rust crate, native binary, whole process"))
+    rows.append((("open", "process_rust_cpu", "rust_peer"),
+                 "... the same, CPU time (user + system)"))
     rows.append((("open", "process_py", "reference"),
                  "`python -c` ours vs reference safe_open + keys, whole process"))
     rows.append((("convert", "time", "reference"),
@@ -355,10 +358,14 @@ def main():
         if rust_peer:
             whole["rust_peer"] = [rust_peer, paths["many"]]
         for impl in rotated(whole, rep):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             seconds, stdout = run_process(whole[impl], env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             if impl == "rust_peer":  # it prints the number of tensors
                 assert int(stdout.split()[-1]) == nmany, stdout
             add(("open", "whole", impl), seconds)
+            add(("open", "whole_cpu", impl), after.ru_utime - before.ru_utime
+                + after.ru_stime - before.ru_stime)
         # Conversion of the .bin.
         convert = {"ours": [cli, "convert", paths["pt"], out_path],
                    "reference": [py, "-c", CONVERT_BASELINE, paths["pt"], out_path]}
@@ -376,11 +383,12 @@ def main():
     table = []
     for key, label in planned_rows():
         section, variant, peer = key
-        if section == "open" and variant == "process_rust":
+        if section == "open" and variant in ("process_rust", "process_rust_cpu"):
             if not rust_peer:
                 table.append((label, rust_peer_why))
                 continue
-            ours, theirs = ("open", "whole", "cli"), ("open", "whole", "rust_peer")
+            measure = "whole" if variant == "process_rust" else "whole_cpu"
+            ours, theirs = ("open", measure, "cli"), ("open", measure, "rust_peer")
         elif section == "open" and variant == "process":
             ours, theirs = ("open", "whole", "cli"), ("open", "whole", "reference_py")
         elif section == "open" and variant == "process_py":

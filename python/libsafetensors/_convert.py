@@ -118,7 +118,7 @@ def torch_tensors(convert, file, data, entries, spans):
     get_tensor makes them."""
     torch = convert.torch
     address = data.address
-    views = {}  # dtype name -> (its storage as a 1-d tensor, its offset in the data), or None
+    views = {}  # dtype name -> (its storage as a 1-d tensor, its offset in the data)
     for dtype, (first, end) in spans.items():
         attr = TORCH_DTYPES.get(dtype)
         t_dtype = getattr(torch, attr, None) if attr and dtype != "F4" else None

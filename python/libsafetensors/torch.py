@@ -410,9 +410,8 @@ def _plan_views(plan, buffer: torch.Tensor) -> Dict[str, torch.Tensor]:
             if host is None:
                 tensors[name] = buffer[offset:offset + nbytes].view(t_dtype).reshape(shape)
             elif nbytes:
-                width = torch.empty(0, dtype=t_dtype).element_size()  # torch < 2.1: no itemsize
                 tensors[name] = torch.frombuffer(host, dtype=t_dtype, offset=offset,
-                                                 count=nbytes // width).reshape(shape)
+                                                 count=nbytes // _SIZE[t_dtype]).reshape(shape)
             else:
                 tensors[name] = torch.empty(shape, dtype=t_dtype, device="cpu")
     return tensors
