@@ -25,16 +25,15 @@ std::string tensor_label(const TensorInfo& tensor) {
 }
 
 // Rule 6 for tensor names, reporting whichever duplicate comes first in the header.
-void check_unique(const detail::JsonHeader& json, std::span<const std::uint32_t> by_name,
+void check_unique(const detail::JsonHeader& json, const detail::NameOrder& by_name,
                   std::string_view origin) {
   std::size_t first_offset = json.duplicate_offset;
   std::string message = json.duplicate_message;
-  for (std::size_t i = 1; i < by_name.size(); ++i) {
-    const TensorInfo& tensor = json.tensors[by_name[i]];
-    std::size_t offset = json.key_offsets[by_name[i]];
-    if (tensor.name == json.tensors[by_name[i - 1]].name && offset < first_offset) {
-      first_offset = offset;
-      message = "tensor " + quote(tensor.name) + " appears twice";
+  for (std::uint32_t place : by_name.repeats) {
+    const std::uint32_t index = by_name.order[place];
+    if (json.key_offsets[index] < first_offset) {
+      first_offset = json.key_offsets[index];
+      message = "tensor " + quote(json.tensors[index].name) + " appears twice";
     }
   }
   if (first_offset != detail::JsonHeader::no_duplicate) {
@@ -198,8 +197,9 @@ Header parse_any_header(std::span<const std::byte> header_json, std::uint64_t da
     fail(ErrorCode::invalid_header_encoding, origin, "header is not valid UTF-8");
   }
   detail::JsonHeader json = detail::read_header_json(header_json, origin, padded);
-  std::vector<std::uint32_t> by_name = detail::order_by_name(json.tensors);
-  check_unique(json, by_name, origin);
+  detail::NameOrder names = detail::order_by_name(json.tensors, json.name_prefix);
+  check_unique(json, names, origin);
+  const std::vector<std::uint32_t>& by_name = names.order;
   const std::size_t count = json.tensors.size();
   Header header;
   header.name_order.reserve(count);

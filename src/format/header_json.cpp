@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "error/messages.hpp"
+#include "format/header_names.hpp"
 
 namespace safetensors::detail {
 namespace {
@@ -333,6 +334,9 @@ class Reader {
     if (!has_shape) invalid(where, "missing field `shape`");
     if (!has_offsets) invalid(where, "missing field `data_offsets`");
     note_repeated_keys(unknown_keys_, where, "field");
+    out_.name_prefix = out_.tensors.empty()
+                           ? name.size()
+                           : shared_prefix(out_.tensors.front().name, name, out_.name_prefix);
     out_.tensors.push_back(std::move(info));
     out_.key_offsets.push_back(offset);
   }

@@ -19,6 +19,8 @@ struct JsonHeader {
   std::vector<TensorInfo> tensors;
   /// Byte offset in the header of each tensor's key, to order duplicate reports.
   std::vector<std::size_t> key_offsets;
+  /// How many leading bytes every tensor name shares, counted while the names are read.
+  std::size_t name_prefix = 0;
   std::optional<Metadata> metadata;
   /// The first repeated key other than a tensor name (those are found by sorting), or
   /// `no_duplicate`.

@@ -1,14 +1,34 @@
 // Ordering tensor names, the costliest step of validating a large header.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "safetensors/header.hpp"
 
 namespace safetensors::detail {
 
-/// Indices of `tensors` sorted by name (bytewise), equal names in index order.
-[[nodiscard]] std::vector<std::uint32_t> order_by_name(const std::vector<TensorInfo>& tensors);
+/// How many leading bytes `a` and `b` share, counting no further than `limit`.
+[[nodiscard]] std::size_t shared_prefix(std::string_view a, std::string_view b,
+                                        std::size_t limit) noexcept;
+
+/// How many leading bytes every name in `tensors` shares.
+[[nodiscard]] std::size_t shared_name_prefix(const std::vector<TensorInfo>& tensors) noexcept;
+
+/// Tensors in name order, with the names that repeat.
+struct NameOrder {
+  /// Indices of `tensors` sorted by name (bytewise), equal names in index order.
+  std::vector<std::uint32_t> order;
+  /// Ascending places i in `order` whose name equals the name at place i - 1.
+  std::vector<std::uint32_t> repeats;
+};
+
+/// `name_prefix` is shared_name_prefix(tensors), which a reader can count while the names are
+/// still in its cache; any smaller count gives the same result, only slower.
+[[nodiscard]] NameOrder order_by_name(const std::vector<TensorInfo>& tensors,
+                                      std::size_t name_prefix);
+[[nodiscard]] NameOrder order_by_name(const std::vector<TensorInfo>& tensors);
 
 }  // namespace safetensors::detail
