@@ -1,7 +1,5 @@
 #include "safetensors/header.hpp"
 
-#include <simdjson.h>
-
 #include <algorithm>
 #include <numeric>
 #include <tuple>
@@ -192,10 +190,6 @@ namespace {
 // parse_header, for a header followed by detail::json_padding readable bytes or not.
 Header parse_any_header(std::span<const std::byte> header_json, std::uint64_t data_size,
                         std::string_view origin, bool padded) {
-  if (!simdjson::validate_utf8(reinterpret_cast<const char*>(header_json.data()),
-                               header_json.size())) {
-    fail(ErrorCode::invalid_header_encoding, origin, "header is not valid UTF-8");
-  }
   detail::JsonHeader json = detail::read_header_json(header_json, origin, padded);
   detail::NameOrder names = detail::order_by_name(json.tensors, json.name_prefix);
   check_unique(json, names, origin);

@@ -487,7 +487,12 @@ JsonHeader read_header_json(std::span<const std::byte> json, std::string_view or
   ondemand::parser single_use;  // allocates nothing unless used
   ondemand::parser& parser = json.size() <= max_cached_header ? cached : single_use;
   ondemand::document doc;
+  // The parser's first pass checks the UTF-8 of the whole header (rule 4) along with its
+  // structure, so the encoding is checked again, on its own, only to name the rule broken.
   if (auto error = parser.iterate(input).get(doc)) {
+    if (error == simdjson::UTF8_ERROR || !simdjson::validate_utf8(text, json.size())) {
+      fail(ErrorCode::invalid_header_encoding, origin, "header is not valid UTF-8");
+    }
     fail(ErrorCode::invalid_header, origin,
          std::string("header is not valid JSON: ") + simdjson::error_message(error));
   }

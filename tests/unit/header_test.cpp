@@ -153,6 +153,8 @@ TEST(HeaderEncoding, RejectsInvalidUtf8) {
       "{\"\xF4\x90\x80\x80\":{}}",  // beyond U+10FFFF
       "{\"\x80\":{}}",              // stray continuation byte
       "{}\xFF",                     // in the padding
+      // far into an otherwise valid header, past the blocks the parser reads first
+      "{\"__metadata__\":{\"k\":\"" + std::string(100000, 'x') + "\xFF\"}}",
   };
   for (const std::string& json : bad) {
     EXPECT_TRUE(json_fails(json, 0, ErrorCode::invalid_header_encoding, {"UTF-8"})) << json;
