@@ -50,9 +50,19 @@ struct Ranked {
   std::uint32_t index;
 };
 
-// Sorts by the first word: a stable LSD radix sort, 16 bits a pass, skipping the passes in
-// which every key has the same digit. One read counts the digits of all four passes.
-void radix_sort_by_high(std::vector<Ranked>& ranked) {
+// Below this many keys a comparison sort beats the radix sort's megabyte of counters.
+constexpr std::size_t min_radix_sorted = std::size_t{1} << 14;
+
+// Sorts by the first word, ties in index order. Many keys: a stable LSD radix sort, 16 bits a
+// pass, skipping the passes in which every key has the same digit; one read counts the digits
+// of all four passes.
+void sort_by_high(std::vector<Ranked>& ranked) {
+  if (ranked.size() < min_radix_sorted) {
+    std::sort(ranked.begin(), ranked.end(), [](const Ranked& a, const Ranked& b) {
+      return a.high < b.high || (a.high == b.high && a.index < b.index);
+    });
+    return;
+  }
   constexpr unsigned digit_bits = 16;
   constexpr unsigned passes = 64 / digit_bits;
   constexpr std::size_t buckets = std::size_t{1} << digit_bits;
@@ -121,7 +131,7 @@ NameOrder sort_by_keys(const std::vector<TensorInfo>& tensors, std::size_t name_
     keys[i] = make_key(rest(i));
     ranked[i] = {keys[i].high, i};
   }
-  radix_sort_by_high(ranked);
+  sort_by_high(ranked);
   NameOrder out;
   out.order.resize(ranked.size());
   for (std::size_t i = 0; i < ranked.size();) {

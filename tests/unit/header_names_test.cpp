@@ -111,7 +111,7 @@ TEST(OrderByName, LayerOrderAndLongTiesSortLikeAStableSort) {
   std::vector<std::string> names;
   const char* suffixes[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
                             "self_attn.q_proj.bias", "mlp.up", "x"};
-  for (int layer = 0; layer < 3000; ++layer) {
+  for (int layer = 0; layer < 4000; ++layer) {  // 20,000 names: the radix-sorted size
     for (const char* suffix : suffixes) {
       names.push_back("model.layers." + std::to_string(layer) + "." + suffix);
     }
