@@ -15,9 +15,12 @@ namespace safetensors::cli {
 
 /// A registered subcommand: its parser and the action to run once it parsed. `run` returns
 /// the process exit status and may throw; main turns exceptions into messages.
+/// `header_inputs`, for commands that read only headers: the paths they will open, so that
+/// main can skip the huge-page heap when every one is a file with a small header.
 struct Command {
   CLI::App* app = nullptr;
   std::function<int()> run;
+  std::function<std::vector<std::string>()> header_inputs = nullptr;
 };
 
 Command add_inspect(CLI::App& parent);

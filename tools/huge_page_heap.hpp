@@ -1,7 +1,15 @@
 // Backing the command's heap with transparent huge pages.
 #pragma once
 
+#include <string>
+#include <vector>
+
 namespace safetensors::cli {
+
+/// Whether every path names a safetensors file whose header is too small for the huge-page
+/// heap to pay for its exec. False for anything else (a directory, an index, a file that is
+/// not safetensors, one that cannot be read), which keeps the huge-page heap.
+bool headers_are_small(const std::vector<std::string>& paths) noexcept;
 
 /// Re-executes this program once with glibc's heap on transparent huge pages
 /// (`glibc.malloc.hugetlb=1` added to GLIBC_TUNABLES) and does not return, unless the setting

@@ -100,7 +100,9 @@ int main(int argc, char** argv) {
   for (const cli::Command& command : commands) {
     if (!command.app->parsed()) continue;
     // Every command reads headers, which can be large; help and --version end above.
-    cli::reexec_with_huge_page_heap(argv);
+    if (!command.header_inputs || !cli::headers_are_small(command.header_inputs())) {
+      cli::reexec_with_huge_page_heap(argv);
+    }
     try {
       return command.run();
     } catch (const safetensors::Error& e) {

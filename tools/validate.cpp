@@ -158,7 +158,7 @@ Command add_validate(CLI::App& parent) {
       ->required();
   app->add_flag("-q,--quiet", options->quiet, "Print nothing for valid files");
   app->add_flag("--json", options->json, "Print the verdicts as a JSON array");
-  return {app, [options] { return run_validate(*options); }};
+  return {app, [options] { return run_validate(*options); }, [options] { return options->paths; }};
 }
 
 }  // namespace safetensors::cli
