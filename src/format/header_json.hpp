@@ -35,8 +35,8 @@ struct JsonHeader {
 inline constexpr std::size_t json_padding = 64;
 
 /// Parses header JSON. Throws invalid_header_encoding when it is not UTF-8 (rule 4), else
-/// invalid_header at the first rule-5 problem; duplicate
-/// keys are only recorded, since a rule-5 problem later in the header takes precedence.
+/// invalid_header at the first rule-5 problem; duplicate keys are only recorded, since a
+/// rule-5 problem later in the header takes precedence.
 /// `padded`: `json_padding` readable bytes follow `json`, so the parser reads it in place
 /// instead of copying it first.
 [[nodiscard]] JsonHeader read_header_json(std::span<const std::byte> json, std::string_view origin,

@@ -163,7 +163,7 @@ NameOrder sort_by_keys(const std::vector<TensorInfo>& tensors, std::size_t name_
 std::size_t shared_prefix(std::string_view a, std::string_view b, std::size_t limit) noexcept {
   limit = std::min({limit, a.size(), b.size()});
   // Most names keep the prefix found so far: one memcmp instead of a byte loop.
-  if (std::memcmp(a.data(), b.data(), limit) == 0) return limit;
+  if (limit == 0 || std::memcmp(a.data(), b.data(), limit) == 0) return limit;
   return static_cast<std::size_t>(std::mismatch(a.begin(), a.begin() + limit, b.begin()).first -
                                   a.begin());
 }
