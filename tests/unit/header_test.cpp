@@ -471,6 +471,32 @@ TEST(HeaderDuplicates, ReportsTheFirstInHeaderOrder) {
   EXPECT_TRUE(json_fails(names, 4, ErrorCode::duplicate_key, {"`b`"}));
 }
 
+// Names in layer order (q, k, v of layer 0, then of layer 1, ...) are more runs than are merged,
+// so they are sorted: by comparison below 16,384 names, by radix above. Either way the repeat
+// that comes first in the header is the one reported.
+TEST(HeaderDuplicates, ReportsTheFirstAmongManyNamesInLayerOrder) {
+  for (int layers : {70, 7000}) {
+    std::vector<std::string> names;
+    for (int i = 0; i < layers; ++i) {
+      for (const char* suffix : {"q", "k", "v"}) {
+        names.push_back("model.layers." + std::to_string(i) + "." + suffix);
+      }
+    }
+    const std::size_t count = names.size();
+    names[count * 3 / 4] = names[7];  // repeated first in header order
+    names[count - 1] = names[12];
+    std::string json = "{";
+    for (std::size_t i = 0; i < count; ++i) {
+      if (i > 0) json += ",";
+      json += entry(names[i], "U8", "[1]", i, i + 1);
+    }
+    json += "}";
+    EXPECT_TRUE(
+        json_fails(json, count, ErrorCode::duplicate_key, {"`" + names[7] + "` appears twice"}))
+        << count << " names";
+  }
+}
+
 TEST(HeaderRuleOrder, InvalidHeaderWinsOverDuplicate) {
   std::string json = "{" + entry("w", "U8", "[1]", 0, 1) + "," + entry("w", "U8", "[1]", 1, 2) +
                      "," + entry("v", "X9", "[1]", 2, 3) + "}";
