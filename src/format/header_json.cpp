@@ -347,6 +347,14 @@ class Reader {
   }
 
   Dtype read_dtype(ondemand::value& value, const Where& where) const {
+    // Dtype names need no escapes: a known one is matched where it stands in the header,
+    // saving the unescaping copy; anything else takes the general path and its diagnosis.
+    const std::string_view token = trim_space(value.raw_json_token());
+    if (token.size() >= 2 && token.front() == '"' && token.back() == '"') {
+      if (std::optional<Dtype> dtype = dtype_from_name(token.substr(1, token.size() - 2))) {
+        return *dtype;
+      }
+    }
     std::string_view name;
     if (auto error = value.get_string().get(name)) {
       ondemand::json_type type = type_of(value, where);

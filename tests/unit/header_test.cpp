@@ -251,6 +251,20 @@ TEST(HeaderJson, UnknownDtype) {
                          ErrorCode::invalid_header, {"`w`", "unknown dtype ``"}));
 }
 
+TEST(HeaderJson, DtypeIsReadWhereItStandsOrUnescaped) {
+  // Plain names, spaced or not, are matched in place; escaped ones take the general path, and
+  // so do a name with an escaped quote of its own and one with junk after it.
+  const Header escaped =
+      parse(R"({"w":{"dtype":"\u0046\u0033\u0032","shape":[1],"data_offsets":[0,4]}})", 4);
+  EXPECT_EQ(escaped.tensors.at(0).dtype, Dtype::F32);
+  const Header spaced = parse(R"({"w":{"dtype" :  "BF16"  ,"shape":[1],"data_offsets":[0,2]}})", 2);
+  EXPECT_EQ(spaced.tensors.at(0).dtype, Dtype::BF16);
+  EXPECT_TRUE(json_fails(R"({"w":{"dtype":"F32\"","shape":[1],"data_offsets":[0,4]}})", 4,
+                         ErrorCode::invalid_header, {"`w`", "unknown dtype"}));
+  EXPECT_TRUE(json_fails(R"({"w":{"dtype":"F32"x,"shape":[1],"data_offsets":[0,4]}})", 4,
+                         ErrorCode::invalid_header, {"`w`"}));
+}
+
 TEST(HeaderJson, IntegersMustBePlainAndFitU64) {
   struct Case {
     std::string_view value;
