@@ -12,9 +12,11 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "checkpoint_input.hpp"
 #include "safetensors/header.hpp"
 #include "safetensors/source.hpp"
 
@@ -28,12 +30,27 @@ constexpr const char* tunable = "glibc.malloc.hugetlb";
 // plain heap against 12 ms with the exec and huge pages, of 5,000 4 against 6 ms.
 constexpr std::uint64_t min_header_for_huge_pages = std::uint64_t{4} << 20;
 
-bool header_is_small(const std::string& path) {
+std::uint64_t header_length(const std::filesystem::path& path) {
   const std::unique_ptr<Source> source = open_pread_source(path);
   std::byte prefix[8];
   const std::span<std::byte> bytes(prefix, std::min<std::uint64_t>(8, source->size()));
   source->read_at(0, bytes);
-  return parse_header_length(bytes, source->size(), path) < min_header_for_huge_pages;
+  return parse_header_length(bytes, source->size(), path.string());
+}
+
+// The header bytes a command reading `path` holds at once: the file's, or for a checkpoint
+// (a directory, or an index) those of every .safetensors file in its directory.
+std::uint64_t header_bytes(const std::string& path) {
+  if (!is_checkpoint_path(path)) return header_length(path);
+  std::filesystem::path directory = std::filesystem::is_directory(path)
+                                        ? std::filesystem::path(path)
+                                        : std::filesystem::path(path).parent_path();
+  if (directory.empty()) directory = ".";
+  std::uint64_t total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
+    if (entry.path().extension() == ".safetensors") total += header_length(entry.path());
+  }
+  return total;
 }
 
 // False when transparent huge pages are switched off ("[never]"), so asking is useless.
@@ -49,7 +66,7 @@ bool huge_pages_possible() {
 bool headers_are_small(const std::vector<std::string>& paths) noexcept {
   try {
     for (const std::string& path : paths) {
-      if (!header_is_small(path)) return false;
+      if (header_bytes(path) >= min_header_for_huge_pages) return false;
     }
     return true;
   } catch (...) {

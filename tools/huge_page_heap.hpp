@@ -6,9 +6,10 @@
 
 namespace safetensors::cli {
 
-/// Whether every path names a safetensors file whose header is too small for the huge-page
-/// heap to pay for its exec. False for anything else (a directory, an index, a file that is
-/// not safetensors, one that cannot be read), which keeps the huge-page heap.
+/// Whether every path names a safetensors file, or a checkpoint (directory or index), whose
+/// headers are too small for the huge-page heap to pay for its exec. False for anything that
+/// cannot be read as such (a file that is not safetensors, a missing one), which keeps the
+/// huge-page heap.
 bool headers_are_small(const std::vector<std::string>& paths) noexcept;
 
 /// Re-executes this program once with glibc's heap on transparent huge pages

@@ -840,14 +840,20 @@ def check_huge_page_heap(scratch):
     big = os.path.join(scratch, "big-header.safetensors")
     plain_file(big, {"t%06d" % i: ("U8", [0], b"") for i in range(100000)})
     check("the big header is over 4 MiB", os.path.getsize(big) > 4 << 20, os.path.getsize(big))
+    # Checkpoints count the headers of their directory's shards.
+    for name, source in (("small-dir", path), ("big-dir", big)):
+        os.mkdir(os.path.join(scratch, name))
+        os.link(source, os.path.join(scratch, name, "model.safetensors"))
     # (Names relative to the scratch directory keep the command line short enough.)
     small = os.path.basename(path)
     for inputs, expected in (([small] * 30000, None),
                              ([os.path.basename(big)] + [small] * 30000,
-                              "glibc.malloc.hugetlb=1")):
+                              "glibc.malloc.hugetlb=1"),
+                             (["small-dir"] * 20000, None),
+                             (["big-dir"] + ["small-dir"] * 20000, "glibc.malloc.hugetlb=1")):
         running, seen = tunables_while_running([BIN, "validate", "-q"] + inputs, None, scratch)
-        check(f"validate of {'small headers only' if expected is None else 'a big header'} "
-              f"runs with GLIBC_TUNABLES={expected}", running and seen == expected,
+        check(f"validate of {inputs[0]} and {len(inputs) - 1} more runs with "
+              f"GLIBC_TUNABLES={expected}", running and seen == expected,
               f"running {running}, seen {seen!r}")
 
 
