@@ -49,6 +49,7 @@ std::uint64_t header_bytes(const std::string& path) {
   std::uint64_t total = 0;
   for (const auto& entry : std::filesystem::directory_iterator(directory)) {
     if (entry.path().extension() == ".safetensors") total += header_length(entry.path());
+    if (total >= min_header_for_huge_pages) break;  // big enough: the other shards can wait
   }
   return total;
 }
