@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 
 #include "checkpoint_input.hpp"
@@ -62,8 +63,9 @@ bool huge_pages_possible() {
   return !text.empty() && text.find("[never]") == std::string::npos;
 }
 
-}  // namespace
-
+// Whether every path names a safetensors file, or a checkpoint (directory or index), whose
+// headers are too small for the huge-page heap to pay for its exec. False for anything that
+// cannot be read as such (a file that is not safetensors, a missing one).
 bool headers_are_small(const std::vector<std::string>& paths) noexcept {
   try {
     for (const std::string& path : paths) {
@@ -75,11 +77,16 @@ bool headers_are_small(const std::vector<std::string>& paths) noexcept {
   }
 }
 
-void reexec_with_huge_page_heap(char** argv) noexcept {
+}  // namespace
+
+void reexec_with_huge_page_heap(
+    char** argv, const std::function<std::vector<std::string>()>& header_inputs) noexcept {
   try {
     const char* current = std::getenv("GLIBC_TUNABLES");
     const std::string tunables = current ? current : "";
     if (tunables.find(tunable) != std::string::npos || !huge_pages_possible()) return;
+    // Last, since it opens the inputs: not again in the process the exec starts.
+    if (header_inputs && headers_are_small(header_inputs())) return;
     const std::string value =
         tunables + (tunables.empty() ? "" : ":") + std::string(tunable) + "=1";
     if (::setenv("GLIBC_TUNABLES", value.c_str(), 1) != 0) return;

@@ -100,9 +100,7 @@ int main(int argc, char** argv) {
   for (const cli::Command& command : commands) {
     if (!command.app->parsed()) continue;
     // Every command reads headers, which can be large; help and --version end above.
-    if (!command.header_inputs || !cli::headers_are_small(command.header_inputs())) {
-      cli::reexec_with_huge_page_heap(argv);
-    }
+    cli::reexec_with_huge_page_heap(argv, command.header_inputs);
     try {
       return command.run();
     } catch (const safetensors::Error& e) {
