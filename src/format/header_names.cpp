@@ -168,14 +168,6 @@ std::size_t shared_prefix(std::string_view a, std::string_view b, std::size_t li
                                   a.begin());
 }
 
-std::size_t shared_name_prefix(const std::vector<TensorInfo>& tensors) noexcept {
-  if (tensors.empty()) return 0;
-  std::string_view first = tensors.front().name;
-  std::size_t shared = first.size();
-  for (const TensorInfo& tensor : tensors) shared = shared_prefix(first, tensor.name, shared);
-  return shared;
-}
-
 NameOrder order_by_name(const std::vector<TensorInfo>& tensors, std::size_t name_prefix) {
   NameOrder out{merge_runs(tensors), {}};
   if (out.order.size() != tensors.size()) return sort_by_keys(tensors, name_prefix);
@@ -183,10 +175,6 @@ NameOrder order_by_name(const std::vector<TensorInfo>& tensors, std::size_t name
     if (tensors[out.order[i]].name == tensors[out.order[i - 1]].name) out.repeats.push_back(i);
   }
   return out;
-}
-
-NameOrder order_by_name(const std::vector<TensorInfo>& tensors) {
-  return order_by_name(tensors, shared_name_prefix(tensors));
 }
 
 }  // namespace safetensors::detail

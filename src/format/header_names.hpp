@@ -14,9 +14,6 @@ namespace safetensors::detail {
 [[nodiscard]] std::size_t shared_prefix(std::string_view a, std::string_view b,
                                         std::size_t limit) noexcept;
 
-/// How many leading bytes every name in `tensors` shares.
-[[nodiscard]] std::size_t shared_name_prefix(const std::vector<TensorInfo>& tensors) noexcept;
-
 /// Tensors in name order, with the names that repeat.
 struct NameOrder {
   /// Indices of `tensors` sorted by name (bytewise), equal names in index order.
@@ -25,10 +22,10 @@ struct NameOrder {
   std::vector<std::uint32_t> repeats;
 };
 
-/// `name_prefix` is shared_name_prefix(tensors), which a reader can count while the names are
-/// still in its cache; any smaller count gives the same result, only slower.
+/// `name_prefix`: how many leading bytes every name shares, which a reader counts with
+/// shared_prefix while the names are still in its cache; any smaller count gives the same
+/// result, only slower.
 [[nodiscard]] NameOrder order_by_name(const std::vector<TensorInfo>& tensors,
                                       std::size_t name_prefix);
-[[nodiscard]] NameOrder order_by_name(const std::vector<TensorInfo>& tensors);
 
 }  // namespace safetensors::detail

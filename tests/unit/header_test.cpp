@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
@@ -483,6 +484,31 @@ TEST(HeaderDuplicates, ReportsTheFirstInHeaderOrder) {
                       "," + entry("b", "U8", "[1]", 2, 3) + "," + entry("a", "U8", "[1]", 3, 4) +
                       "}";
   EXPECT_TRUE(json_fails(names, 4, ErrorCode::duplicate_key, {"`b`"}));
+}
+
+// The prefix every name shares is counted as the names are read; a last name that shares
+// less of it (lm_head after the layers, as in state dicts) must still sort into place.
+TEST(HeaderNames, NameOrderWhenTheLastNameSharesLessOfThePrefix) {
+  for (const char* last : {"lm_head.weight", "model.embed", "model.layers", ""}) {
+    std::vector<std::string> names;
+    for (int i = 0; i < 100; ++i) {  // 100 runs: sorted, not merged
+      for (const char* suffix : {"q", "k", "v"}) {
+        names.push_back("model.layers." + std::to_string(i) + "." + suffix);
+      }
+    }
+    names.push_back(last);
+    std::string json = "{";
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      if (i > 0) json += ",";
+      json += entry(names[i], "U8", "[1]", i, i + 1);
+    }
+    json += "}";
+    const Header header = parse(json, names.size());
+    std::vector<std::string> in_name_order;
+    for (std::size_t i : header.name_order) in_name_order.push_back(header.tensors[i].name);
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(in_name_order, names) << "last name `" << last << "`";
+  }
 }
 
 // Names in layer order (q, k, v of layer 0, then of layer 1, ...) are more runs than are merged,
