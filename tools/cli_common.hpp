@@ -15,12 +15,9 @@ namespace safetensors::cli {
 
 /// A registered subcommand: its parser and the action to run once it parsed. `run` returns
 /// the process exit status and may throw; main turns exceptions into messages.
-/// `header_inputs`, for commands that read only headers: the paths they will open, so that
-/// the huge-page heap is skipped when their headers are small (huge_page_heap.hpp).
 struct Command {
   CLI::App* app = nullptr;
   std::function<int()> run;
-  std::function<std::vector<std::string>()> header_inputs = nullptr;
 };
 
 Command add_inspect(CLI::App& parent);

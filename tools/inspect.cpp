@@ -244,8 +244,7 @@ Command add_inspect(CLI::App& parent) {
   app->add_flag("--json", options->json,
                 "Print one JSON object: file, header_size, metadata, tensors, totals; for a "
                 "checkpoint, shards instead of header_size and a shard for each tensor");
-  return {app,
-          [options] {
+  return {app, [options] {
             // Declared here so the listing's pointers stay valid while it is printed.
             std::optional<Checkpoint> checkpoint;
             std::optional<File> file;
@@ -263,8 +262,7 @@ Command add_inspect(CLI::App& parent) {
               print_text(listing);
             }
             return 0;
-          },
-          [options] { return std::vector<std::string>{options->path}; }};
+          }};
 }
 
 }  // namespace safetensors::cli

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "cli_common.hpp"
-#include "huge_page_heap.hpp"
 #include "safetensors/safetensors.hpp"
 
 namespace {
@@ -99,8 +98,6 @@ int main(int argc, char** argv) {
 
   for (const cli::Command& command : commands) {
     if (!command.app->parsed()) continue;
-    // Every command reads headers, which can be large; help and --version end above.
-    cli::reexec_with_huge_page_heap(argv, command.header_inputs);
     try {
       return command.run();
     } catch (const safetensors::Error& e) {

@@ -44,6 +44,11 @@ class SAFETENSORS_API File {
   [[nodiscard]] static File open(const std::filesystem::path& path,
                                  Backend backend = Backend::mmap);
 
+  /// Checks `path` as `open` does, keeping nothing: for a caller that needs only the verdict,
+  /// which then costs a fraction of the memory and time for a header of many tensors. Returns
+  /// the number of tensors; throws `Error` naming the file and the rule broken.
+  [[nodiscard]] static std::size_t validate(const std::filesystem::path& path);
+
   /// Validates a file held by any source (memory buffer, custom reader).
   [[nodiscard]] static File from_source(std::shared_ptr<const Source> source);
 

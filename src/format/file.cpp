@@ -38,31 +38,54 @@ File File::open(const std::filesystem::path& path, Backend backend) {
   return from_source(std::move(source));
 }
 
-File File::from_source(std::shared_ptr<const Source> source) {
-  if (!source) throw Error(ErrorCode::invalid_argument, "File::from_source: null source");
-  const std::string& origin = source->name();
-  const std::uint64_t file_size = source->size();
+namespace {
 
+// A file's header bytes, with the parser's padding after them, so that the header is parsed
+// where it was read.
+struct HeaderText {
+  std::shared_ptr<std::byte[]> bytes;
+  std::size_t size = 0;
+  std::uint64_t data_size = 0;  // of the data buffer after it
+};
+
+HeaderText read_header_text(const Source& source) {
+  const std::string& origin = source.name();
+  const std::uint64_t file_size = source.size();
   std::byte prefix[8];
   const std::span<std::byte> prefix_bytes(prefix, std::min<std::uint64_t>(8, file_size));
-  source->read_at(0, prefix_bytes);
+  source.read_at(0, prefix_bytes);
   const std::uint64_t header_size = parse_header_length(prefix_bytes, file_size, origin);
 
-  // Only the header is read; the data buffer is never touched here. The buffer has room for
-  // the parser's padding, so the header is parsed where it was read. A large one lies in huge
+  // Only the header is read; the data buffer is never touched here. A large one lies in huge
   // pages: opening a file of 200,000 tensors (a 22 MB header) spent more time in page faults
   // than in parsing, and each 4 KiB page of a plain buffer costs one.
-  const auto length = static_cast<std::size_t>(header_size);
-  std::shared_ptr<std::byte[]> json =
-      detail::allocate_huge_page_aligned(length + detail::json_padding);
-  if (!json) json.reset(new std::byte[length + detail::json_padding]);
-  std::fill_n(json.get() + length, detail::json_padding, std::byte{0});
-  source->read_at(8, {json.get(), length});
+  HeaderText text;
+  text.size = static_cast<std::size_t>(header_size);
+  text.data_size = file_size - 8 - header_size;
+  text.bytes = detail::allocate_huge_page_aligned(text.size + detail::json_padding);
+  if (!text.bytes) text.bytes.reset(new std::byte[text.size + detail::json_padding]);
+  std::fill_n(text.bytes.get() + text.size, detail::json_padding, std::byte{0});
+  source.read_at(8, {text.bytes.get(), text.size});
+  return text;
+}
+
+}  // namespace
+
+File File::from_source(std::shared_ptr<const Source> source) {
+  if (!source) throw Error(ErrorCode::invalid_argument, "File::from_source: null source");
+  const HeaderText text = read_header_text(*source);
   auto state = std::make_shared<State>();
   state->header =
-      detail::parse_padded_header({json.get(), length}, file_size - 8 - header_size, origin);
+      detail::parse_padded_header({text.bytes.get(), text.size}, text.data_size, source->name());
   state->source = std::move(source);
   return File(std::move(state));
+}
+
+std::size_t File::validate(const std::filesystem::path& path) {
+  const std::unique_ptr<Source> source = open_pread_source(path);
+  const HeaderText text = read_header_text(*source);
+  return detail::validate_padded_header({text.bytes.get(), text.size}, text.data_size,
+                                        source->name());
 }
 
 const std::string& File::name() const noexcept {

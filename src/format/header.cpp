@@ -17,31 +17,33 @@ namespace {
 using detail::fail;
 using detail::quote;
 
-std::string tensor_label(const TensorInfo& tensor) {
+using detail::JsonHeader;
+using detail::TensorEntry;
+
+std::string tensor_label(const TensorEntry& tensor) {
   return "tensor " + quote(tensor.name) + ": data_offsets [" + std::to_string(tensor.data_begin) +
          ", " + std::to_string(tensor.data_end) + ")";
 }
 
 // Rule 6 for tensor names, reporting whichever duplicate comes first in the header.
-void check_unique(const detail::JsonHeader& json, const detail::NameOrder& by_name,
+void check_unique(const JsonHeader& json, const detail::NameOrder& by_name,
                   std::string_view origin) {
   std::size_t first_offset = json.duplicate_offset;
   std::string message = json.duplicate_message;
   for (std::uint32_t place : by_name.repeats) {
-    const std::uint32_t index = by_name.order[place];
-    if (json.key_offsets[index] < first_offset) {
-      first_offset = json.key_offsets[index];
-      message = "tensor " + quote(json.tensors[index].name) + " appears twice";
+    const TensorEntry& tensor = json.tensors[by_name.order[place]];
+    if (tensor.key_at < first_offset) {
+      first_offset = tensor.key_at;
+      message = "tensor " + quote(tensor.name) + " appears twice";
     }
   }
-  if (first_offset != detail::JsonHeader::no_duplicate) {
+  if (first_offset != JsonHeader::no_duplicate) {
     fail(ErrorCode::duplicate_key, origin, message);
   }
 }
 
-// Indices of `tensors` in data order: by (begin, end), ties by name. Writers usually list
-// tensors in this order already, which the check before sorting makes cheap.
-std::vector<std::uint32_t> order_by_data(const std::vector<TensorInfo>& tensors,
+// Indices of `tensors` in data order: by (begin, end), ties by name.
+std::vector<std::uint32_t> order_by_data(std::span<const TensorEntry> tensors,
                                          std::span<const std::uint32_t> by_name) {
   struct Placed {
     std::uint64_t begin;
@@ -51,7 +53,7 @@ std::vector<std::uint32_t> order_by_data(const std::vector<TensorInfo>& tensors,
   };
   std::vector<Placed> placed(tensors.size());
   for (std::uint32_t rank = 0; rank < by_name.size(); ++rank) {
-    const TensorInfo& tensor = tensors[by_name[rank]];
+    const TensorEntry& tensor = tensors[by_name[rank]];
     placed[by_name[rank]] = {tensor.data_begin, tensor.data_end, rank, by_name[rank]};
   }
   auto less = [](const Placed& a, const Placed& b) {
@@ -67,35 +69,18 @@ std::vector<std::uint32_t> order_by_data(const std::vector<TensorInfo>& tensors,
 
 // Whether the header lists its tensors in data order already, as writers do: every (begin, end)
 // above the one before, so no tie needs the names and order_by_data would change nothing.
-bool listed_in_data_order(const std::vector<TensorInfo>& tensors) {
+bool listed_in_data_order(std::span<const TensorEntry> tensors) {
   for (std::size_t i = 1; i < tensors.size(); ++i) {
-    const TensorInfo& a = tensors[i - 1];
-    const TensorInfo& b = tensors[i];
+    const TensorEntry& a = tensors[i - 1];
+    const TensorEntry& b = tensors[i];
     if (std::tie(a.data_begin, a.data_end) >= std::tie(b.data_begin, b.data_end)) return false;
   }
   return true;
 }
 
-// Moves items[order[i]] to items[i] for every i, in place: a second vector would double the
-// memory of the biggest part of the result. Leaves `order` as the identity.
-void permute(std::vector<TensorInfo>& items, std::vector<std::uint32_t>& order) {
-  for (std::uint32_t start = 0; start < order.size(); ++start) {
-    if (order[start] == start) continue;
-    TensorInfo held = std::move(items[start]);
-    std::uint32_t to = start;
-    while (order[to] != start) {
-      std::uint32_t from = order[to];
-      items[to] = std::move(items[from]);
-      order[to] = to;
-      to = from;
-    }
-    items[to] = std::move(held);
-    order[to] = to;
-  }
-}
-
 // Rules 7-10 for one tensor, given where the previous one ended.
-void check_tensor(const TensorInfo& tensor, const TensorInfo* previous, std::string_view origin) {
+void check_tensor(const JsonHeader& json, const TensorEntry& tensor, const TensorEntry* previous,
+                  std::string_view origin) {
   std::uint64_t expected_begin = previous ? previous->data_end : 0;
   if (tensor.data_begin != expected_begin) {
     std::string problem;
@@ -113,33 +98,35 @@ void check_tensor(const TensorInfo& tensor, const TensorInfo* previous, std::str
   if (tensor.data_end < tensor.data_begin) {
     fail(ErrorCode::invalid_offsets, origin, tensor_label(tensor) + " end before they begin");
   }
-  ByteSize size = byte_size(tensor.dtype, tensor.shape);
+  const std::span<const std::uint64_t> shape = json.shape(tensor);
+  ByteSize size = byte_size(tensor.dtype, shape);
   auto what = [&] {
     return "tensor " + quote(tensor.name) + ": " + std::string(dtype_name(tensor.dtype)) +
-           " shape " + detail::format_list(tensor.shape);
+           " shape " + detail::format_list(shape);
   };
   if (size.problem == SizeProblem::overflow) {
     fail(ErrorCode::overflow, origin, what() + " has more than 2^64-1 elements or bits");
   }
   if (size.problem == SizeProblem::misaligned) {
-    std::uint64_t bits = tensor.element_count() * dtype_bits(tensor.dtype);  // fits: no overflow
+    // Fits: no overflow.
+    std::uint64_t bits = element_count(shape).value_or(0) * dtype_bits(tensor.dtype);
     fail(ErrorCode::misaligned, origin,
          what() + " has " + std::to_string(bits) + " bits, not a whole number of bytes");
   }
-  if (size.bytes != tensor.byte_count()) {
+  const std::uint64_t held = tensor.data_end - tensor.data_begin;
+  if (size.bytes != held) {
     fail(ErrorCode::size_mismatch, origin,
          what() + " needs " + std::to_string(size.bytes) + " bytes but data_offsets [" +
              std::to_string(tensor.data_begin) + ", " + std::to_string(tensor.data_end) +
-             ") hold " + std::to_string(tensor.byte_count()));
+             ") hold " + std::to_string(held));
   }
 }
 
-// Rule 11.
-void check_buffer_end(const std::vector<TensorInfo>& tensors, std::uint64_t data_size,
-                      std::string_view origin) {
-  std::uint64_t end = tensors.empty() ? 0 : tensors.back().data_end;
+// Rule 11, given the tensor that ends last (null when there are none).
+void check_buffer_end(const TensorEntry* last, std::uint64_t data_size, std::string_view origin) {
+  std::uint64_t end = last ? last->data_end : 0;
   if (end == data_size) return;
-  if (tensors.empty()) {
+  if (!last) {
     fail(ErrorCode::buffer_size_mismatch, origin,
          "the header lists no tensors but the data buffer holds " + std::to_string(data_size) +
              " bytes");
@@ -147,12 +134,12 @@ void check_buffer_end(const std::vector<TensorInfo>& tensors, std::uint64_t data
   if (end < data_size) {
     fail(ErrorCode::buffer_size_mismatch, origin,
          std::to_string(data_size - end) + " trailing bytes after the last tensor " +
-             quote(tensors.back().name) + ", which ends at " + std::to_string(end));
+             quote(last->name) + ", which ends at " + std::to_string(end));
   }
   fail(ErrorCode::buffer_size_mismatch, origin,
        "data buffer is " + std::to_string(end - data_size) + " bytes short: the last tensor " +
-           quote(tensors.back().name) + " ends at " + std::to_string(end) +
-           " but the buffer holds " + std::to_string(data_size) + " bytes (file truncated?)");
+           quote(last->name) + " ends at " + std::to_string(end) + " but the buffer holds " +
+           std::to_string(data_size) + " bytes (file truncated?)");
 }
 
 }  // namespace
@@ -187,33 +174,58 @@ std::uint64_t parse_header_length(std::span<const std::byte> prefix, std::uint64
 
 namespace {
 
-// parse_header, for a header followed by detail::json_padding readable bytes or not.
-Header parse_any_header(std::span<const std::byte> header_json, std::uint64_t data_size,
-                        std::string_view origin, bool padded) {
-  detail::JsonHeader json = detail::read_header_json(header_json, origin, padded);
+// A header that passed rules 4-11, as read, with the orders of its tensors.
+struct CheckedHeader {
+  JsonHeader json;
+  /// Indices of json.tensors in name order.
+  std::vector<std::uint32_t> by_name;
+  /// Indices of json.tensors in data order; empty when the header lists them so.
+  std::vector<std::uint32_t> by_data;
+};
+
+// Rules 4-11 on a header followed by detail::json_padding readable bytes or not.
+CheckedHeader check_any_header(std::span<const std::byte> header_json, std::uint64_t data_size,
+                               std::string_view origin, bool padded) {
+  JsonHeader json = detail::read_header_json(header_json, origin, padded);
   detail::NameOrder names = detail::order_by_name(json.tensors, json.name_prefix);
   check_unique(json, names, origin);
-  const std::vector<std::uint32_t>& by_name = names.order;
+  std::vector<std::uint32_t> by_data;
+  if (!listed_in_data_order(json.tensors)) by_data = order_by_data(json.tensors, names.order);
+  const auto in_data_order = [&](std::size_t i) -> const TensorEntry& {
+    return json.tensors[by_data.empty() ? i : by_data[i]];
+  };
+  const std::size_t count = json.tensors.size();
+  for (std::size_t i = 0; i < count; ++i) {
+    check_tensor(json, in_data_order(i), i > 0 ? &in_data_order(i - 1) : nullptr, origin);
+  }
+  check_buffer_end(count > 0 ? &in_data_order(count - 1) : nullptr, data_size, origin);
+  return {std::move(json), std::move(names.order), std::move(by_data)};
+}
+
+// The public result of a checked header: its tensors in data order, each with a name and a
+// shape of its own.
+Header make_header(CheckedHeader checked, std::uint64_t header_size, std::uint64_t data_size) {
+  JsonHeader& json = checked.json;
   const std::size_t count = json.tensors.size();
   Header header;
-  header.name_order.reserve(count);
-  if (listed_in_data_order(json.tensors)) {
-    header.name_order.assign(by_name.begin(), by_name.end());
-  } else {
-    std::vector<std::uint32_t> by_data = order_by_data(json.tensors, by_name);
-    std::vector<std::uint32_t> position(count);  // of each header-order tensor in data order
-    for (std::uint32_t i = 0; i < count; ++i) position[by_data[i]] = i;
-    permute(json.tensors, by_data);
-    for (std::uint32_t index : by_name) header.name_order.push_back(position[index]);
-  }
+  header.tensors.reserve(count);
   for (std::size_t i = 0; i < count; ++i) {
-    check_tensor(json.tensors[i], i > 0 ? &json.tensors[i - 1] : nullptr, origin);
+    const TensorEntry& entry = json.tensors[checked.by_data.empty() ? i : checked.by_data[i]];
+    const std::span<const std::uint64_t> shape = json.shape(entry);
+    header.tensors.push_back({std::string(entry.name), entry.dtype,
+                              std::vector<std::uint64_t>(shape.begin(), shape.end()),
+                              entry.data_begin, entry.data_end});
   }
-  check_buffer_end(json.tensors, data_size, origin);
-
-  header.tensors = std::move(json.tensors);
+  header.name_order.reserve(count);
+  if (checked.by_data.empty()) {
+    header.name_order.assign(checked.by_name.begin(), checked.by_name.end());
+  } else {
+    std::vector<std::uint32_t> position(count);  // of each header-order tensor in data order
+    for (std::uint32_t i = 0; i < count; ++i) position[checked.by_data[i]] = i;
+    for (std::uint32_t index : checked.by_name) header.name_order.push_back(position[index]);
+  }
   header.metadata = std::move(json.metadata);
-  header.data_start = 8 + header_json.size();
+  header.data_start = 8 + header_size;
   header.data_size = data_size;
   return header;
 }
@@ -222,12 +234,24 @@ Header parse_any_header(std::span<const std::byte> header_json, std::uint64_t da
 
 Header parse_header(std::span<const std::byte> header_json, std::uint64_t data_size,
                     std::string_view origin) {
-  return parse_any_header(header_json, data_size, origin, false);
+  return make_header(check_any_header(header_json, data_size, origin, false), header_json.size(),
+                     data_size);
 }
 
 Header detail::parse_padded_header(std::span<const std::byte> header_json, std::uint64_t data_size,
                                    std::string_view origin) {
-  return parse_any_header(header_json, data_size, origin, true);
+  return make_header(check_any_header(header_json, data_size, origin, true), header_json.size(),
+                     data_size);
+}
+
+std::size_t validate_header(std::span<const std::byte> header_json, std::uint64_t data_size,
+                            std::string_view origin) {
+  return check_any_header(header_json, data_size, origin, false).json.tensors.size();
+}
+
+std::size_t detail::validate_padded_header(std::span<const std::byte> header_json,
+                                           std::uint64_t data_size, std::string_view origin) {
+  return check_any_header(header_json, data_size, origin, true).json.tensors.size();
 }
 
 Header parse_file_header(std::span<const std::byte> file, std::string_view origin) {

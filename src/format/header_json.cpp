@@ -116,8 +116,9 @@ class Reader {
   JsonHeader read(ondemand::document& doc, std::size_t size) {
     // The shortest entry, `"":{"dtype":"U8","shape":[],"data_offsets":[0,0]},`, is 49 bytes;
     // reserving for that many never reallocates and stays proportional to the header size.
+    // Reserved memory is not touched until used; four dimensions an entry cover most models.
     out_.tensors.reserve(size / 49 + 1);
-    out_.key_offsets.reserve(size / 49 + 1);
+    out_.dims.reserve(4 * (size / 49 + 1));
     ondemand::object root;
     if (auto error = doc.get_object().get(root)) {
       ondemand::json_type type;
@@ -199,14 +200,15 @@ class Reader {
   }
 
   // A tensor name without escapes, as it stands in the header: unescaping would copy every
-  // name into the parser's string buffer (9 MB of fresh memory for 200,000 tensors) before
-  // the tensor's own copy. The parser's first pass has checked that the string closes, so the
-  // scan stops inside the header; a backslash first means escapes, which take the general path.
-  std::string_view top_level_key(ondemand::field& field) const {
+  // name into the parser's string buffer (9 MB of fresh memory for 200,000 tensors). The
+  // parser's first pass has checked that the string closes, so the scan stops inside the
+  // header; a backslash first means escapes, which take the general path, and the name is
+  // kept beside the header, since the parser's buffer does not outlive the parse.
+  std::string_view top_level_key(ondemand::field& field) {
     const char* const begin = reinterpret_cast<const char*>(field.key().raw());
     for (const char* at = begin;; ++at) {
       if (*at == '"') return {begin, static_cast<std::size_t>(at - begin)};
-      if (*at == '\\') return unescaped_key(field, {});
+      if (*at == '\\') return out_.unescaped_names.emplace_back(unescaped_key(field, {}));
     }
   }
 
@@ -293,8 +295,9 @@ class Reader {
       invalid(where,
               "entry must be a JSON object, got " + std::string(type_name(type_of(value, where))));
     }
-    TensorInfo info;
-    info.name.assign(name);
+    TensorEntry info;
+    info.name = name;
+    info.key_at = static_cast<std::uint32_t>(offset);
     bool has_dtype = false;
     bool has_shape = false;
     bool has_offsets = false;
@@ -316,7 +319,9 @@ class Reader {
                where.describe() + " has " + std::to_string(rank) + " dimensions, more than the " +
                    std::to_string(max_rank) + " this library supports");
         }
-        info.shape.assign(integers_.begin(), integers_.end());
+        info.shape_at = static_cast<std::uint32_t>(out_.dims.size());
+        info.rank = static_cast<std::uint8_t>(integers_.size());
+        out_.dims.insert(out_.dims.end(), integers_.begin(), integers_.end());
       } else if (key == "data_offsets") {
         mark_seen(has_offsets, key_at, where);
         if (const std::size_t count = read_integers(item, where, 2); count != 2) {
@@ -337,8 +342,7 @@ class Reader {
     out_.name_prefix = out_.tensors.empty()
                            ? name.size()
                            : shared_prefix(out_.tensors.front().name, name, out_.name_prefix);
-    out_.tensors.push_back(std::move(info));
-    out_.key_offsets.push_back(offset);
+    out_.tensors.push_back(info);
   }
 
   void mark_seen(bool& seen, std::size_t key_at, const Where& where) {
@@ -486,11 +490,14 @@ class Reader {
 JsonHeader read_header_json(std::span<const std::byte> json, std::string_view origin, bool padded) {
   static_assert(json_padding >= simdjson::SIMDJSON_PADDING);
   const auto* text = reinterpret_cast<const char*>(json.data());
-  simdjson::padded_string copy;
-  if (!padded) copy = simdjson::padded_string(text, json.size());
-  const simdjson::padded_string_view input =
-      padded ? simdjson::padded_string_view(text, json.size(), json.size() + json_padding)
-             : simdjson::padded_string_view(copy);
+  std::unique_ptr<char[]> copy;
+  if (!padded) {
+    copy.reset(new char[json.size() + json_padding]);
+    std::copy_n(text, json.size(), copy.get());
+    std::fill_n(copy.get() + json.size(), json_padding, '\0');
+  }
+  const simdjson::padded_string_view input(padded ? text : copy.get(), json.size(),
+                                           json.size() + json_padding);
   thread_local ondemand::parser cached;
   ondemand::parser single_use;  // allocates nothing unless used
   ondemand::parser& parser = json.size() <= max_cached_header ? cached : single_use;
@@ -504,7 +511,9 @@ JsonHeader read_header_json(std::span<const std::byte> json, std::string_view or
     fail(ErrorCode::invalid_header, origin,
          std::string("header is not valid JSON: ") + simdjson::error_message(error));
   }
-  return Reader(origin, input.data()).read(doc, json.size());
+  JsonHeader header = Reader(origin, input.data()).read(doc, json.size());
+  header.text_copy = std::move(copy);
+  return header;
 }
 
 }  // namespace safetensors::detail

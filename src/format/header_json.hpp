@@ -2,13 +2,17 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <deque>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "format/tensor_entry.hpp"
 #include "safetensors/header.hpp"
 
 namespace safetensors::detail {
@@ -16,9 +20,9 @@ namespace safetensors::detail {
 /// The header as written, before the offset rules are checked.
 struct JsonHeader {
   /// In the order the header lists them; names may repeat.
-  std::vector<TensorInfo> tensors;
-  /// Byte offset in the header of each tensor's key, to order duplicate reports.
-  std::vector<std::size_t> key_offsets;
+  std::vector<TensorEntry> tensors;
+  /// Every entry's shape, one after another.
+  std::vector<std::uint64_t> dims;
   /// How many leading bytes every tensor name shares, counted while the names are read.
   std::size_t name_prefix = 0;
   std::optional<Metadata> metadata;
@@ -26,6 +30,14 @@ struct JsonHeader {
   /// `no_duplicate`.
   std::size_t duplicate_offset = no_duplicate;
   std::string duplicate_message;
+  /// The text the names point into, when the caller's had no room for the parser's padding.
+  std::unique_ptr<char[]> text_copy;
+  /// Names written with escapes, unescaped (a deque never moves what it holds).
+  std::deque<std::string> unescaped_names;
+
+  std::span<const std::uint64_t> shape(const TensorEntry& entry) const noexcept {
+    return {dims.data() + entry.shape_at, entry.rank};
+  }
 
   static constexpr std::size_t no_duplicate = std::numeric_limits<std::size_t>::max();
 };
@@ -45,5 +57,9 @@ inline constexpr std::size_t json_padding = 64;
 /// parse_header (header.hpp) for a header followed by `json_padding` readable bytes.
 [[nodiscard]] Header parse_padded_header(std::span<const std::byte> json, std::uint64_t data_size,
                                          std::string_view origin);
+
+/// validate_header (header.hpp) for a header followed by `json_padding` readable bytes.
+[[nodiscard]] std::size_t validate_padded_header(std::span<const std::byte> json,
+                                                 std::uint64_t data_size, std::string_view origin);
 
 }  // namespace safetensors::detail

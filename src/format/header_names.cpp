@@ -87,7 +87,7 @@ void sort_by_high(std::vector<Ranked>& ranked) {
 // Writers (ours and the reference's) list tensors by dtype group, then by name, so a header
 // is usually a few ascending runs of names: merging them beats sorting. Empty when there are
 // more runs than that.
-std::vector<std::uint32_t> merge_runs(const std::vector<TensorInfo>& tensors) {
+std::vector<std::uint32_t> merge_runs(std::span<const TensorEntry> tensors) {
   std::vector<std::uint32_t> order(tensors.size());
   std::iota(order.begin(), order.end(), 0u);
   auto by_name = [&](std::uint32_t a, std::uint32_t b) {
@@ -121,10 +121,8 @@ std::vector<std::uint32_t> merge_runs(const std::vector<TensorInfo>& tensors) {
 // of the keys are radix-sorted, and only the groups that share one are sorted by the rest of
 // their names: a third of the time for names in layer order (0, 1, ..., 24999), a common order
 // of state dicts. Equal names can only meet inside such a group.
-NameOrder sort_by_keys(const std::vector<TensorInfo>& tensors, std::size_t name_prefix) {
-  const auto rest = [&](std::uint32_t i) {
-    return std::string_view(tensors[i].name).substr(name_prefix);
-  };
+NameOrder sort_by_keys(std::span<const TensorEntry> tensors, std::size_t name_prefix) {
+  const auto rest = [&](std::uint32_t i) { return tensors[i].name.substr(name_prefix); };
   std::vector<NameKey> keys(tensors.size());
   std::vector<Ranked> ranked(tensors.size());
   for (std::uint32_t i = 0; i < tensors.size(); ++i) {
@@ -168,7 +166,7 @@ std::size_t shared_prefix(std::string_view a, std::string_view b, std::size_t li
                                   a.begin());
 }
 
-NameOrder order_by_name(const std::vector<TensorInfo>& tensors, std::size_t name_prefix) {
+NameOrder order_by_name(std::span<const TensorEntry> tensors, std::size_t name_prefix) {
   NameOrder out{merge_runs(tensors), {}};
   if (out.order.size() != tensors.size()) return sort_by_keys(tensors, name_prefix);
   for (std::uint32_t i = 1; i < out.order.size(); ++i) {

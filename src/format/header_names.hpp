@@ -3,10 +3,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
 #include <vector>
 
-#include "safetensors/header.hpp"
+#include "format/tensor_entry.hpp"
 
 namespace safetensors::detail {
 
@@ -25,7 +26,7 @@ struct NameOrder {
 /// `name_prefix`: how many leading bytes every name shares, which a reader counts with
 /// shared_prefix while the names are still in its cache; any smaller count gives the same
 /// result, only slower.
-[[nodiscard]] NameOrder order_by_name(const std::vector<TensorInfo>& tensors,
+[[nodiscard]] NameOrder order_by_name(std::span<const TensorEntry> tensors,
                                       std::size_t name_prefix);
 
 }  // namespace safetensors::detail

@@ -15,7 +15,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 BIN = sys.argv[1]
 SCRATCH_ROOT = sys.argv[2]
@@ -768,95 +767,6 @@ def check_bench(scratch):
         check(f"bench refuses {args}", r.returncode == 1 and args[1] in r.stderr, r.stderr)
 
 
-def environment_of(pid):
-    """The environment of a running process, as a dict; None once it has exited."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            entries = f.read().split(b"\0")
-    except OSError:
-        return None
-    return dict(e.decode(errors="replace").split("=", 1) for e in entries if b"=" in e)
-
-
-def tunables_while_running(argv, given, cwd=None):
-    """Runs argv (in cwd) with GLIBC_TUNABLES=given (None: unset) and returns (whether the
-    process was seen running, GLIBC_TUNABLES as it ran once the setting showed, else None)."""
-    env = dict(os.environ)
-    env.pop("GLIBC_TUNABLES", None)
-    if given is not None:
-        env["GLIBC_TUNABLES"] = given
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    running, seen, deadline = False, None, time.monotonic() + 20
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            environment = environment_of(proc.pid)
-            running = running or environment is not None
-            # The tunable shows once the exec happened; the caller's own value at once.
-            if environment and "hugetlb" in environment.get("GLIBC_TUNABLES", ""):
-                seen = environment["GLIBC_TUNABLES"]
-                if given and "hugetlb" in given:
-                    time.sleep(0.3)  # no exec must come to change it
-                    seen = (environment_of(proc.pid) or {}).get("GLIBC_TUNABLES", seen)
-                break
-            time.sleep(0.01)
-        if seen is None:
-            time.sleep(0.3)  # an exec may still come
-            environment = environment_of(proc.pid)
-            running = running or environment is not None
-            seen = (environment or {}).get("GLIBC_TUNABLES")
-    finally:
-        proc.kill()
-        proc.wait()
-    return running, seen
-
-
-def check_huge_page_heap(scratch):
-    """A command re-executes itself once with glibc's heap on huge pages (the tunable added to
-    whatever GLIBC_TUNABLES held), and a setting the caller made is left alone; validate and
-    inspect of files whose headers are all small keep the plain heap."""
-    thp = "/sys/kernel/mm/transparent_hugepage/enabled"
-    if not os.path.exists(f"/proc/{os.getpid()}/environ") or not os.path.exists(thp):
-        print("cli: huge-page heap not checked (no /proc or no transparent huge pages)")
-        return
-    with open(thp) as f:
-        if "[never]" in f.read():
-            print("cli: huge-page heap not checked (transparent huge pages are off)")
-            return
-    path = os.path.join(scratch, "heap.safetensors")
-    plain_file(path, {"a": ("U8", [16 << 20], bytes(16 << 20))})
-    # bench of 16 MB repeated 1000 times runs for seconds: time to read its environment.
-    # (Other tunables the caller sets are kept, but glibc cuts its copy of the variable at
-    # the first ':' as it parses it, so /proc shows only the first one.)
-    bench = [BIN, "bench", path, "--no-cold", "--repeat", "1000", "--threads", "1",
-             "--methods", "pread"]
-    for given, expected in ((None, "glibc.malloc.hugetlb=1"),
-                            ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0")):
-        _, seen = tunables_while_running(bench, given)
-        check(f"the command runs with GLIBC_TUNABLES={expected} (given {given})",
-              seen == expected, f"seen {seen!r}")
-    # validate of one small file 30,000 times over runs long enough to be watched; one file
-    # whose header is 4 MiB or more among them brings the huge-page heap back.
-    big = os.path.join(scratch, "big-header.safetensors")
-    plain_file(big, {"t%06d" % i: ("U8", [0], b"") for i in range(100000)})
-    check("the big header is over 4 MiB", os.path.getsize(big) > 4 << 20, os.path.getsize(big))
-    # Checkpoints count the headers of their directory's shards.
-    for name, source in (("small-dir", path), ("big-dir", big)):
-        os.mkdir(os.path.join(scratch, name))
-        os.link(source, os.path.join(scratch, name, "model.safetensors"))
-    # (Names relative to the scratch directory keep the command line short enough.)
-    small = os.path.basename(path)
-    for inputs, expected in (([small] * 30000, None),
-                             ([os.path.basename(big)] + [small] * 30000,
-                              "glibc.malloc.hugetlb=1"),
-                             (["small-dir"] * 20000, None),
-                             (["big-dir"] + ["small-dir"] * 20000, "glibc.malloc.hugetlb=1")):
-        running, seen = tunables_while_running([BIN, "validate", "-q"] + inputs, None, scratch)
-        check(f"validate of {inputs[0]} and {len(inputs) - 1} more runs with "
-              f"GLIBC_TUNABLES={expected}", running and seen == expected,
-              f"running {running}, seen {seen!r}")
-
-
 # ---------------------------------------------------------------- help, --json and progress
 
 SUBCOMMANDS = [
@@ -1035,7 +945,7 @@ def check_plan(scratch):
 
 
 SUBCOMMAND_GROUPS = (check_subcommand_help, check_scan, check_convert, check_cast, check_bench,
-                     check_huge_page_heap, check_help_one_line_each, check_json_outputs,
+                     check_help_one_line_each, check_json_outputs,
                      check_progress, check_plan)
 
 

@@ -2,9 +2,8 @@
 # Fails when code outside the OS layer calls the operating system itself (docs/ARCHITECTURE.md,
 # "io"): system calls on files and memory, errno and strerror belong in src/io/, which turns
 # them into Errors that keep the errno. Checked: src/ (except src/io/), python/src/, and
-# tools/ except bench.cpp (it measures raw read(2) as the physical limit), progress.cpp
-# (the terminal's width and whether stderr is one) and huge_page_heap.cpp (the command
-# re-executes itself with a glibc setting): nothing the library offers.
+# tools/ except bench.cpp (it measures raw read(2) as the physical limit) and progress.cpp
+# (the terminal's width and whether stderr is one): nothing the library offers.
 #
 #   tests/structure/check_os_calls.sh [ROOT]     checks the tree at ROOT (default: this repository)
 #   tests/structure/check_os_calls.sh --self-test  shows on scratch trees that the check can fail
@@ -22,7 +21,7 @@ check_tree() {
   local root=$1 found=0 file
   while IFS= read -r file; do
     case "${file#"$root"/}" in
-      src/io/* | tools/bench.cpp | tools/progress.cpp | tools/huge_page_heap.cpp) continue ;;
+      src/io/* | tools/bench.cpp | tools/progress.cpp) continue ;;
     esac
     # Comments may name system calls; only code counts.
     if sed -e 's://.*$::' "$file" | grep -nE "$headers|$calls|$errors" |

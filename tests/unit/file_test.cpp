@@ -176,6 +176,54 @@ TEST_P(BackendTest, InvalidFilesNameTheFile) {
   }
 }
 
+// File::validate reads the header where open does (with the parser's padding), and keeps
+// nothing: it must count the tensors open finds and refuse what open refuses, in the same words.
+TEST(File, ValidateAgreesWithOpen) {
+  SampleFile sample;
+  EXPECT_EQ(File::validate(sample.scratch.path()), 5u);
+  // Escaped names, listed out of data order: the names that open keeps are unescaped.
+  const std::string escaped = R"({"b\u00e9":{"dtype":"U8","shape":[2],"data_offsets":[2,4]},)"
+                              R"("\u0061":{"dtype":"U8","shape":[1,2],"data_offsets":[0,2]}})";
+  ScratchFile names("escaped", test::file_bytes(escaped, numbered(4, 1)));
+  EXPECT_EQ(File::validate(names.path()), 2u);
+  const File opened = File::open(names.path());
+  ASSERT_EQ(opened.size(), 2u);
+  EXPECT_EQ(opened.tensors()[0].name, "a");
+  EXPECT_EQ(opened.tensors()[0].shape, (std::vector<std::uint64_t>{1, 2}));
+  EXPECT_EQ(opened.tensors()[1].name, "b\xC3\xA9");
+
+  const std::vector<std::string> refused = {
+      R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"\u0061":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})",
+      R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}})",
+      R"({"a":{"dtype":"U8","shape":[3],"data_offsets":[0,4]}})",
+      R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})",
+      R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},)",
+  };
+  for (const std::string& json : refused) {
+    ScratchFile bad("refused", test::file_bytes(json, numbered(4, 0)));
+    std::string from_open = "accepted";
+    std::string from_validate = "accepted";
+    try {
+      (void)File::open(bad.path());
+    } catch (const Error& e) {
+      from_open = std::string(error_code_name(e.code())) + ": " + e.what();
+    }
+    try {
+      (void)File::validate(bad.path());
+    } catch (const Error& e) {
+      from_validate = std::string(error_code_name(e.code())) + ": " + e.what();
+    }
+    EXPECT_NE(from_open, "accepted") << json;
+    EXPECT_EQ(from_validate, from_open) << json;
+  }
+  try {
+    (void)File::validate(test::unique_path("absent"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::io);
+  }
+}
+
 // 16 threads share one File (and copies of it) and compare against the expected bytes.
 TEST_P(BackendTest, ConcurrentReadsAndSlices) {
   constexpr std::uint64_t rows = 64, cols = 1000;

@@ -7,32 +7,41 @@
 #include <algorithm>
 #include <numeric>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
 namespace safetensors::detail {
 namespace {
 
-std::vector<TensorInfo> named(const std::vector<std::string>& names) {
-  std::vector<TensorInfo> tensors(names.size());
-  for (std::size_t i = 0; i < names.size(); ++i) tensors[i].name = names[i];
-  return tensors;
+// Entries named `names`, which they point into.
+struct Named {
+  std::vector<std::string> names;
+  std::vector<TensorEntry> entries;
+
+  operator std::span<const TensorEntry>() const { return entries; }  // NOLINT: for the calls
+};
+
+Named named(const std::vector<std::string>& names) {
+  Named out{names, std::vector<TensorEntry>(names.size())};
+  for (std::size_t i = 0; i < names.size(); ++i) out.entries[i].name = out.names[i];
+  return out;
 }
 
 // How many leading bytes every name shares, as the header reader counts it.
-std::size_t name_prefix(const std::vector<TensorInfo>& tensors) {
+std::size_t name_prefix(std::span<const TensorEntry> tensors) {
   if (tensors.empty()) return 0;
   std::size_t shared = tensors.front().name.size();
-  for (const TensorInfo& t : tensors) shared = shared_prefix(tensors.front().name, t.name, shared);
+  for (const TensorEntry& t : tensors) shared = shared_prefix(tensors.front().name, t.name, shared);
   return shared;
 }
 
 // The name order with the prefix counted in full, as the header reader gives it.
-NameOrder in_name_order(const std::vector<TensorInfo>& tensors) {
+NameOrder in_name_order(std::span<const TensorEntry> tensors) {
   return order_by_name(tensors, name_prefix(tensors));
 }
 
-std::vector<std::uint32_t> stable_by_name(const std::vector<TensorInfo>& tensors) {
+std::vector<std::uint32_t> stable_by_name(std::span<const TensorEntry> tensors) {
   std::vector<std::uint32_t> order(tensors.size());
   std::iota(order.begin(), order.end(), 0u);
   std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
@@ -42,7 +51,7 @@ std::vector<std::uint32_t> stable_by_name(const std::vector<TensorInfo>& tensors
 }
 
 // Places in `order` whose name equals the name before, counted the slow way.
-std::vector<std::uint32_t> repeats_in(const std::vector<TensorInfo>& tensors,
+std::vector<std::uint32_t> repeats_in(std::span<const TensorEntry> tensors,
                                       const std::vector<std::uint32_t>& order) {
   std::vector<std::uint32_t> repeats;
   for (std::uint32_t i = 1; i < order.size(); ++i) {
@@ -53,7 +62,7 @@ std::vector<std::uint32_t> repeats_in(const std::vector<TensorInfo>& tensors,
 
 // The order and repeats of a stable sort, with the prefix every name shares given in full
 // and not at all (any smaller count is also correct).
-void expect_like_stable_sort(const std::vector<TensorInfo>& tensors) {
+void expect_like_stable_sort(std::span<const TensorEntry> tensors) {
   const std::vector<std::uint32_t> expected = stable_by_name(tensors);
   for (std::size_t prefix : {name_prefix(tensors), std::size_t{0}}) {
     const NameOrder result = order_by_name(tensors, prefix);

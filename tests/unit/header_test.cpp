@@ -25,18 +25,44 @@ std::vector<std::byte> with_data(std::string_view json, std::uint64_t data_size)
   return file_bytes(json, data);
 }
 
-Header parse(std::string_view json, std::uint64_t data_size = 0) {
-  return parse_file_header(with_data(json, data_size), origin);
+// validate_header on a whole file, as parse_file_header takes it.
+std::size_t validate_file_bytes(std::span<const std::byte> file) {
+  const std::uint64_t length =
+      parse_header_length(file.first(std::min<std::size_t>(8, file.size())), file.size(), origin);
+  return validate_header(file.subspan(8, length), file.size() - 8 - length, origin);
 }
 
-// Checks the code, the origin prefix, that the message is one line, and that it contains
-// every needle (tensor or key names, values).
+// Every header parsed here is also validated without its result, which must agree.
+Header parse(std::string_view json, std::uint64_t data_size = 0) {
+  const std::vector<std::byte> file = with_data(json, data_size);
+  Header header = parse_file_header(file, origin);
+  EXPECT_EQ(validate_file_bytes(file), header.tensors.size()) << json.substr(0, 200);
+  return header;
+}
+
+// The message validate_header gives for `file`, or "accepted".
+std::string validate_verdict(std::span<const std::byte> file) {
+  try {
+    (void)validate_file_bytes(file);
+  } catch (const Error& error) {
+    return std::string(error_code_name(error.code())) + ": " + error.what();
+  }
+  return "accepted";
+}
+
+// Checks the code, the origin prefix, that the message is one line, that it contains
+// every needle (tensor or key names, values), and that validate_header says the same.
 ::testing::AssertionResult fails_with(std::span<const std::byte> file, ErrorCode code,
                                       std::initializer_list<std::string_view> needles = {}) {
   try {
     (void)parse_file_header(file, origin);
   } catch (const Error& error) {
     std::string message = error.what();
+    const std::string verdict = std::string(error_code_name(error.code())) + ": " + message;
+    if (validate_verdict(file) != verdict) {
+      return ::testing::AssertionFailure()
+             << "parse_header: " << verdict << "\nvalidate_header: " << validate_verdict(file);
+    }
     if (error.code() != code) {
       return ::testing::AssertionFailure() << "expected " << error_code_name(code) << ", got "
                                            << error_code_name(error.code()) << ": " << message;

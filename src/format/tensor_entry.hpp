@@ -1,0 +1,28 @@
+// A tensor entry as the header lists it, held compactly while the header is checked.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "safetensors/dtype.hpp"
+
+namespace safetensors::detail {
+
+/// A public TensorInfo costs two heap blocks (its name and its shape); checking a header of
+/// 200,000 tensors spent a third of its time getting and filling those blocks. An entry points
+/// into the header's text instead, and TensorInfos are made only for a caller that keeps them.
+struct TensorEntry {
+  /// In the header's text, or, for a name written with escapes, beside it.
+  std::string_view name;
+  std::uint64_t data_begin = 0;
+  std::uint64_t data_end = 0;
+  /// Where the entry's key starts in the header (it is at most 100 MB), to report the earliest
+  /// of several problems.
+  std::uint32_t key_at = 0;
+  /// Where its shape starts in the list of every entry's dimensions (JsonHeader::dims).
+  std::uint32_t shape_at = 0;
+  std::uint8_t rank = 0;
+  Dtype dtype = Dtype::U8;
+};
+
+}  // namespace safetensors::detail
