@@ -1,7 +1,9 @@
 #include "safetensors/file.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <thread>
 
 #include "format/header_json.hpp"
 #include "format/slice_runs.hpp"
@@ -21,6 +23,9 @@ namespace {
 // What one extra positional read costs, counted in bytes read: when the bytes between the
 // runs of a slice are cheaper than this per run, one covering read wins.
 constexpr std::uint64_t read_call_cost = 16 * 1024;
+
+// A header this large is read while a second thread faults in its memory.
+constexpr std::size_t min_header_prefaulted = std::size_t{4} << 20;
 
 // populate(tensors): a gap between selected tensors up to this size is read with them, as
 // the kernel reads ahead that far anyway.
@@ -56,16 +61,32 @@ HeaderText read_header_text(const Source& source) {
   source.read_at(0, prefix_bytes);
   const std::uint64_t header_size = parse_header_length(prefix_bytes, file_size, origin);
 
-  // Only the header is read; the data buffer is never touched here. A large one lies in huge
-  // pages: opening a file of 200,000 tensors (a 22 MB header) spent more time in page faults
-  // than in parsing, and each 4 KiB page of a plain buffer costs one.
+  // Only the header is read; the data buffer is never touched here.
   HeaderText text;
   text.size = static_cast<std::size_t>(header_size);
   text.data_size = file_size - 8 - header_size;
-  text.bytes = detail::allocate_huge_page_aligned(text.size + detail::json_padding);
-  if (!text.bytes) text.bytes.reset(new std::byte[text.size + detail::json_padding]);
+  text.bytes.reset(new std::byte[text.size + detail::json_padding]);
   std::fill_n(text.bytes.get() + text.size, detail::json_padding, std::byte{0});
-  source.read_at(8, {text.bytes.get(), text.size});
+  const std::span<std::byte> into(text.bytes.get(), text.size);
+  if (text.size < min_header_prefaulted) {
+    source.read_at(8, into);
+    return text;
+  }
+  // Each 4 KiB of fresh memory costs a page fault, most of the time of reading a large header
+  // (a 22 MB one, 200,000 tensors): a second thread faults in the pages of the later half,
+  // ahead of the read. Huge pages would need few faults, but on the development VM one in ten
+  // runs then took four times as long: fresh 2 MiB blocks are often memory the host has taken
+  // back (README, "Opening 200,000 tensors").
+  const std::size_t half = text.size / 2;
+  std::atomic<bool> done{false};
+  std::jthread prefaulter([&] { (void)detail::prefault_for_write(into.subspan(half), done); });
+  try {
+    source.read_at(8, into);
+  } catch (...) {
+    done = true;  // the helper stops after its current step
+    throw;
+  }
+  done = true;
   return text;
 }
 

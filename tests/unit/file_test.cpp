@@ -224,6 +224,52 @@ TEST(File, ValidateAgreesWithOpen) {
   }
 }
 
+// A header of 4 MiB or more is read while a second thread faults in its memory: the result is
+// the same, and a read that fails ends the open with the source's error.
+TEST(File, LargeHeaderIsReadWhole) {
+  std::string json = "{";
+  constexpr std::size_t count = 60000;  // about 4.6 MB of header
+  for (std::size_t i = 0; i < count; ++i) {
+    json += (i ? ",\"" : "\"") + std::string("model.layers.") + std::to_string(i) +
+            ".self_attn.q_proj.weight\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" +
+            std::to_string(i) + "," + std::to_string(i + 1) + "]}";
+  }
+  json += "}";
+  ASSERT_GE(json.size(), std::size_t{4} << 20);
+  const std::vector<std::byte> bytes = test::file_bytes(json, numbered(count, 2));
+  ScratchFile big("big-header", bytes);
+  EXPECT_EQ(File::validate(big.path()), count);
+  const File file = File::open(big.path());
+  ASSERT_EQ(file.size(), count);
+  EXPECT_EQ(file.tensors().back().name, "model.layers.59999.self_attn.q_proj.weight");
+  EXPECT_EQ(file.tensors().back().data_begin, count - 1);
+
+  // The same bytes from a source whose reads of the header's later part fail.
+  class FailingLate final : public Source {
+   public:
+    explicit FailingLate(const std::vector<std::byte>& bytes) : bytes_(bytes) {}
+    std::uint64_t size() const noexcept override { return bytes_.size(); }
+    void read_at(std::uint64_t offset, std::span<std::byte> out) const override {
+      if (offset + out.size() > (std::uint64_t{1} << 20)) {
+        throw Error(ErrorCode::io, name() + ": the disk is gone");
+      }
+      std::memcpy(out.data(), bytes_.data() + offset, out.size());
+    }
+    const std::string& name() const noexcept override { return name_; }
+
+   private:
+    const std::vector<std::byte>& bytes_;
+    std::string name_ = "failing";
+  };
+  try {
+    (void)File::from_source(std::make_shared<FailingLate>(bytes));
+    FAIL() << "a failed read was not reported";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::io);
+    EXPECT_NE(std::string(e.what()).find("the disk is gone"), std::string::npos) << e.what();
+  }
+}
+
 // 16 threads share one File (and copies of it) and compare against the expected bytes.
 TEST_P(BackendTest, ConcurrentReadsAndSlices) {
   constexpr std::uint64_t rows = 64, cols = 1000;
