@@ -153,6 +153,10 @@ class Reader {
       fail(ErrorCode::invalid_header, origin_,
            "unexpected data after the header's JSON object" + where);
     }
+    // Keys made before the shared prefix got shorter, made again for the prefix of all names.
+    for (std::size_t i = 0; i < stale_keys_; ++i) {
+      out_.tensors[i].key = name_key(out_.tensors[i].name, out_.name_prefix);
+    }
     return std::move(out_);
   }
 
@@ -339,9 +343,12 @@ class Reader {
     if (!has_shape) invalid(where, "missing field `shape`");
     if (!has_offsets) invalid(where, "missing field `data_offsets`");
     note_repeated_keys(unknown_keys_, where, "field");
-    out_.name_prefix = out_.tensors.empty()
-                           ? name.size()
-                           : shared_prefix(out_.tensors.front().name, name, out_.name_prefix);
+    const std::size_t prefix =
+        out_.tensors.empty() ? name.size()
+                             : shared_prefix(out_.tensors.front().name, name, out_.name_prefix);
+    if (prefix < out_.name_prefix) stale_keys_ = out_.tensors.size();  // made after a longer one
+    out_.name_prefix = prefix;
+    info.key = name_key(name, prefix);
     out_.tensors.push_back(info);
   }
 
@@ -480,6 +487,8 @@ class Reader {
   const char* base_;
   JsonHeader out_;
   bool seen_metadata_ = false;
+  // Entries before this one have keys made for a longer prefix than all names share.
+  std::size_t stale_keys_ = 0;
   // Reused across entries so a tensor costs no allocations beyond its own name and shape.
   std::vector<KeyAt> unknown_keys_;
   std::vector<std::uint64_t> integers_;

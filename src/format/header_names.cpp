@@ -15,24 +15,7 @@ constexpr std::size_t max_merged_runs = 64;
 
 // Names in big checkpoints share long prefixes ("model.layers."), so comparing whole strings
 // rescans them at every step of a sort. After the prefix all names share, sixteen bytes held
-// as two integers settle most comparisons; only ties read the names again. keys[i] belongs to
-// tensors[i].
-struct NameKey {
-  std::uint64_t high = 0;
-  std::uint64_t low = 0;
-};
-
-// Big-endian and zero-padded, so keys compare like the names do whenever they differ.
-NameKey make_key(std::string_view rest) {
-  unsigned char bytes[16] = {};
-  std::memcpy(bytes, rest.data(), std::min<std::size_t>(rest.size(), sizeof bytes));
-  const auto big_endian_word = [&](std::size_t at) {
-    std::uint64_t word = 0;
-    for (std::size_t i = 0; i < 8; ++i) word = (word << 8) | bytes[at + i];
-    return word;  // compilers turn this loop into one load and a byte swap
-  };
-  return {big_endian_word(0), big_endian_word(8)};
-}
+// as two integers (NameKey) settle most comparisons; only ties read the names again.
 
 // Two names after the shared prefix whose keys have the same first word, compared whole.
 int compare_tied(const NameKey& a_key, std::string_view a, const NameKey& b_key,
@@ -123,12 +106,8 @@ std::vector<std::uint32_t> merge_runs(std::span<const TensorEntry> tensors) {
 // of state dicts. Equal names can only meet inside such a group.
 NameOrder sort_by_keys(std::span<const TensorEntry> tensors, std::size_t name_prefix) {
   const auto rest = [&](std::uint32_t i) { return tensors[i].name.substr(name_prefix); };
-  std::vector<NameKey> keys(tensors.size());
   std::vector<Ranked> ranked(tensors.size());
-  for (std::uint32_t i = 0; i < tensors.size(); ++i) {
-    keys[i] = make_key(rest(i));
-    ranked[i] = {keys[i].high, i};
-  }
+  for (std::uint32_t i = 0; i < tensors.size(); ++i) ranked[i] = {tensors[i].key.high, i};
   sort_by_high(ranked);
   NameOrder out;
   out.order.resize(ranked.size());
@@ -136,7 +115,7 @@ NameOrder sort_by_keys(std::span<const TensorEntry> tensors, std::size_t name_pr
     std::size_t end = i + 1;
     while (end < ranked.size() && ranked[end].high == ranked[i].high) ++end;
     const auto compare = [&](std::uint32_t a, std::uint32_t b) {
-      return compare_tied(keys[a], rest(a), keys[b], rest(b));
+      return compare_tied(tensors[a].key, rest(a), tensors[b].key, rest(b));
     };
     if (end - i > 1) {
       std::sort(ranked.begin() + static_cast<std::ptrdiff_t>(i),
@@ -157,6 +136,19 @@ NameOrder sort_by_keys(std::span<const TensorEntry> tensors, std::size_t name_pr
 }
 
 }  // namespace
+
+// Big-endian and zero-padded, so keys compare like the names do whenever they differ.
+NameKey name_key(std::string_view name, std::size_t prefix) noexcept {
+  const std::string_view rest = name.substr(std::min(prefix, name.size()));
+  unsigned char bytes[16] = {};
+  std::memcpy(bytes, rest.data(), std::min<std::size_t>(rest.size(), sizeof bytes));
+  const auto big_endian_word = [&](std::size_t at) {
+    std::uint64_t word = 0;
+    for (std::size_t i = 0; i < 8; ++i) word = (word << 8) | bytes[at + i];
+    return word;  // compilers turn this loop into one load and a byte swap
+  };
+  return {big_endian_word(0), big_endian_word(8)};
+}
 
 std::size_t shared_prefix(std::string_view a, std::string_view b, std::size_t limit) noexcept {
   limit = std::min({limit, a.size(), b.size()});

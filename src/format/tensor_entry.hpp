@@ -8,6 +8,13 @@
 
 namespace safetensors::detail {
 
+/// Sixteen bytes of a tensor name held as two big-endian integers, zero-padded, so that keys
+/// compare like the names do wherever these bytes differ (header_names.hpp).
+struct NameKey {
+  std::uint64_t high = 0;
+  std::uint64_t low = 0;
+};
+
 /// A public TensorInfo costs two heap blocks (its name and its shape); checking a header of
 /// 200,000 tensors spent a third of its time getting and filling those blocks. An entry points
 /// into the header's text instead, and TensorInfos are made only for a caller that keeps them.
@@ -23,6 +30,9 @@ struct TensorEntry {
   std::uint32_t shape_at = 0;
   std::uint8_t rank = 0;
   Dtype dtype = Dtype::U8;
+  /// The name's bytes after the prefix every name shares (name_key), made while the name is
+  /// in the cache: sorting 200,000 names spent half its time reading them again.
+  NameKey key;
 };
 
 }  // namespace safetensors::detail

@@ -36,9 +36,17 @@ std::size_t name_prefix(std::span<const TensorEntry> tensors) {
   return shared;
 }
 
+// `tensors` with the keys the header reader makes for `prefix`.
+std::vector<TensorEntry> keyed(std::span<const TensorEntry> tensors, std::size_t prefix) {
+  std::vector<TensorEntry> out(tensors.begin(), tensors.end());
+  for (TensorEntry& t : out) t.key = name_key(t.name, prefix);
+  return out;
+}
+
 // The name order with the prefix counted in full, as the header reader gives it.
 NameOrder in_name_order(std::span<const TensorEntry> tensors) {
-  return order_by_name(tensors, name_prefix(tensors));
+  const std::size_t prefix = name_prefix(tensors);
+  return order_by_name(keyed(tensors, prefix), prefix);
 }
 
 std::vector<std::uint32_t> stable_by_name(std::span<const TensorEntry> tensors) {
@@ -65,7 +73,7 @@ std::vector<std::uint32_t> repeats_in(std::span<const TensorEntry> tensors,
 void expect_like_stable_sort(std::span<const TensorEntry> tensors) {
   const std::vector<std::uint32_t> expected = stable_by_name(tensors);
   for (std::size_t prefix : {name_prefix(tensors), std::size_t{0}}) {
-    const NameOrder result = order_by_name(tensors, prefix);
+    const NameOrder result = order_by_name(keyed(tensors, prefix), prefix);
     EXPECT_EQ(result.order, expected) << "prefix " << prefix;
     EXPECT_EQ(result.repeats, repeats_in(tensors, expected)) << "prefix " << prefix;
   }
@@ -152,6 +160,14 @@ TEST(OrderByName, LayerOrderAndLongTiesSortLikeAStableSort) {
     expect_like_stable_sort(tensors);
     EXPECT_EQ(in_name_order(tensors).repeats.size(), 1u);
   }
+}
+
+TEST(NameKey, HoldsSixteenBytesAfterThePrefixBigEndianAndZeroPadded) {
+  const NameKey key = name_key("model.layers.12.self_attn", 13);  // "12.self_attn"
+  EXPECT_EQ(key.high, 0x31322E73656C665FULL);                     // "12.self_"
+  EXPECT_EQ(key.low, 0x6174746E00000000ULL);                      // "attn" and padding
+  EXPECT_EQ(name_key("ab", 5).high, 0u);  // a prefix longer than the name leaves nothing
+  EXPECT_LT(name_key("a\xC3", 0).high, name_key("a\xC4", 0).high);  // bytes compare unsigned
 }
 
 TEST(SharedPrefix, CountsUpToTheFirstDifferenceOrTheLimit) {
