@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "require.hpp"
@@ -65,6 +66,17 @@ std::optional<safetensors::Header> attempt(Parse parse) {
   }
 }
 
+// What a check of the header said: empty when it passed, else the error's code and message.
+template <class Check>
+std::string verdict(Check check) {
+  try {
+    (void)check();
+  } catch (const safetensors::Error& error) {
+    return std::string(safetensors::error_code_name(error.code())) + ": " + error.what();
+  }
+  return {};
+}
+
 }  // namespace
 
 // Each input is read twice: as a whole file, and as an 8-byte data size followed by header
@@ -80,8 +92,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::uint64_t data_size = 0;
   for (int i = 7; i >= 0; --i) data_size = (data_size << 8) | data[i];
   std::span<const std::byte> json = input.subspan(8);
-  if (auto header = attempt([&] { return safetensors::parse_header(json, data_size, "fuzz"); })) {
-    check(*header, json, data_size);
-  }
+  const std::string parsed = verdict([&] {
+    check(safetensors::parse_header(json, data_size, "fuzz"), json, data_size);
+    return 0;
+  });
+  // Checking without the result must come to the same verdict, in the same words.
+  require(parsed == verdict([&] { return safetensors::validate_header(json, data_size, "fuzz"); }),
+          "validate_header and parse_header disagree");
   return 0;
 }
