@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <system_error>
 #include <thread>
 
 #include "format/header_json.hpp"
@@ -79,7 +80,12 @@ HeaderText read_header_text(const Source& source) {
   // back (README, "Opening 200,000 tensors").
   const std::size_t half = text.size / 2;
   std::atomic<bool> done{false};
-  std::jthread prefaulter([&] { (void)detail::prefault_for_write(into.subspan(half), done); });
+  std::jthread prefaulter;
+  try {
+    prefaulter = std::jthread([&] { (void)detail::prefault_for_write(into.subspan(half), done); });
+  } catch (const std::system_error&) {
+    // No thread to spare (a process limit): the read faults the pages in itself.
+  }
   try {
     source.read_at(8, into);
   } catch (...) {
