@@ -60,7 +60,8 @@ struct SAFETENSORS_API Header {
 
 /// Rules 4-11: parses the N header bytes and validates them against a data buffer of
 /// `data_size` bytes (file size - 8 - N). Throws `Error` with the code of the first rule
-/// broken. Allocates only the header copy, the parser's working space and the result.
+/// broken. Allocates only the header copy, the parser's working space, a compact entry per
+/// tensor and the result.
 [[nodiscard]] SAFETENSORS_API Header parse_header(std::span<const std::byte> header_json,
                                                   std::uint64_t data_size, std::string_view origin);
 

@@ -108,7 +108,7 @@ void check_tensor(const JsonHeader& json, const TensorEntry& tensor, const Tenso
     fail(ErrorCode::overflow, origin, what() + " has more than 2^64-1 elements or bits");
   }
   if (size.problem == SizeProblem::misaligned) {
-    // Fits: no overflow.
+    // byte_size found no overflow, so neither the count nor the product overflows.
     std::uint64_t bits = element_count(shape).value_or(0) * dtype_bits(tensor.dtype);
     fail(ErrorCode::misaligned, origin,
          what() + " has " + std::to_string(bits) + " bits, not a whole number of bytes");

@@ -489,7 +489,7 @@ class Reader {
   bool seen_metadata_ = false;
   // Entries before this one have keys made for a longer prefix than all names share.
   std::size_t stale_keys_ = 0;
-  // Reused across entries so a tensor costs no allocations beyond its own name and shape.
+  // Reused across entries, so that an entry costs no allocation of its own.
   std::vector<KeyAt> unknown_keys_;
   std::vector<std::uint64_t> integers_;
 };
