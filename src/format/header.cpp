@@ -1,7 +1,6 @@
 #include "safetensors/header.hpp"
 
 #include <algorithm>
-#include <numeric>
 #include <tuple>
 #include <utility>
 
@@ -181,25 +180,30 @@ struct CheckedHeader {
   std::vector<std::uint32_t> by_name;
   /// Indices of json.tensors in data order; empty when the header lists them so.
   std::vector<std::uint32_t> by_data;
+
+  const TensorEntry& in_data_order(std::size_t i) const {
+    return json.tensors[by_data.empty() ? i : by_data[i]];
+  }
 };
 
 // Rules 4-11 on a header followed by detail::json_padding readable bytes or not.
 CheckedHeader check_any_header(std::span<const std::byte> header_json, std::uint64_t data_size,
                                std::string_view origin, bool padded) {
-  JsonHeader json = detail::read_header_json(header_json, origin, padded);
+  CheckedHeader checked{detail::read_header_json(header_json, origin, padded), {}, {}};
+  const JsonHeader& json = checked.json;
   detail::NameOrder names = detail::order_by_name(json.tensors, json.name_prefix);
   check_unique(json, names, origin);
-  std::vector<std::uint32_t> by_data;
-  if (!listed_in_data_order(json.tensors)) by_data = order_by_data(json.tensors, names.order);
-  const auto in_data_order = [&](std::size_t i) -> const TensorEntry& {
-    return json.tensors[by_data.empty() ? i : by_data[i]];
-  };
+  checked.by_name = std::move(names.order);
+  if (!listed_in_data_order(json.tensors)) {
+    checked.by_data = order_by_data(json.tensors, checked.by_name);
+  }
   const std::size_t count = json.tensors.size();
   for (std::size_t i = 0; i < count; ++i) {
-    check_tensor(json, in_data_order(i), i > 0 ? &in_data_order(i - 1) : nullptr, origin);
+    check_tensor(json, checked.in_data_order(i), i > 0 ? &checked.in_data_order(i - 1) : nullptr,
+                 origin);
   }
-  check_buffer_end(count > 0 ? &in_data_order(count - 1) : nullptr, data_size, origin);
-  return {std::move(json), std::move(names.order), std::move(by_data)};
+  check_buffer_end(count > 0 ? &checked.in_data_order(count - 1) : nullptr, data_size, origin);
+  return checked;
 }
 
 // The public result of a checked header: its tensors in data order, each with a name and a
@@ -210,7 +214,7 @@ Header make_header(CheckedHeader checked, std::uint64_t header_size, std::uint64
   Header header;
   header.tensors.reserve(count);
   for (std::size_t i = 0; i < count; ++i) {
-    const TensorEntry& entry = json.tensors[checked.by_data.empty() ? i : checked.by_data[i]];
+    const TensorEntry& entry = checked.in_data_order(i);
     const std::span<const std::uint64_t> shape = json.shape(entry);
     header.tensors.push_back({std::string(entry.name), entry.dtype,
                               std::vector<std::uint64_t>(shape.begin(), shape.end()),

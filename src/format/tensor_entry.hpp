@@ -15,9 +15,10 @@ struct NameKey {
   std::uint64_t low = 0;
 };
 
-/// A public TensorInfo costs two heap blocks (its name and its shape); checking a header of
-/// 200,000 tensors spent a third of its time getting and filling those blocks. An entry points
-/// into the header's text instead, and TensorInfos are made only for a caller that keeps them.
+/// A public TensorInfo costs two heap blocks (its name and its shape); for a header of 200,000
+/// tensors they were 6,700 of the 17,300 page faults of `safetensors validate` (README,
+/// "Opening 200,000 tensors"). An entry points into the header's text instead, and TensorInfos
+/// are made only for a caller that keeps them.
 struct TensorEntry {
   /// In the header's text, or, for a name written with escapes, beside it.
   std::string_view name;
