@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "bindings.hpp"
-#include "io/memory.hpp"
 #include "safetensors/checkpoint.hpp"
 #include "safetensors/device.hpp"
 #include "safetensors/device_map.hpp"
@@ -56,17 +55,6 @@ Dtype parse_dtype(const std::string& name) {
 LoadOptions stop_on_signal(LoadOptions options) {
   options.progress = [](std::uint64_t, std::uint64_t) { check_signals(); };
   return options;
-}
-
-// Python hands in fresh memory (torch.empty) whose pages the workers fault in as they copy.
-// With transparent huge pages' defrag set to "madvise" (the kernel's default), unmarked
-// memory mostly gets 4 KiB pages, one fault each: on the development VM, filling 500 MB took
-// 290 ms that way and 60 ms once marked. numpy and the library's own load() mark large
-// buffers the same way; for pages already present the hint changes nothing.
-void prefer_huge_pages(std::span<std::byte> bytes) {
-  constexpr std::uintptr_t huge_page = std::uintptr_t{2} << 20;
-  if (bytes.size() < 2 * huge_page) return;
-  detail::advise(bytes, detail::PageAdvice::huge_pages);
 }
 
 // Python's form of a tensor-parallel plan: [(pattern, style, dim, sizes)], rank, world size.
@@ -222,7 +210,6 @@ class PyCheckpoint {
     options.buffer_range = buffer_range;
     // `pinned` keeps the buffer and the plan is only read, so the workers need no GIL.
     py::gil_scoped_release release;
-    prefer_huge_pages(bytes.first(std::min<std::size_t>(bytes.size(), plan.buffer_size)));
     safetensors::load_into(checkpoint_, plan, bytes, stop_on_signal(options));
   }
 

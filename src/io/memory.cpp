@@ -17,8 +17,6 @@
 namespace safetensors::detail {
 namespace {
 
-constexpr std::size_t huge_page = std::size_t{2} << 20;
-
 // populate(): the unit of work, and the default number of workers. `safetensors bench`, rows
 // "mapped" (498 MB file, 2-core VM, virtio disk, two runs): cold, 1 / 2 / 4 workers read
 // 2.8-3.3 / 2.1-2.4 / 2.4-2.9 GB/s, as the kernel already reads ahead 8 MB per request for
@@ -260,24 +258,6 @@ void advise(std::span<const std::byte> range, PageAdvice advice) noexcept {
 #endif
   }
   (void)::madvise(reinterpret_cast<void*>(first), last - first, system_advice);
-}
-
-std::shared_ptr<std::byte[]> allocate_huge_page_aligned(std::uint64_t size) {
-  if (size < huge_page || size > SIZE_MAX - 2 * huge_page) return nullptr;
-  // Mapped a huge page larger than needed; the slack before the boundary and after the
-  // rounded-up buffer is unmapped at once.
-  const std::size_t page = page_size();
-  const std::size_t length = (static_cast<std::size_t>(size) + page - 1) / page * page;
-  void* raw = ::mmap(nullptr, length + huge_page, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) return nullptr;
-  auto* base = static_cast<std::byte*>(raw);
-  const std::size_t head =
-      (huge_page - reinterpret_cast<std::uintptr_t>(base) % huge_page) % huge_page;
-  if (head != 0) ::munmap(base, head);
-  if (huge_page - head != 0) ::munmap(base + head + length, huge_page - head);
-  advise({base + head, length}, PageAdvice::huge_pages);
-  return {base + head, [length](std::byte* p) { ::munmap(p, length); }};
 }
 
 }  // namespace safetensors::detail

@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <span>
 #include <string>
 
@@ -82,10 +81,5 @@ enum class PageAdvice {
 /// inside the range, as a neighbour's bytes may share the pages at its edges; the others start
 /// at the page holding the first byte.
 void advise(std::span<const std::byte> range, PageAdvice advice) noexcept;
-
-/// Zeroed memory of at least `size` bytes starting at a 2 MiB boundary and marked for
-/// transparent huge pages: filling fresh memory is otherwise dominated by one page fault per
-/// 4 KiB. Null when `size` is under 2 MiB or the system refuses; callers then allocate as usual.
-std::shared_ptr<std::byte[]> allocate_huge_page_aligned(std::uint64_t size);
 
 }  // namespace safetensors::detail

@@ -100,11 +100,12 @@ const CheckpointTensor& source_of(const Checkpoint& checkpoint, const LoadedTens
   return *found;
 }
 
-// Memory for load(): large buffers come from allocate_huge_page_aligned, as filling fresh
-// memory is otherwise dominated by one page fault per 4 KiB; on the development machine a
-// 475 MiB load went from 1.8 to about 10 GB/s (2 threads).
+// Memory for load(): plain pages, faulted in ahead of the workers by run.cpp's prefaulter.
+// Transparent huge pages were tried and dropped: in fresh processes on the development VM,
+// which reports free memory to its host, a 498 MB copy=True load took 0.4-2.2 s with huge
+// pages against 0.14 s without (six alternating runs each, 2026-12-05): a 2 MiB page comes
+// from the free blocks the host has taken back, and faulting it in costs the host too.
 std::shared_ptr<std::byte[]> allocate(std::uint64_t size) {
-  if (std::shared_ptr<std::byte[]> pages = detail::allocate_huge_page_aligned(size)) return pages;
   constexpr std::align_val_t alignment{tensor_alignment};
   auto* raw = static_cast<std::byte*>(::operator new[](size, alignment));
   return {raw, [](std::byte* p) { ::operator delete[](p, std::align_val_t{tensor_alignment}); }};

@@ -88,13 +88,16 @@ TEST(Advise, DontNeedSparesThePagesAtTheEdges) {
   // Anonymous private memory is zeroed by MADV_DONTNEED: a visible witness of which pages
   // the advice reached.
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  const std::shared_ptr<std::byte[]> buffer = allocate_huge_page_aligned(8 << 20);
-  ASSERT_TRUE(buffer);
-  std::memset(buffer.get(), 0x5a, 4 * page);
-  advise({buffer.get() + 100, 3 * page}, PageAdvice::dont_need);
+  const std::size_t size = 8 * page;
+  void* raw = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(raw, MAP_FAILED);
+  auto* buffer = static_cast<std::byte*>(raw);
+  std::memset(buffer, 0x5a, 4 * page);
+  advise({buffer + 100, 3 * page}, PageAdvice::dont_need);
   EXPECT_EQ(buffer[100], std::byte{0x5a});            // first page shared with the edge
   EXPECT_EQ(buffer[page], std::byte{0});              // whole pages inside: dropped
   EXPECT_EQ(buffer[3 * page + 50], std::byte{0x5a});  // last, partial page kept
+  ::munmap(raw, size);
 }
 
 // Pages of `bytes` (page aligned) in the page cache, as mincore(2) reports them.
@@ -180,18 +183,6 @@ TEST(Populate, AFileThatShrankIsAnIoErrorNotACrash) {
   std::filesystem::resize_file(file.path(), 4096);
   test::expect_error([&] { populate(mapping.bytes(), 2, "shrunk.bin"); }, ErrorCode::io,
                      {"shrunk.bin", "did the file shrink?"});
-}
-
-TEST(AllocateHugePageAligned, AlignedWritableOrNullWhenSmall) {
-  EXPECT_FALSE(allocate_huge_page_aligned(4096));
-  EXPECT_FALSE(allocate_huge_page_aligned(UINT64_MAX));
-  const std::uint64_t size = (std::uint64_t{5} << 20) + 123;
-  const std::shared_ptr<std::byte[]> buffer = allocate_huge_page_aligned(size);
-  ASSERT_TRUE(buffer);
-  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(buffer.get()) % (2 << 20), 0u);
-  buffer[0] = std::byte{1};
-  buffer[size - 1] = std::byte{2};
-  EXPECT_EQ(buffer[size - 1], std::byte{2});
 }
 
 TEST(PrefaultForWrite, PagesBecomeResidentAndKeepTheirBytes) {
