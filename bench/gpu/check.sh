@@ -111,10 +111,26 @@ export PYTHONUNBUFFERED=1
 status=0
 
 echo "=== check 0: the C++ device tests (tests/unit/device_test.cpp) against this machine's CUDA"
-if "$BUILD/tests/device_test" --gtest_brief=1 2>&1 | tail -15; then
-  echo "PASS: check 0 device_test"
+# device_test runs without torch, so it would not find the runtime and cuFile torch's wheels
+# bring (nvidia/cu13/lib is on no loader path): name the copies the Python package would use.
+libs=$("$PY" -c 'import torch
+from libsafetensors import _device
+print((_device._torch_runtimes() or [""])[0]); print((_device._cufile_libraries() or [""])[0])' 2>/dev/null)
+cudart=$(echo "$libs" | sed -n 1p)
+cufile=$(echo "$libs" | sed -n 2p)
+echo "  SAFETENSORS_CUDART=${cudart:-(not found)} SAFETENSORS_CUFILE=${cufile:-(not found)}"
+check0=$BUILD.device_test.log
+SAFETENSORS_CUDART=${SAFETENSORS_CUDART:-$cudart} SAFETENSORS_CUFILE=${SAFETENSORS_CUFILE:-$cufile} \
+  "$BUILD/tests/device_test" > "$check0" 2>&1
+rc=$?
+grep -E "^\[  (FAILED|SKIPPED) \]|Skipped|^\[==========\]|^\[  PASSED" -A1 "$check0" | tail -20
+if [ $rc != 0 ]; then
+  echo "FAIL: check 0 device_test (exit $rc; $check0)"; status=1
+elif nvidia-smi -L > /dev/null 2>&1 && grep -q "SKIPPED \] DeviceLoadTest.CudaPathSaysWhyOrWorks" "$check0"; then
+  echo "FAIL: check 0 device_test: a GPU is here but the CUDA path was skipped:"
+  grep -A1 "Skipped" "$check0" | grep -i "cuda" | head -3; status=1
 else
-  echo "FAIL: check 0 device_test"; status=1
+  echo "PASS: check 0 device_test"
 fi
 
 echo "=== checks 1-3 (bench/gpu/check_gpu.py)"

@@ -1,11 +1,12 @@
 """Whether loads onto CUDA devices can take the library's own device path (pinned staging
 buffers, asynchronous copies: src/device/), and why not.
 
-The CUDA runtime is found at run time, never linked: first the copies torch ships (its lib/
-folder, or the nvidia-cuda-runtime wheel beside it), then the system's. Where it cannot be
+The CUDA runtime is found at run time, never linked: first the copy torch has loaded, then the
+copies torch ships (its lib/ folder, or NVIDIA's wheels beside it: nvidia/cu13/lib for CUDA 13,
+nvidia/cuda_runtime/lib before), then the system's. Where it cannot be
 used, loads fall back to reading into host memory and torch's `.to(device)`, and
 `cuda_unavailable_reason()` says why. SAFETENSORS_DEVICE_LOAD=torch forces that fallback.
-GPUDirect Storage's cuFile is found the same way (the nvidia-cufile wheel, then the system's);
+GPUDirect Storage's cuFile is found the same way (NVIDIA's wheels, then the system's);
 `gds_status()` says whether loads use it.
 """
 
@@ -18,27 +19,58 @@ from libsafetensors import _core
 _status = None
 
 
+def _wheel_library_dirs(component):
+    """Where NVIDIA's wheels put a library on sys.path: nvidia/cu13/lib (CUDA 13 wheels keep
+    every library in one folder per major version), then nvidia/<component>/lib (CUDA 12 and
+    older: one wheel per library)."""
+    dirs = []
+    for entry in sys.path:
+        dirs += sorted(glob.glob(os.path.join(entry, "nvidia", "cu[0-9]*", "lib")), reverse=True)
+        dirs.append(os.path.join(entry, "nvidia", component, "lib"))
+    return dirs
+
+
+def _mapped_libraries(stem):
+    """Paths of the libraries named stem*.so* already mapped into this process (torch's own
+    CUDA runtime, once torch has initialised CUDA): the same copy is the one to use."""
+    found = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(None, 5)  # address perms offset device inode [path]
+                path = fields[5].strip() if len(fields) == 6 else ""
+                name = os.path.basename(path)
+                if name.startswith(stem) and ".so" in name and path not in found:
+                    found.append(path)
+    except OSError:
+        pass
+    return found
+
+
 def _torch_runtimes():
-    """Paths of the CUDA runtime libraries torch's installation ships, if any."""
+    """Paths of the CUDA runtime libraries torch uses or ships, if any, the ones already
+    loaded first."""
     torch = sys.modules.get("torch")
     if torch is None:
         return []
-    roots = [os.path.join(os.path.dirname(torch.__file__), "lib")]
-    for entry in sys.path:
-        roots.append(os.path.join(entry, "nvidia", "cuda_runtime", "lib"))
-    found = []
+    found = _mapped_libraries("libcudart")
+    roots = [os.path.join(os.path.dirname(torch.__file__), "lib")] + _wheel_library_dirs(
+        "cuda_runtime")
     for root in roots:
-        found += sorted(glob.glob(os.path.join(root, "libcudart*.so*")), reverse=True)
+        for path in sorted(glob.glob(os.path.join(root, "libcudart*.so*")), reverse=True):
+            if path not in found:
+                found.append(path)
     return found
 
 
 def _cufile_libraries():
-    """Paths of the cuFile libraries the nvidia-cufile wheel (a torch dependency) installs,
-    which are not on the dynamic loader's path."""
-    found = []
-    for entry in sys.path:
-        found += sorted(glob.glob(os.path.join(entry, "nvidia", "cufile", "lib", "libcufile.so*")),
-                        reverse=True)
+    """Paths of the cuFile libraries NVIDIA's wheels (torch dependencies) install, which are
+    not on the dynamic loader's path; one already loaded first."""
+    found = _mapped_libraries("libcufile.so")
+    for root in _wheel_library_dirs("cufile"):
+        for path in sorted(glob.glob(os.path.join(root, "libcufile.so*")), reverse=True):
+            if path not in found:
+                found.append(path)
     return found
 
 

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -127,8 +128,11 @@ const CudaRuntime* try_runtime(std::string& why) {
     candidates.emplace_back(forced);
   } else {
     candidates = extra_candidates;
+    // Versioned names first: dlopen matches them against the sonames of libraries already
+    // loaded (a framework's own runtime, loaded by path), where the unversioned name, a
+    // development symlink, would load a second copy from the system.
     for (const char* name :
-         {"libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"}) {
+         {"libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"}) {
       candidates.emplace_back(name);
     }
   }
@@ -242,6 +246,15 @@ void cuda_copy_to_host(const CudaRuntime& runtime, void* host, const void* devic
         "cudaMemcpy of " + std::to_string(bytes) + " bytes to the host");
 }
 
+void cuda_free_on(const CudaRuntime& runtime, int device, void* memory) noexcept {
+  if (memory == nullptr) return;
+  int previous = device;
+  const bool switched = runtime.get_device(&previous) == cuda_success && previous != device &&
+                        runtime.set_device(device) == cuda_success;
+  (void)runtime.free(memory);
+  if (switched) (void)runtime.set_device(previous);
+}
+
 std::uint64_t release_cuda_pinned_cache() {
   const PinnedCache::Block block = cuda_pinned_cache().take();
   if (block.data == nullptr) return 0;
@@ -257,7 +270,7 @@ CudaDevice::CudaDevice(const CudaRuntime& runtime, int index) : runtime_(runtime
 }
 
 CudaDevice::~CudaDevice() {
-  cufile_handles_.reset();  // deregistered while this device is still current
+  end_direct_reads();  // normally done by the load already, while its files were open
   if (previous_ != index_) runtime_.set_device(previous_);
 }
 
@@ -379,6 +392,16 @@ const CastModule& CudaDevice::cast_module() {
 }
 
 bool CudaDevice::can_read_direct(bool required, std::string& why) {
+  // Without nvidia-fs cuFile could only run in compatibility mode, which automatic loads do
+  // not take (cufile_compat_mode); asking cuFile would open its driver on every load and
+  // leave a cufile.log in the working directory.
+  std::error_code ignored;
+  if (!required && !std::filesystem::exists("/proc/driver/nvidia-fs", ignored)) {
+    why =
+        "GPUDirect Storage needs the nvidia-fs driver, which is not loaded (no "
+        "/proc/driver/nvidia-fs): loads go through the pinned ring";
+    return false;
+  }
   const CuFile* cufile = try_cufile(why);
   if (cufile == nullptr) return false;
   std::string compat;
@@ -388,6 +411,10 @@ bool CudaDevice::can_read_direct(bool required, std::string& why) {
   }
   if (!cufile_handles_) cufile_handles_ = std::make_unique<CuFileHandles>(*cufile);
   return true;
+}
+
+void CudaDevice::end_direct_reads() noexcept {
+  cufile_handles_.reset();
 }
 
 bool CudaDevice::read_direct(const DirectFile& file, std::uint64_t offset, std::byte* dest,

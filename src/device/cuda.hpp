@@ -31,6 +31,10 @@ const CudaRuntime& cuda_runtime();
 void cuda_copy_to_host(const CudaRuntime& runtime, void* host, const void* device,
                        std::size_t bytes);
 
+/// Frees device memory of `device` without throwing, for deleters: errors (the runtime being
+/// torn down at exit, a sticky error from an earlier fault) leave the memory to the driver.
+void cuda_free_on(const CudaRuntime& runtime, int device, void* memory) noexcept;
+
 /// Frees the pinned staging memory CUDA loads kept (release_cuda_staging in device.hpp).
 std::uint64_t release_cuda_pinned_cache();
 
@@ -69,6 +73,7 @@ class CudaDevice final : public DeviceApi {
   /// GPUDirect Storage through cuFile (device/gds.hpp), loaded at run time once per process;
   /// files are registered on first read and deregistered when this object goes.
   bool can_read_direct(bool required, std::string& why) override;
+  void end_direct_reads() noexcept override;
   bool read_direct(const DirectFile& file, std::uint64_t offset, std::byte* dest, std::size_t bytes,
                    std::string& why) override;
 

@@ -28,9 +28,8 @@ CudaCheckpoint load_to_cuda(const Checkpoint& checkpoint, const LoadOptions& opt
     detail::CudaDevice cuda(runtime, device);
     // One allocation of exactly the tensors' bytes (cudaMalloc aligns it to 256 bytes).
     std::byte* memory = cuda.allocate(static_cast<std::size_t>(loaded.plan_.buffer_size));
-    loaded.memory_ = std::shared_ptr<void>(memory, [&runtime, device](void* p) {
-      detail::CudaDevice(runtime, device).free(static_cast<std::byte*>(p));
-    });
+    loaded.memory_ = std::shared_ptr<void>(
+        memory, [&runtime, device](void* p) { detail::cuda_free_on(runtime, device, p); });
   }
   loaded.stats_ = load_to_cuda(checkpoint, loaded.plan_, loaded.memory_.get(),
                                loaded.plan_.buffer_size, device, device_options);

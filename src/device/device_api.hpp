@@ -96,6 +96,10 @@ class DeviceApi {
     why = describe() + " cannot read files into device memory directly";
     return false;
   }
+  /// The load's files are about to be closed: whatever read_direct registered for their
+  /// descriptors is given up now, while they are still open (cuFile wants its handles
+  /// deregistered before the descriptor closes; a later file may get the same number).
+  virtual void end_direct_reads() noexcept {}
 
   /// The host is about to write [host, host + bytes) of pinned memory. A real device ignores
   /// it; the emulator checks that no queued copy still reads those bytes.

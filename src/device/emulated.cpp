@@ -200,6 +200,15 @@ void EmulatedDevice::serve() {
 }
 
 std::byte* EmulatedDevice::allocate(std::size_t bytes) {
+  {
+    std::lock_guard lock(mutex_);
+    if (options_.device_memory != 0 && bytes > options_.device_memory - device_now_) {
+      fail(ErrorCode::device, describe(),
+           "cudaMalloc of " + std::to_string(bytes) + " bytes failed: out of memory (" +
+               std::to_string(options_.device_memory - device_now_) + " bytes free)");
+    }
+    device_now_ += bytes;
+  }
   std::byte* p = raw_allocate(bytes);
   std::lock_guard lock(mutex_);
   device_[p] = Allocation{bytes, std::vector<std::uint8_t>(bytes, 0), {}};
@@ -217,6 +226,7 @@ void EmulatedDevice::free(std::byte* memory) noexcept {
   const bool in_use = writes_pending(memory, memory + it->second.bytes) ||
                       cast_reads_pending(memory, memory + it->second.bytes, nullptr, nullptr);
   if (in_use) violation("device memory freed while a copy or cast using it was still queued");
+  device_now_ -= it->second.bytes;
   device_.erase(it);
   if (in_use) {
     freed_in_use_.push_back(memory);
@@ -491,6 +501,7 @@ bool EmulatedDevice::read_direct(const DirectFile& file, std::uint64_t offset, s
   }
   {
     std::lock_guard lock(mutex_);
+    direct_files_.insert(*file.name);
     if (find(device_, dest, bytes) == nullptr) {
       violation(what + " writes outside every device allocation");
       return true;  // as a DMA engine would have corrupted memory; nothing is written here
@@ -523,10 +534,21 @@ void EmulatedDevice::staging_kept(const std::byte* host, std::size_t bytes) noex
   }
 }
 
+void EmulatedDevice::end_direct_reads() noexcept {
+  std::lock_guard lock(mutex_);
+  direct_files_.clear();
+}
+
 EmulatedDevice::Report EmulatedDevice::check() {
   std::unique_lock lock(mutex_);
   done_.wait(lock, [&] { return idle(); });
   Report report = report_;
+  for (const std::string& name : direct_files_) {
+    ++report.violation_count;
+    report.violations.push_back("direct reads of " + name +
+                                " were never ended (end_direct_reads): cuFile would keep the "
+                                "closed descriptor registered");
+  }
   for (const auto& [p, allocation] : device_) {
     std::uint64_t unwritten = 0, twice = 0;
     std::size_t first_unwritten = SIZE_MAX, first_twice = SIZE_MAX;

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,6 +48,9 @@ class EmulatedDevice final : public DeviceApi {
     /// Direct reads are on but every file is refused (read_direct returns false), as cuFile
     /// refuses to register a file on an unsupported file system.
     bool refuse_direct_files = false;
+    /// When non-zero, allocate() throws Error(device) rather than have more device bytes
+    /// than this live at once, as cudaMalloc does when the GPU's memory is taken.
+    std::uint64_t device_memory = 0;
   };
 
   struct Report {
@@ -101,6 +105,9 @@ class EmulatedDevice final : public DeviceApi {
   bool can_read_direct(bool required, std::string& why) override;
   bool read_direct(const DirectFile& file, std::uint64_t offset, std::byte* dest, std::size_t bytes,
                    std::string& why) override;
+  /// Files read directly count as registered (as cuFile's handles) until this is called;
+  /// check() reports any still registered.
+  void end_direct_reads() noexcept override;
   void staging_write(const std::byte* host, std::size_t bytes) override;
   void staging_kept(const std::byte* host, std::size_t bytes) noexcept override;
 
@@ -183,6 +190,8 @@ class EmulatedDevice final : public DeviceApi {
   std::uint64_t queued_casts_ = 0;
   std::vector<CopyState> copy_states_;
   std::uint64_t pinned_now_ = 0;
+  std::uint64_t device_now_ = 0;
+  std::set<std::string> direct_files_;  // read directly since the last end_direct_reads
   Report report_;
   PinnedCache pinned_cache_;
   bool stopping_ = false;

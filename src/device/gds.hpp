@@ -55,8 +55,8 @@ class CuFileHandles {
 };
 
 /// Library paths tried after SAFETENSORS_CUFILE and before the default sonames, e.g. the copy
-/// a Python framework's wheels ship (the Python package adds nvidia/cufile/lib's). Kept for the
-/// process.
+/// a Python framework's wheels ship (the Python package adds those in nvidia/cu13/lib or
+/// nvidia/cufile/lib). Kept for the process.
 void add_cufile_candidates(const std::vector<std::string>& paths);
 
 /// Library names tried: SAFETENSORS_CUFILE when set, else those added, libcufile.so.0 and

@@ -94,6 +94,15 @@ class Ring {
   bool stopped_ = false;
 };
 
+// Ends the device's direct reads of one load's files when it goes (DeviceApi::end_direct_reads).
+struct EndDirectReads {
+  explicit EndDirectReads(DeviceApi& d) : device(d) {}
+  EndDirectReads(const EndDirectReads&) = delete;
+  EndDirectReads& operator=(const EndDirectReads&) = delete;
+  ~EndDirectReads() { device.end_direct_reads(); }
+  DeviceApi& device;
+};
+
 // Device resources of one load; the destructor waits for every queued copy and cast before
 // the pinned memory they read is freed or kept for the next load, and the device staging
 // memory they use is freed.
@@ -496,6 +505,8 @@ DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
   const LoadJob job =
       make_load_job(checkpoint, plan, {device_buffer, static_cast<std::size_t>(plan.buffer_size)},
                     load_options, use_direct);
+  // Declared after the job, so run before the job's shards close their descriptors.
+  const EndDirectReads end_direct_reads{device};
   const std::size_t items = job.item_begin.empty() ? 0 : job.item_begin.size() - 1;
   const unsigned threads =
       static_cast<unsigned>(std::clamp<std::size_t>(items, 1, std::max(job.threads, 1u)));
@@ -586,8 +597,20 @@ DeviceLoadStats run_device_load(DeviceApi& device, const Checkpoint& checkpoint,
   if (any_on_device) {
     // One region per slot, at the slot's offset: a slot's staged bytes land at the same
     // offsets on the device, and are reused with the slot, after its event.
+    try {
+      resources.staging = device.allocate(static_cast<std::size_t>(stats.pinned_bytes));
+    } catch (const Error& error) {
+      if (options.cast_on == CastOn::device || error.code() != ErrorCode::device) throw;
+      // The GPU's memory is taken (by the tensors, or a framework's cache of freed blocks):
+      // the host casts instead, which needs no device memory beyond the tensors.
+      host_reason = "no device memory was left to stage the casts on the device (" +
+                    std::string(error.what()) + ")";
+      std::fill(cast_on_device.begin(), cast_on_device.end(), 0);
+      any_on_device = false;
+    }
+  }
+  if (any_on_device) {
     stats.device_staging_bytes = stats.pinned_bytes;
-    resources.staging = device.allocate(static_cast<std::size_t>(stats.device_staging_bytes));
     for (unsigned i = 0; i < shape.slots; ++i) {
       resources.slots[i].staging = resources.staging + std::size_t{i} * shape.slot_bytes;
     }

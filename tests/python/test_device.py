@@ -5,6 +5,8 @@ why and CUDA loads keep torch's path; with a GPU, load_checkpoint/load_file onto
 the CPU bit for bit.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -278,18 +280,38 @@ def test_gds_status_says_why(monkeypatch):
     assert "/nonexistent/libcufile.so.5" in named["reason"], named["reason"]
 
 
-def test_gds_status_tries_the_cufile_wheel(tmp_path, monkeypatch):
-    """The nvidia-cufile wheel's library (torch installs it; not on the loader's path) is
-    tried before the system's names."""
+@pytest.mark.parametrize("folder", [("cu13",), ("cufile",)])
+def test_gds_status_tries_the_cufile_wheel(tmp_path, monkeypatch, folder):
+    """NVIDIA's wheels' cuFile (torch installs it; not on the loader's path) is tried before
+    the system's names: nvidia/cu13/lib for CUDA 13, nvidia/cufile/lib for CUDA 12."""
     if libsafetensors.gds_status()["available"]:
         pytest.skip("cuFile is available here")
-    lib = tmp_path / "nvidia" / "cufile" / "lib"
+    lib = tmp_path.joinpath("nvidia", *folder, "lib")
     lib.mkdir(parents=True)
     (lib / "libcufile.so.0").write_bytes(b"not a library")
     monkeypatch.syspath_prepend(str(tmp_path))
     status = libsafetensors.gds_status()
     assert not status["available"]
     assert str(lib / "libcufile.so.0") in status["reason"], status["reason"]
+
+
+@pytest.mark.parametrize("folder", ["cu13", "cu12", "cuda_runtime"])
+def test_cuda_runtime_is_looked_for_in_nvidias_wheels(tmp_path, monkeypatch, folder):
+    """The CUDA runtime torch's wheels bring: the already mapped copy first, then each wheel
+    layout (nvidia/cu13/lib, nvidia/cuda_runtime/lib), newest version first."""
+    pytest.importorskip("torch")
+    lib = tmp_path / "nvidia" / folder / "lib"
+    lib.mkdir(parents=True)
+    for name in ("libcudart.so.12", "libcudart.so.13"):
+        (lib / name).write_bytes(b"")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = _device._torch_runtimes()
+    ours = [p for p in found if p.startswith(str(lib))]
+    assert ours == [str(lib / "libcudart.so.13"), str(lib / "libcudart.so.12")], found
+    mapped = _device._mapped_libraries("libcudart")
+    assert found[:len(mapped)] == mapped
+    # The maps parser finds what is mapped, by file name (the C library always is).
+    assert any(os.path.basename(p).startswith("libc.so") for p in _device._mapped_libraries("libc.so"))
 
 
 def test_load_to_cuda_refuses_a_bad_direct_value(checkpoint_path):

@@ -26,6 +26,7 @@
 #include "device/gds.hpp"
 #include "device/pinned_cache.hpp"
 #include "device/pipeline.hpp"
+#include "expect_error.hpp"
 #include "safetensors/cast.hpp"
 #include "safetensors/error.hpp"
 #include "safetensors/loader.hpp"
@@ -457,13 +458,34 @@ TEST_F(DeviceCastTest, FallsBackToTheHostWhenTheDeviceCannotCast) {
 
   DeviceLoadOptions device_options;
   device_options.cast_on = CastOn::device;
-  try {
-    (void)load_emulated(checkpoint_, options, device_options, no_casts);
-    ADD_FAILURE() << "no error";
-  } catch (const Error& error) {
-    EXPECT_EQ(error.code(), ErrorCode::device);
-    EXPECT_NE(std::string(error.what()).find("without casts"), std::string::npos) << error.what();
-  }
+  test::expect_error([&] { (void)load_emulated(checkpoint_, options, device_options, no_casts); },
+                     ErrorCode::device, {"without casts"});
+}
+
+// No device memory left for the casts' staging region (the tensors took the GPU, or a
+// framework's cache holds the rest): automatic casts on the host instead and says why; asking
+// for the device fails with cudaMalloc's error.
+TEST_F(DeviceCastTest, FallsBackToTheHostWhenNoDeviceMemoryIsLeftForStaging) {
+  LoadOptions options;
+  options.dtype = Dtype::F32;  // widening: on the device when it can
+  const LoadedCheckpoint host = load(checkpoint_, options);
+  EmulatedDevice::Options full;
+  full.device_memory = host.buffer_size();  // the tensors, and not a byte more
+  const EmulatedLoad got = load_emulated(checkpoint_, options, ring_shapes()[1].first, full);
+  EXPECT_TRUE(got.report.ok()) << violations(got.report);
+  EXPECT_TRUE(same_as_host(got.bytes.data(), host));
+  EXPECT_EQ(got.stats.bytes_cast_on_device, 0u);
+  EXPECT_EQ(got.stats.device_staging_bytes, 0u);
+  EXPECT_GT(got.stats.bytes_cast_on_host, 0u);
+  EXPECT_NE(got.stats.host_cast_reason.find("no device memory was left"), std::string::npos)
+      << got.stats.host_cast_reason;
+  EXPECT_NE(got.stats.host_cast_reason.find("out of memory"), std::string::npos)
+      << got.stats.host_cast_reason;
+
+  DeviceLoadOptions device_options = ring_shapes()[1].first;
+  device_options.cast_on = CastOn::device;
+  test::expect_error([&] { (void)load_emulated(checkpoint_, options, device_options, full); },
+                     ErrorCode::device, {"out of memory"});
 }
 
 // A destination not aligned to its element (a caller's odd device pointer) is converted on
@@ -902,8 +924,10 @@ TEST_F(DeviceLoadTest, CudaPathSaysWhyOrWorks) {
   if (gds.available) {
     EXPECT_EQ(loaded.stats().bytes_read_direct, host.buffer_size()) << loaded.stats().direct_reason;
   } else {
+    // Without nvidia-fs automatic loads do not even ask cuFile, and say so.
+    const std::string& why = loaded.stats().direct_reason;
     EXPECT_EQ(loaded.stats().bytes_read_direct, 0u);
-    EXPECT_EQ(loaded.stats().direct_reason, gds.reason);
+    EXPECT_TRUE(why == gds.reason || why.find("nvidia-fs") != std::string::npos) << why;
   }
   std::vector<std::byte> back(static_cast<std::size_t>(loaded.buffer_size()));
   detail::cuda_copy_to_host(detail::cuda_runtime(), back.data(), loaded.device_buffer(),
