@@ -123,7 +123,8 @@ check0=$BUILD.device_test.log
 SAFETENSORS_CUDART=${SAFETENSORS_CUDART:-$cudart} SAFETENSORS_CUFILE=${SAFETENSORS_CUFILE:-$cufile} \
   "$BUILD/tests/device_test" > "$check0" 2>&1
 rc=$?
-grep -E "^\[  (FAILED|SKIPPED) \]|Skipped|^\[==========\]|^\[  PASSED" -A1 "$check0" | tail -20
+{ grep -E ": Skipped$" -A1 "$check0" | grep -v "^--$"
+  grep -E "^\[  (FAILED|SKIPPED|PASSED) +\]|^\[==========\] [0-9]+ tests" "$check0"; } | tail -20
 if [ $rc != 0 ]; then
   echo "FAIL: check 0 device_test (exit $rc; $check0)"; status=1
 elif nvidia-smi -L > /dev/null 2>&1 && grep -q "SKIPPED \] DeviceLoadTest.CudaPathSaysWhyOrWorks" "$check0"; then
