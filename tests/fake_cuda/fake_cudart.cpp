@@ -1,0 +1,492 @@
+// A stand-in for the CUDA runtime (libcudart) for machines without a GPU: the entry points
+// src/device/cuda.cpp resolves, with the documented C ABI and semantics, over host memory.
+// Loaded through SAFETENSORS_CUDART by tests/unit/fake_cuda_test.cpp, it runs the library's
+// real CUDA device (cuda.cpp: dlopen, symbol lookup, error texts, device switching, deleters)
+// where the emulated device (src/device/emulated.cpp) stands in for the whole device class.
+//
+// It checks what the real runtime would not report, and records each misuse as a violation
+// (fake_cuda_violations):
+// - asynchronous copies go host to device, from pinned memory (cudaHostAlloc) into one
+//   device allocation (cudaMalloc), with the kind the direction needs;
+// - a copy runs later, on an engine thread, after a delay: the pinned bytes it reads must not
+//   change between the call and the copy (a slot reused before its event completed), and
+//   device bytes must not be read back (cudaMemcpy) or freed while a copy into them is queued;
+// - pinned and device memory are freed once, with the right call, and not while in use;
+// - streams and events are used only between their creation and destruction.
+// Copies run in order within a stream; across streams the engine serves them round-robin.
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#define FAKE_CUDA_API extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+// cudaError_t values (driver_types.h).
+constexpr int success = 0;
+constexpr int invalid_value = 1;
+constexpr int memory_allocation = 2;
+constexpr int invalid_device = 101;
+constexpr int invalid_resource_handle = 400;
+constexpr int not_ready = 600;  // never returned: the synchronous calls wait
+constexpr int launch_failure = 719;
+
+constexpr int host_to_device = 1;  // cudaMemcpyKind
+constexpr int device_to_host = 2;
+
+struct Allocation {
+  std::size_t bytes = 0;
+  int device = 0;
+  bool pinned = false;
+};
+
+struct Event;
+struct Op {
+  // A copy (event == nullptr) or an event's point in its stream.
+  std::byte* dst = nullptr;
+  const std::byte* src = nullptr;
+  std::size_t bytes = 0;
+  std::uint64_t hash = 0;  // of the source when queued
+  Event* event = nullptr;
+  std::uint64_t generation = 0;
+};
+
+struct Stream {
+  std::deque<Op> ops;
+  bool destroyed = false;
+};
+
+struct Event {
+  std::uint64_t recorded = 0;
+  std::uint64_t completed = 0;
+  bool destroyed = false;
+};
+
+std::uint64_t hash_of(const std::byte* p, std::size_t n) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<std::uint8_t>(p[i])) * 1099511628211ull;
+  return h;
+}
+
+class Fake {
+ public:
+  Fake() : engine_([this] { serve(); }) {
+    if (const char* n = std::getenv("FAKE_CUDA_DEVICES")) devices_ = std::atoi(n);
+  }
+  ~Fake() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    work_.notify_all();
+    engine_.join();
+  }
+
+  std::mutex mutex_;
+  std::condition_variable work_;
+  std::condition_variable done_;
+  std::map<std::uintptr_t, Allocation> memory_;  // by first byte
+  std::set<Stream*> streams_;
+  std::set<Event*> events_;
+  std::vector<std::string> violations_;
+  std::uint64_t violation_count_ = 0;
+  std::uint64_t copies_ = 0;     // asynchronous copies accepted
+  std::uint64_t fail_copy_ = 0;  // when non-zero, the copy of this number fails
+  int devices_ = 2;
+  bool stopping_ = false;
+
+  void violation(std::string what) {  // with mutex_ held
+    ++violation_count_;
+    if (violations_.size() < 50) violations_.push_back(std::move(what));
+  }
+
+  // The allocation holding [p, p + n), or nullptr.
+  const Allocation* find(const void* p, std::size_t n) const {
+    const auto at = reinterpret_cast<std::uintptr_t>(p);
+    auto it = memory_.upper_bound(at);
+    if (it == memory_.begin()) return nullptr;
+    --it;
+    if (at - it->first > it->second.bytes || n > it->second.bytes - (at - it->first))
+      return nullptr;
+    return &it->second;
+  }
+
+  // Whether a queued copy reads or writes bytes of [p, p + n).
+  bool pending(const std::byte* p, std::size_t n) const {
+    for (const Stream* s : streams_) {
+      for (const Op& op : s->ops) {
+        if (op.event != nullptr) continue;
+        const bool writes = op.dst < p + n && p < op.dst + op.bytes;
+        const bool reads = op.src < p + n && p < op.src + op.bytes;
+        if (writes || reads) return true;
+      }
+    }
+    return false;
+  }
+
+  // `handle` as a stream or an event between its creation and destruction, or nullptr after
+  // recording the misuse by `call`.
+  Stream* live_stream(void* handle, const char* call) {
+    auto* s = static_cast<Stream*>(handle);
+    if (streams_.contains(s) && !s->destroyed) return s;
+    violation(std::string(call) + " with a stream that does not exist");
+    return nullptr;
+  }
+  Event* live_event(void* handle, const char* call) {
+    auto* e = static_cast<Event*>(handle);
+    if (events_.contains(e) && !e->destroyed) return e;
+    violation(std::string(call) + " with an event that does not exist");
+    return nullptr;
+  }
+
+  // Whether a queued operation still points at `e`.
+  bool referenced(const Event* e) const {
+    for (const Stream* s : streams_) {
+      for (const Op& op : s->ops) {
+        if (op.event == e) return true;
+      }
+    }
+    return false;
+  }
+
+  // Deletes `e` once it is destroyed and nothing queued refers to it.
+  void reclaim(Event* e) {
+    if (!e->destroyed || referenced(e)) return;
+    events_.erase(e);
+    delete e;
+  }
+
+  bool idle(const Stream* only) const {
+    for (const Stream* s : streams_) {
+      if ((only == nullptr || s == only) && !s->ops.empty()) return false;
+    }
+    return true;
+  }
+
+ private:
+  // Serves the streams round-robin, one operation at a time, each copy after a short delay so
+  // that a ring slot reused too early is overwritten before its copy reads it.
+  void serve() {
+    std::unique_lock lock(mutex_);
+    std::size_t turn = 0;
+    while (true) {
+      work_.wait(lock, [&] { return stopping_ || !idle(nullptr); });
+      if (stopping_ && idle(nullptr)) return;
+      std::vector<Stream*> busy;
+      for (Stream* s : streams_) {
+        if (!s->ops.empty()) busy.push_back(s);
+      }
+      Stream* s = busy[turn++ % busy.size()];
+      Op op = s->ops.front();
+      if (op.event == nullptr) {
+        lock.unlock();
+        std::this_thread::sleep_for(std::chrono::microseconds(30));
+        lock.lock();
+        if (hash_of(op.src, op.bytes) != op.hash) {
+          violation("the pinned source of a queued copy of " + std::to_string(op.bytes) +
+                    " bytes changed before the copy ran (a staging buffer reused too early)");
+        }
+        std::memcpy(op.dst, op.src, op.bytes);
+      } else {
+        op.event->completed = std::max(op.event->completed, op.generation);
+      }
+      s->ops.pop_front();
+      if (op.event != nullptr) reclaim(op.event);
+      if (s->destroyed && s->ops.empty()) {
+        streams_.erase(s);
+        delete s;
+      }
+      done_.notify_all();
+    }
+  }
+
+  std::thread engine_;
+};
+
+Fake& fake() {
+  static Fake instance;
+  return instance;
+}
+
+thread_local int current_device = 0;
+
+std::byte* allocate(std::size_t bytes) {
+  // Some bytes even for an empty request, so that every allocation has its own address.
+  return static_cast<std::byte*>(std::aligned_alloc(256, (bytes + 256) / 256 * 256));
+}
+
+}  // namespace
+
+FAKE_CUDA_API int cudaGetDeviceCount(int* count) {
+  *count = fake().devices_;
+  return success;
+}
+
+FAKE_CUDA_API int cudaSetDevice(int device) {
+  if (device < 0 || device >= fake().devices_) return invalid_device;
+  current_device = device;
+  return success;
+}
+
+FAKE_CUDA_API int cudaGetDevice(int* device) {
+  *device = current_device;
+  return success;
+}
+
+FAKE_CUDA_API int cudaRuntimeGetVersion(int* version) {
+  *version = 13000;
+  return success;
+}
+
+FAKE_CUDA_API int cudaDriverGetVersion(int* version) {
+  *version = 13000;
+  return success;
+}
+
+FAKE_CUDA_API const char* cudaGetErrorString(int code) {
+  switch (code) {
+    case success:
+      return "no error";
+    case invalid_value:
+      return "invalid argument";
+    case memory_allocation:
+      return "out of memory";
+    case invalid_device:
+      return "invalid device ordinal";
+    case invalid_resource_handle:
+      return "invalid resource handle";
+    case not_ready:
+      return "device not ready";
+    case launch_failure:
+      return "unspecified launch failure";
+    default:
+      return "unrecognized error code";
+  }
+}
+
+FAKE_CUDA_API int cudaMalloc(void** p, std::size_t bytes) {
+  std::byte* memory = allocate(bytes);
+  if (memory == nullptr) return memory_allocation;
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  f.memory_[reinterpret_cast<std::uintptr_t>(memory)] = {bytes, current_device, false};
+  *p = memory;
+  return success;
+}
+
+FAKE_CUDA_API int cudaHostAlloc(void** p, std::size_t bytes, unsigned flags) {
+  if (flags > 0xF) return invalid_value;
+  std::byte* memory = allocate(bytes);
+  if (memory == nullptr) return memory_allocation;
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  f.memory_[reinterpret_cast<std::uintptr_t>(memory)] = {bytes, current_device, true};
+  *p = memory;
+  return success;
+}
+
+namespace {
+
+int release(void* p, bool pinned, const char* call) {
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  const auto it = f.memory_.find(reinterpret_cast<std::uintptr_t>(p));
+  if (it == f.memory_.end() || it->second.pinned != pinned) {
+    f.violation(std::string(call) + " of memory it did not allocate");
+    return invalid_value;
+  }
+  if (f.pending(static_cast<std::byte*>(p), it->second.bytes)) {
+    f.violation(std::string(call) + " of memory a queued copy still uses");
+    return success;  // kept, so that the queued copy does not touch freed memory
+  }
+  f.memory_.erase(it);
+  std::free(p);
+  return success;
+}
+
+}  // namespace
+
+FAKE_CUDA_API int cudaFree(void* p) {
+  if (p == nullptr) return success;  // initialises the context, nothing else
+  return release(p, false, "cudaFree");
+}
+
+FAKE_CUDA_API int cudaFreeHost(void* p) {
+  if (p == nullptr) return success;
+  return release(p, true, "cudaFreeHost");
+}
+
+namespace {
+
+// A new stream or event, kept in `live` until destroyed.
+template <class T>
+int create(std::set<T*>& live, void** out) {
+  std::lock_guard lock(fake().mutex_);
+  auto* created = new T;
+  live.insert(created);
+  *out = created;
+  return success;
+}
+
+}  // namespace
+
+FAKE_CUDA_API int cudaStreamCreateWithFlags(void** stream, unsigned flags) {
+  if (flags > 1) return invalid_value;
+  return create(fake().streams_, stream);
+}
+
+FAKE_CUDA_API int cudaEventCreateWithFlags(void** event, unsigned flags) {
+  if (flags > 0xF) return invalid_value;
+  return create(fake().events_, event);
+}
+
+FAKE_CUDA_API int cudaStreamDestroy(void* stream) {
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  Stream* s = f.live_stream(stream, "cudaStreamDestroy");
+  if (s == nullptr) return invalid_resource_handle;
+  // Its queued work still runs, as the real runtime's does; the engine deletes it after.
+  s->destroyed = true;
+  if (s->ops.empty()) {
+    f.streams_.erase(s);
+    delete s;
+  }
+  return success;
+}
+
+FAKE_CUDA_API int cudaEventDestroy(void* event) {
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  Event* e = f.live_event(event, "cudaEventDestroy");
+  if (e == nullptr) return invalid_resource_handle;
+  e->destroyed = true;  // deleted once no queued record points at it
+  f.reclaim(e);
+  return success;
+}
+
+FAKE_CUDA_API int cudaStreamSynchronize(void* stream) {
+  Fake& f = fake();
+  std::unique_lock lock(f.mutex_);
+  Stream* s = f.live_stream(stream, "cudaStreamSynchronize");
+  if (s == nullptr) return invalid_resource_handle;
+  f.done_.wait(lock, [&] { return s->ops.empty(); });
+  return success;
+}
+
+FAKE_CUDA_API int cudaEventSynchronize(void* event) {
+  Fake& f = fake();
+  std::unique_lock lock(f.mutex_);
+  Event* e = f.live_event(event, "cudaEventSynchronize");
+  if (e == nullptr) return invalid_resource_handle;
+  const std::uint64_t target = e->recorded;
+  f.done_.wait(lock, [&] { return e->completed >= target; });
+  return success;
+}
+
+FAKE_CUDA_API int cudaEventRecord(void* event, void* stream) {
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  Event* e = f.live_event(event, "cudaEventRecord");
+  Stream* s = f.live_stream(stream, "cudaEventRecord");
+  if (e == nullptr || s == nullptr) return invalid_resource_handle;
+  Op op;
+  op.event = e;
+  op.generation = ++e->recorded;
+  s->ops.push_back(op);
+  f.work_.notify_all();
+  return success;
+}
+
+FAKE_CUDA_API int cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, int kind,
+                                  void* stream) {
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  Stream* s = f.live_stream(stream, "cudaMemcpyAsync");
+  if (s == nullptr) return invalid_resource_handle;
+  const Allocation* to = f.find(dst, bytes);
+  const Allocation* from = f.find(src, bytes);
+  if (kind != host_to_device) {
+    f.violation("cudaMemcpyAsync of kind " + std::to_string(kind) + " (the loads copy to devices)");
+    return invalid_value;
+  }
+  if (to == nullptr || to->pinned) {
+    f.violation("cudaMemcpyAsync of " + std::to_string(bytes) +
+                " bytes to memory that is not inside one device allocation");
+    return invalid_value;
+  }
+  if (from == nullptr || !from->pinned) {
+    f.violation("cudaMemcpyAsync of " + std::to_string(bytes) +
+                " bytes from memory that is not pinned (the copy would not be asynchronous)");
+    return invalid_value;
+  }
+  if (++f.copies_ == f.fail_copy_) return launch_failure;
+  Op op;
+  op.dst = static_cast<std::byte*>(dst);
+  op.src = static_cast<const std::byte*>(src);
+  op.bytes = bytes;
+  op.hash = hash_of(op.src, bytes);
+  s->ops.push_back(op);
+  f.work_.notify_all();
+  return success;
+}
+
+FAKE_CUDA_API int cudaMemcpy(void* dst, const void* src, std::size_t bytes, int kind) {
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  if (kind != device_to_host) {
+    f.violation("cudaMemcpy of kind " + std::to_string(kind) + " (only read-backs are expected)");
+    return invalid_value;
+  }
+  const Allocation* from = f.find(src, bytes);
+  if (from == nullptr || from->pinned) {
+    f.violation("cudaMemcpy of " + std::to_string(bytes) +
+                " bytes from memory that is not inside one device allocation");
+    return invalid_value;
+  }
+  // The loads' streams are non-blocking: a synchronous copy does not wait for them.
+  if (f.pending(static_cast<const std::byte*>(src), bytes))
+    f.violation("cudaMemcpy read device bytes that a queued copy still writes");
+  std::memcpy(dst, src, bytes);
+  return success;
+}
+
+// The test's view of the fake: violations (joined by newlines into `text`, at most `size`
+// bytes), live memory, and a copy to fail.
+FAKE_CUDA_API std::uint64_t fake_cuda_violations(char* text, std::size_t size) {
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  std::string all;
+  for (const std::string& v : f.violations_) all += v + "\n";
+  if (size != 0) {
+    const std::size_t n = std::min(size - 1, all.size());
+    std::memcpy(text, all.data(), n);
+    text[n] = '\0';
+  }
+  return f.violation_count_;
+}
+
+FAKE_CUDA_API void fake_cuda_live(std::uint64_t* device_bytes, std::uint64_t* pinned_bytes) {
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  *device_bytes = *pinned_bytes = 0;
+  for (const auto& [at, allocation] : f.memory_) {
+    (allocation.pinned ? *pinned_bytes : *device_bytes) += allocation.bytes;
+  }
+}
+
+FAKE_CUDA_API void fake_cuda_fail_copy(std::uint64_t after) {
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  f.fail_copy_ = after == 0 ? 0 : f.copies_ + after;
+}
