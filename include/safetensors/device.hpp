@@ -31,7 +31,7 @@ struct SAFETENSORS_API CudaStatus {
 };
 
 /// Loads the CUDA runtime on first use (the library named by the environment variable
-/// SAFETENSORS_CUDART if set, else libcudart.so, libcudart.so.13, .12, .11) and asks it for
+/// SAFETENSORS_CUDART if set, else libcudart.so.13, .12, .11.0, libcudart.so) and asks it for
 /// devices. A failed attempt is not remembered: a later call tries again.
 [[nodiscard]] SAFETENSORS_API CudaStatus cuda_status();
 

@@ -196,7 +196,10 @@ const CudaDriver* try_driver() {
   if (!driver_why.empty()) return nullptr;
   auto driver = std::make_unique<CudaDriver>();
   std::string why;
-  driver->library = DynamicLibrary::open("libcuda.so.1", why);
+  // SAFETENSORS_CUDA_DRIVER names another driver library (a test's stand-in, or a driver
+  // outside the loader's path), as SAFETENSORS_CUDART does the runtime.
+  const char* named = std::getenv("SAFETENSORS_CUDA_DRIVER");
+  driver->library = DynamicLibrary::open(named != nullptr && *named ? named : "libcuda.so.1", why);
   if (!driver->library) {
     driver_why = "the CUDA driver could not be loaded: " + why;
     return nullptr;

@@ -14,6 +14,12 @@
 // - pinned and device memory are freed once, with the right call, and not while in use;
 // - streams and events are used only between their creation and destruction.
 // Copies run in order within a stream; across streams the engine serves them round-robin.
+//
+// The same library also stands in for the driver (libcuda, named by SAFETENSORS_CUDA_DRIVER),
+// for the device casts: cuModuleLoadData takes the embedded fatbin (its magic is checked) and
+// cuLaunchKernel queues the named kernel on its stream, where it runs cast_ops.hpp's element
+// operations, the kernels' own, over the staged bytes; its launch configuration and both
+// ranges (inside device allocations, aligned to their elements) are checked.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -22,12 +28,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "device/cast_ops.hpp"
 
 #define FAKE_CUDA_API extern "C" __attribute__((visibility("default")))
 
@@ -51,16 +60,65 @@ struct Allocation {
   bool pinned = false;
 };
 
+// What each kernel reads and writes per element, by DeviceCastKind.
+struct KernelShape {
+  std::size_t in, out;
+  bool table;
+};
+constexpr KernelShape kernel_shapes[] = {{4, 2, false}, {4, 2, false}, {2, 4, false}, {2, 4, false},
+                                         {2, 2, false}, {2, 2, false}, {1, 4, true},  {1, 2, true}};
+static_assert(std::size(kernel_shapes) == std::size(safetensors::detail::device_cast_kernel_names));
+
 struct Event;
 struct Op {
-  // A copy (event == nullptr) or an event's point in its stream.
+  // A copy, a kernel (kernel >= 0) or an event's point in its stream (event != nullptr).
   std::byte* dst = nullptr;
+  std::size_t dst_bytes = 0;
   const std::byte* src = nullptr;
-  std::size_t bytes = 0;
-  std::uint64_t hash = 0;  // of the source when queued
+  std::size_t src_bytes = 0;
+  std::uint64_t hash = 0;  // of a copy's source when queued
+  int kernel = -1;
+  std::size_t count = 0;
+  safetensors::detail::F8Table table{};
   Event* event = nullptr;
   std::uint64_t generation = 0;
 };
+
+template <class Cast>
+void run_cast(const Cast& cast, const std::byte* in, std::byte* out, std::size_t count) {
+  for (std::size_t i = 0; i < count; ++i) {
+    typename Cast::In x;
+    std::memcpy(&x, in + i * sizeof x, sizeof x);
+    const typename Cast::Out y = cast(x);
+    std::memcpy(out + i * sizeof y, &y, sizeof y);
+  }
+}
+
+// What the kernel `op.kernel` of cast_kernels.cu computes, with the same element operations.
+void run_kernel(const Op& op) {
+  namespace d = safetensors::detail;
+  using Kind = d::DeviceCastKind;
+  switch (static_cast<Kind>(op.kernel)) {
+    case Kind::f32_to_f16:
+      return run_cast(d::F32ToF16{}, op.src, op.dst, op.count);
+    case Kind::f32_to_bf16:
+      return run_cast(d::F32ToBf16{}, op.src, op.dst, op.count);
+    case Kind::f16_to_f32:
+      return run_cast(d::F16ToF32{}, op.src, op.dst, op.count);
+    case Kind::bf16_to_f32:
+      return run_cast(d::Bf16ToF32{}, op.src, op.dst, op.count);
+    case Kind::f16_to_bf16:
+      return run_cast(d::F16ToBf16{}, op.src, op.dst, op.count);
+    case Kind::bf16_to_f16:
+      return run_cast(d::Bf16ToF16{}, op.src, op.dst, op.count);
+    case Kind::f8_to_f32:
+      return run_cast(d::F8Lookup<std::uint32_t>{op.table.value}, op.src, op.dst, op.count);
+    case Kind::f8_to_16:
+      return run_cast(d::F8Lookup<std::uint16_t>{op.table.value}, op.src, op.dst, op.count);
+    case Kind::count:
+      break;
+  }
+}
 
 struct Stream {
   std::deque<Op> ops;
@@ -127,8 +185,8 @@ class Fake {
     for (const Stream* s : streams_) {
       for (const Op& op : s->ops) {
         if (op.event != nullptr) continue;
-        const bool writes = op.dst < p + n && p < op.dst + op.bytes;
-        const bool reads = op.src < p + n && p < op.src + op.bytes;
+        const bool writes = op.dst < p + n && p < op.dst + op.dst_bytes;
+        const bool reads = op.src < p + n && p < op.src + op.src_bytes;
         if (writes || reads) return true;
       }
     }
@@ -189,15 +247,17 @@ class Fake {
       }
       Stream* s = busy[turn++ % busy.size()];
       Op op = s->ops.front();
-      if (op.event == nullptr) {
+      if (op.kernel >= 0) {
+        run_kernel(op);
+      } else if (op.event == nullptr) {
         lock.unlock();
         std::this_thread::sleep_for(std::chrono::microseconds(30));
         lock.lock();
-        if (hash_of(op.src, op.bytes) != op.hash) {
-          violation("the pinned source of a queued copy of " + std::to_string(op.bytes) +
+        if (hash_of(op.src, op.src_bytes) != op.hash) {
+          violation("the pinned source of a queued copy of " + std::to_string(op.src_bytes) +
                     " bytes changed before the copy ran (a staging buffer reused too early)");
         }
-        std::memcpy(op.dst, op.src, op.bytes);
+        std::memcpy(op.dst, op.src, op.src_bytes);
       } else {
         op.event->completed = std::max(op.event->completed, op.generation);
       }
@@ -433,8 +493,9 @@ FAKE_CUDA_API int cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes,
   if (++f.copies_ == f.fail_copy_) return launch_failure;
   Op op;
   op.dst = static_cast<std::byte*>(dst);
+  op.dst_bytes = bytes;
   op.src = static_cast<const std::byte*>(src);
-  op.bytes = bytes;
+  op.src_bytes = bytes;
   op.hash = hash_of(op.src, bytes);
   s->ops.push_back(op);
   f.work_.notify_all();
@@ -489,4 +550,107 @@ FAKE_CUDA_API void fake_cuda_fail_copy(std::uint64_t after) {
   Fake& f = fake();
   std::lock_guard lock(f.mutex_);
   f.fail_copy_ = after == 0 ? 0 : f.copies_ + after;
+}
+
+// The driver API (cuda.h): CUresult values, and the entry points cuda.cpp resolves.
+namespace {
+constexpr int cu_invalid_value = 1;
+constexpr int cu_invalid_image = 200;
+constexpr int cu_not_found = 500;
+constexpr std::uint32_t fatbin_magic = 0xBA55ED50;  // the first word of an nvcc fatbin
+int module_token = 0;
+}  // namespace
+
+FAKE_CUDA_API int cuInit(unsigned flags) {
+  return flags == 0 ? success : cu_invalid_value;
+}
+
+FAKE_CUDA_API int cuGetErrorString(int code, const char** text) {
+  switch (code) {
+    case cu_invalid_value:
+      *text = "invalid argument";
+      return success;
+    case cu_invalid_image:
+      *text = "device kernel image is invalid";
+      return success;
+    case cu_not_found:
+      *text = "named symbol not found";
+      return success;
+    default:
+      *text = cudaGetErrorString(code);
+      return success;
+  }
+}
+
+FAKE_CUDA_API int cuModuleLoadData(void** module, const void* image) {
+  std::uint32_t magic = 0;
+  if (image != nullptr) std::memcpy(&magic, image, sizeof magic);
+  if (magic != fatbin_magic) {
+    Fake& f = fake();
+    std::lock_guard lock(f.mutex_);
+    f.violation("cuModuleLoadData of an image that is not an nvcc fatbin");
+    return cu_invalid_image;
+  }
+  *module = &module_token;
+  return success;
+}
+
+FAKE_CUDA_API int cuModuleGetFunction(void** function, void* module, const char* name) {
+  if (module != &module_token) return cu_invalid_value;
+  const auto& names = safetensors::detail::device_cast_kernel_names;
+  for (std::size_t k = 0; k < std::size(names); ++k) {
+    if (std::strcmp(name, names[k]) == 0) {
+      // The function handle is the kernel's index + 1 (never null).
+      *function = reinterpret_cast<void*>(k + 1);
+      return success;
+    }
+  }
+  return cu_not_found;
+}
+
+FAKE_CUDA_API int cuModuleUnload(void* module) {
+  return module == &module_token ? success : cu_invalid_value;
+}
+
+FAKE_CUDA_API int cuLaunchKernel(void* function, unsigned grid_x, unsigned grid_y, unsigned grid_z,
+                                 unsigned block_x, unsigned block_y, unsigned block_z,
+                                 unsigned shared_bytes, void* stream, void** params, void** extra) {
+  Fake& f = fake();
+  std::lock_guard lock(f.mutex_);
+  const auto k = reinterpret_cast<std::uintptr_t>(function);
+  if (k == 0 || k > std::size(kernel_shapes) || params == nullptr || extra != nullptr) {
+    f.violation("cuLaunchKernel with an unknown function or no parameters");
+    return cu_invalid_value;
+  }
+  const std::uint64_t threads = std::uint64_t{block_x} * block_y * block_z;
+  if (threads == 0 || threads > 1024 || grid_x == 0 || grid_x > 0x7FFFFFFFu || grid_y == 0 ||
+      grid_y > 65535 || grid_z == 0 || grid_z > 65535 || shared_bytes > 48 * 1024) {
+    f.violation("cuLaunchKernel with a launch configuration no GPU accepts");
+    return cu_invalid_value;
+  }
+  Stream* s = f.live_stream(stream, "cuLaunchKernel");
+  if (s == nullptr) return invalid_resource_handle;
+  const KernelShape shape = kernel_shapes[k - 1];
+  Op op;
+  op.kernel = static_cast<int>(k - 1);
+  op.src = *static_cast<const std::byte* const*>(params[0]);
+  op.dst = *static_cast<std::byte* const*>(params[1]);
+  op.count = static_cast<std::size_t>(*static_cast<const unsigned long long*>(params[2]));
+  if (shape.table) std::memcpy(&op.table, params[3], sizeof op.table);
+  op.src_bytes = op.count * shape.in;
+  op.dst_bytes = op.count * shape.out;
+  const Allocation* from = f.find(op.src, op.src_bytes);
+  const Allocation* to = f.find(op.dst, op.dst_bytes);
+  if (from == nullptr || from->pinned || to == nullptr || to->pinned ||
+      reinterpret_cast<std::uintptr_t>(op.src) % shape.in != 0 ||
+      reinterpret_cast<std::uintptr_t>(op.dst) % shape.out != 0) {
+    f.violation(std::string("cuLaunchKernel of ") +
+                safetensors::detail::device_cast_kernel_names[k - 1] + " over " +
+                std::to_string(op.count) +
+                " elements not inside device allocations, or not aligned to its elements");
+    return cu_invalid_value;
+  }
+  s->ops.push_back(op);
+  f.work_.notify_all();
+  return success;
 }

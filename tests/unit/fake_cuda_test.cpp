@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "device/cast_image.hpp"
 #include "device/cuda.hpp"
 #include "device_samples.hpp"
 #include "expect_error.hpp"
@@ -31,9 +32,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Before main: the runtime is loaded once per process, on first use.
+// Before main: the runtime and the driver are loaded once per process, on first use.
 const bool fake_runtime_named = [] {
   ::setenv("SAFETENSORS_CUDART", FAKE_CUDART_PATH, 1);
+  ::setenv("SAFETENSORS_CUDA_DRIVER", FAKE_CUDART_PATH, 1);
   return true;
 }();
 
@@ -128,12 +130,22 @@ TEST_F(FakeCudaTest, LoadsMatchTheHostLoader) {
     std::size_t slot_bytes;
   };
   for (const Ring ring : {Ring{1, 2, 1, 64 << 10}, Ring{2, 0, 2, 256 << 10}, Ring{3, 5, 3, 4096}}) {
-    for (const std::optional<Dtype> dtype :
-         {std::optional<Dtype>{}, std::optional<Dtype>{Dtype::BF16},
-          std::optional<Dtype>{Dtype::F32}, std::optional<Dtype>{Dtype::F16}}) {
+    struct Cast {
+      std::optional<Dtype> dtype;
+      CastOn on;
+    };
+    for (const Cast cast :
+         {Cast{std::nullopt, CastOn::automatic}, Cast{Dtype::BF16, CastOn::automatic},
+          Cast{Dtype::F32, CastOn::automatic}, Cast{Dtype::F16, CastOn::automatic},
+          Cast{Dtype::BF16, CastOn::device}, Cast{Dtype::F32, CastOn::host}}) {
+      if (cast.on == CastOn::device && detail::device_cast_image_size == 0) continue;  // no kernels
+      const std::optional<Dtype> dtype = cast.dtype;
       const std::string what = "threads " + std::to_string(ring.threads) + ", slot bytes " +
                                std::to_string(ring.slot_bytes) + ", dtype " +
-                               (dtype ? std::string(dtype_name(*dtype)) : "as stored");
+                               (dtype ? std::string(dtype_name(*dtype)) : "as stored") +
+                               (cast.on == CastOn::device ? " on the device"
+                                : cast.on == CastOn::host ? " on the host"
+                                                          : "");
       LoadOptions options;
       options.dtype = dtype;
       const LoadedCheckpoint host = load(checkpoint_, options);
@@ -142,8 +154,14 @@ TEST_F(FakeCudaTest, LoadsMatchTheHostLoader) {
       device_options.slots = ring.slots;
       device_options.streams = ring.streams;
       device_options.slot_bytes = ring.slot_bytes;
+      device_options.cast_on = cast.on;
       const CudaCheckpoint loaded = load_to_cuda(checkpoint_, options, 0, device_options);
       expect_host_bytes(host, read_back(loaded), what);
+      // Widening and same-size casts run as the embedded kernels, through the stand-in
+      // driver, wherever this build has kernels (nvcc found); the others on the host.
+      EXPECT_EQ(loaded.stats().bytes_cast_on_device > 0,
+                dtype.has_value() && cast.on != CastOn::host && detail::device_cast_image_size > 0)
+          << what << ": " << loaded.stats().host_cast_reason;
       EXPECT_EQ(loaded.stats().bytes_copied - loaded.stats().bytes_staged_for_device_casts +
                     loaded.stats().bytes_cast_on_device + loaded.stats().bytes_read_direct,
                 host.buffer_size())
