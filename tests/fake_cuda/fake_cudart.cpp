@@ -19,7 +19,8 @@
 // for the device casts: cuModuleLoadData takes the embedded fatbin (its magic is checked) and
 // cuLaunchKernel queues the named kernel on its stream, where it runs cast_ops.hpp's element
 // operations, the kernels' own, over the staged bytes; its launch configuration and both
-// ranges (inside device allocations, aligned to their elements) are checked.
+// ranges (inside device allocations, aligned to their elements) are checked. And for cuFile
+// (SAFETENSORS_CUFILE): see the end of the file.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -35,6 +36,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include "device/cast_ops.hpp"
 
@@ -653,4 +658,120 @@ FAKE_CUDA_API int cuLaunchKernel(void* function, unsigned grid_x, unsigned grid_
   s->ops.push_back(op);
   f.work_.notify_all();
   return success;
+}
+
+// cuFile (cufile.h), GPUDirect Storage, named by SAFETENSORS_CUFILE: reads files into device
+// allocations with pread. Checked: a handle is registered for an open descriptor with the
+// opaque-fd type and no fs_ops, reads go through a registered handle into one device
+// allocation, and a handle is deregistered while its descriptor is still open (NVIDIA's
+// order: register, read, deregister, close).
+namespace {
+
+struct FileError {  // CUfileError_t
+  int err;
+  int cu_err;
+};
+struct FileDescr {  // CUfileDescr_t
+  int type;
+  union {
+    int fd;
+    void* handle;
+  } handle;
+  const void* fs_ops;
+};
+struct FileDriverProps {  // CUfileDrvProps_t, as far as the library reads it
+  struct {
+    unsigned major_version, minor_version;
+    std::size_t poll_thresh_size, max_direct_io_size;
+    unsigned dstatusflags, dcontrolflags;
+  } nvfs;
+  unsigned fflags;
+  unsigned limits[5];
+};
+constexpr int file_invalid_value = 5022;  // CU_FILE_INVALID_VALUE - CU_FILE_ERROR_BASE + 5000
+
+std::mutex files_mutex;
+// A registered file: the caller's descriptor, and one of our own without O_DIRECT (cuFile
+// copes with unaligned requests itself; pread on an O_DIRECT descriptor would refuse them).
+struct Registered {
+  int fd;
+  int buffered;
+};
+std::map<void*, Registered> registered;
+std::uintptr_t handles_made = 0;
+
+bool descriptor_open(int fd) {
+  return ::fcntl(fd, F_GETFD) != -1;
+}
+
+}  // namespace
+
+FAKE_CUDA_API FileError cuFileDriverOpen() {
+  return {0, 0};
+}
+
+FAKE_CUDA_API FileError cuFileDriverGetProperties(FileDriverProps* props) {
+  std::memset(props, 0, sizeof *props);
+  props->nvfs.major_version = 2;  // as if nvidia-fs were loaded, on a supported file system
+  props->nvfs.minor_version = 30;
+  props->nvfs.dstatusflags = 1;
+  return {0, 0};
+}
+
+FAKE_CUDA_API FileError cuFileHandleRegister(void** handle, FileDescr* descr) {
+  std::lock_guard lock(files_mutex);
+  if (descr == nullptr || descr->type != 1 || descr->fs_ops != nullptr ||
+      !descriptor_open(descr->handle.fd)) {
+    Fake& f = fake();
+    std::lock_guard fake_lock(f.mutex_);
+    f.violation("cuFileHandleRegister of something that is not an open descriptor (type 1)");
+    return {file_invalid_value, 0};
+  }
+  const std::string own = "/proc/self/fd/" + std::to_string(descr->handle.fd);
+  const int buffered = ::open(own.c_str(), O_RDONLY | O_CLOEXEC);
+  if (buffered < 0) return {file_invalid_value, 0};
+  *handle = reinterpret_cast<void*>(++handles_made);  // distinct, never dereferenced
+  registered[*handle] = {descr->handle.fd, buffered};
+  return {0, 0};
+}
+
+FAKE_CUDA_API void cuFileHandleDeregister(void* handle) {
+  std::lock_guard lock(files_mutex);
+  const auto it = registered.find(handle);
+  Fake& f = fake();
+  std::lock_guard fake_lock(f.mutex_);
+  if (it == registered.end()) {
+    f.violation("cuFileHandleDeregister of a handle that is not registered");
+    return;
+  }
+  if (!descriptor_open(it->second.fd)) {
+    f.violation("cuFileHandleDeregister after the file's descriptor was closed");
+  }
+  ::close(it->second.buffered);
+  registered.erase(it);
+}
+
+FAKE_CUDA_API ssize_t cuFileRead(void* handle, void* base, std::size_t size, off_t file_offset,
+                                 off_t base_offset) {
+  int fd = -1;
+  {
+    std::lock_guard lock(files_mutex);
+    const auto it = registered.find(handle);
+    if (it != registered.end()) fd = it->second.buffered;
+  }
+  Fake& f = fake();
+  {
+    std::lock_guard lock(f.mutex_);
+    if (fd < 0) {
+      f.violation("cuFileRead through a handle that is not registered");
+      return -file_invalid_value;
+    }
+    const Allocation* to = f.find(static_cast<std::byte*>(base) + base_offset, size);
+    if (base_offset < 0 || to == nullptr || to->pinned) {
+      f.violation("cuFileRead of " + std::to_string(size) +
+                  " bytes into memory that is not inside one device allocation");
+      return -file_invalid_value;
+    }
+  }
+  return ::pread(fd, static_cast<std::byte*>(base) + base_offset, size, file_offset);
 }

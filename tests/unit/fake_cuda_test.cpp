@@ -36,6 +36,7 @@ namespace fs = std::filesystem;
 const bool fake_runtime_named = [] {
   ::setenv("SAFETENSORS_CUDART", FAKE_CUDART_PATH, 1);
   ::setenv("SAFETENSORS_CUDA_DRIVER", FAKE_CUDART_PATH, 1);
+  ::setenv("SAFETENSORS_CUFILE", FAKE_CUDART_PATH, 1);
   return true;
 }();
 
@@ -171,6 +172,40 @@ TEST_F(FakeCudaTest, LoadsMatchTheHostLoader) {
       }
       EXPECT_EQ(violations(), "") << what;
     }
+  }
+}
+
+// GPUDirect Storage through the stand-in's cuFile: asked for, the tensors loaded as stored go
+// file to device and the converted ones through the ring, every handle deregistered while
+// its descriptor is open; automatic does not use it where nvidia-fs is not loaded.
+TEST_F(FakeCudaTest, DirectReadsGoFromTheFileToTheDevice) {
+  const GdsStatus status = gds_status();
+  EXPECT_TRUE(status.available) << status.reason;
+  EXPECT_FALSE(status.compat_mode) << status.reason;
+  EXPECT_EQ(status.library, FAKE_CUDART_PATH);
+  for (const std::optional<Dtype> dtype :
+       {std::optional<Dtype>{}, std::optional<Dtype>{Dtype::BF16}}) {
+    LoadOptions options;
+    options.dtype = dtype;
+    const LoadedCheckpoint host = load(checkpoint_, options);
+    DeviceLoadOptions device_options;
+    device_options.threads = 2;
+    device_options.slot_bytes = 64 << 10;
+    device_options.direct = DirectReads::on;
+    const CudaCheckpoint loaded = load_to_cuda(checkpoint_, options, 0, device_options);
+    expect_host_bytes(host, read_back(loaded), dtype ? "BF16" : "as stored");
+    const DeviceLoadStats& stats = loaded.stats();
+    EXPECT_GT(stats.bytes_read_direct, 0u);
+    EXPECT_EQ(stats.bytes_read_direct == host.buffer_size(), !dtype) << stats.direct_reason;
+    EXPECT_EQ(stats.bytes_copied - stats.bytes_staged_for_device_casts +
+                  stats.bytes_cast_on_device + stats.bytes_read_direct,
+              host.buffer_size());
+  }
+  if (!fs::exists("/proc/driver/nvidia-fs")) {
+    const CudaCheckpoint automatic = load_to_cuda(checkpoint_, LoadOptions{}, 0);
+    EXPECT_EQ(automatic.stats().bytes_read_direct, 0u);
+    EXPECT_NE(automatic.stats().direct_reason.find("nvidia-fs"), std::string::npos)
+        << automatic.stats().direct_reason;
   }
 }
 
