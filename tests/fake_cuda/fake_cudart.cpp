@@ -285,6 +285,10 @@ Fake& fake() {
 }
 
 thread_local int current_device = 0;
+// Whether this thread has a current context for the driver API: since CUDA 12 cudaSetDevice
+// makes the device's primary context current, as does the runtime's first real call
+// (cudaFree(0) is the usual way to ask for it); a driver call needs one.
+thread_local bool context_current = false;
 
 std::byte* allocate(std::size_t bytes) {
   // Some bytes even for an empty request, so that every allocation has its own address.
@@ -301,6 +305,7 @@ FAKE_CUDA_API int cudaGetDeviceCount(int* count) {
 FAKE_CUDA_API int cudaSetDevice(int device) {
   if (device < 0 || device >= fake().devices_) return invalid_device;
   current_device = device;
+  context_current = true;
   return success;
 }
 
@@ -383,7 +388,10 @@ int release(void* p, bool pinned, const char* call) {
 }  // namespace
 
 FAKE_CUDA_API int cudaFree(void* p) {
-  if (p == nullptr) return success;  // initialises the context, nothing else
+  if (p == nullptr) {  // initialises the context, nothing else
+    context_current = true;
+    return success;
+  }
   return release(p, false, "cudaFree");
 }
 
@@ -561,6 +569,7 @@ FAKE_CUDA_API void fake_cuda_fail_copy(std::uint64_t after) {
 namespace {
 constexpr int cu_invalid_value = 1;
 constexpr int cu_invalid_image = 200;
+constexpr int cu_invalid_context = 201;
 constexpr int cu_not_found = 500;
 constexpr std::uint32_t fatbin_magic = 0xBA55ED50;  // the first word of an nvcc fatbin
 int module_token = 0;
@@ -578,6 +587,9 @@ FAKE_CUDA_API int cuGetErrorString(int code, const char** text) {
     case cu_invalid_image:
       *text = "device kernel image is invalid";
       return success;
+    case cu_invalid_context:
+      *text = "invalid device context";
+      return success;
     case cu_not_found:
       *text = "named symbol not found";
       return success;
@@ -588,6 +600,12 @@ FAKE_CUDA_API int cuGetErrorString(int code, const char** text) {
 }
 
 FAKE_CUDA_API int cuModuleLoadData(void** module, const void* image) {
+  if (!context_current) {
+    Fake& f = fake();
+    std::lock_guard lock(f.mutex_);
+    f.violation("cuModuleLoadData on a thread with no current context");
+    return cu_invalid_context;
+  }
   std::uint32_t magic = 0;
   if (image != nullptr) std::memcpy(&magic, image, sizeof magic);
   if (magic != fatbin_magic) {
@@ -632,6 +650,10 @@ FAKE_CUDA_API int cuLaunchKernel(void* function, unsigned grid_x, unsigned grid_
       grid_y > 65535 || grid_z == 0 || grid_z > 65535 || shared_bytes > 48 * 1024) {
     f.violation("cuLaunchKernel with a launch configuration no GPU accepts");
     return cu_invalid_value;
+  }
+  if (!context_current) {
+    f.violation("cuLaunchKernel on a thread with no current context (no cudaSetDevice)");
+    return cu_invalid_context;
   }
   Stream* s = f.live_stream(stream, "cuLaunchKernel");
   if (s == nullptr) return invalid_resource_handle;
