@@ -5,7 +5,10 @@ why and CUDA loads keep torch's path; with a GPU, load_checkpoint/load_file onto
 the CPU bit for bit.
 """
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -359,6 +362,80 @@ class FakeCudaArray:
     def __init__(self, size, typestr="|u1", readonly=False, shape=None, strides=None):
         self.__cuda_array_interface__ = {"data": (0, readonly), "shape": shape or (size,),
                                          "typestr": typestr, "strides": strides, "version": 3}
+
+
+# A load through the binding with a CUDA runtime, on a machine without a GPU: the stand-in
+# runtime (tests/fake_cuda/fake_cudart.cpp, named through SAFETENSORS_FAKE_CUDART by ctest),
+# in a fresh interpreter as the runtime is loaded once per process.
+FAKE_CUDART = os.environ.get("SAFETENSORS_FAKE_CUDART", "")
+
+_THROUGH_FAKE = """
+import ctypes, json, os, sys
+import numpy as np
+import libsafetensors
+path, cast_on, dtype, direct = sys.argv[1:5]
+fake = ctypes.CDLL(os.environ["SAFETENSORS_CUDART"])
+fake.cudaMalloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
+fake.cudaMemcpy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+fake.fake_cuda_violations.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+fake.fake_cuda_violations.restype = ctypes.c_uint64
+checkpoint = libsafetensors.Checkpoint(path)
+plan = checkpoint.plan(None if dtype == "-" else dtype)
+device = ctypes.c_void_p()
+assert fake.cudaMalloc(ctypes.byref(device), plan.buffer_size) == 0
+
+class DeviceBytes:
+    __cuda_array_interface__ = {"data": (device.value, False), "shape": (plan.buffer_size,),
+                                "typestr": "|u1", "strides": None, "version": 3}
+
+stats = checkpoint.load_to_cuda(plan, DeviceBytes(), 1, threads=2, slot_bytes=64 << 10,
+                                cast_on=cast_on, direct=direct)
+back = np.empty(plan.buffer_size, dtype=np.uint8)
+assert fake.cudaMemcpy(back.ctypes.data, device, plan.buffer_size, 2) == 0
+host = np.empty(plan.buffer_size, dtype=np.uint8)
+checkpoint.load_into(plan, host)
+text = ctypes.create_string_buffer(4096)
+violations = fake.fake_cuda_violations(text, 4096)
+print(json.dumps({"stats": stats, "same": bool((back == host).all()),
+                  "violations": violations, "text": text.value.decode(),
+                  "status": libsafetensors.cuda_status()}))
+"""
+
+
+@pytest.mark.skipif(not FAKE_CUDART, reason="SAFETENSORS_FAKE_CUDART is not set (ctest sets it)")
+@pytest.mark.parametrize("cast_on,dtype,direct", [("auto", "-", "off"), ("auto", "F32", "off"),
+                                                  ("device", "BF16", "off"), ("host", "F16", "off"),
+                                                  ("auto", "-", "on")])
+def test_load_to_cuda_through_a_cuda_runtime(checkpoint_path, cast_on, dtype, direct):
+    """The binding on a real load: the destination from the CUDA array interface, the device
+    index, the options by name, every statistic check_gpu.py reads; the stand-in saw no misuse."""
+    env = dict(os.environ, SAFETENSORS_CUDART=FAKE_CUDART, SAFETENSORS_CUDA_DRIVER=FAKE_CUDART,
+               SAFETENSORS_CUFILE=FAKE_CUDART)
+    result = subprocess.run([sys.executable, "-c", _THROUGH_FAKE, checkpoint_path, cast_on,
+                             dtype, direct], env=env, capture_output=True, text=True)
+    if result.returncode != 0 and cast_on == "device" and "without" in result.stderr:
+        # A build without the kernels (no nvcc) refuses casts on the device, saying why.
+        assert "nvcc" in result.stderr, result.stderr[-3000:]
+        return
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["status"]["available"] and out["status"]["library"] == FAKE_CUDART
+    assert out["same"]
+    assert out["violations"] == 0, out["text"]
+    stats = out["stats"]
+    assert set(stats) >= {"bytes_read", "bytes_copied", "copies", "pinned_bytes", "casts",
+                          "bytes_cast_on_device", "bytes_cast_on_host", "host_cast_reason",
+                          "bytes_read_direct", "direct_reason", "seconds", "slot_wait_seconds",
+                          "pinned_reused", "pinned_alloc_seconds"}
+    assert stats["pinned_bytes"] <= 256 << 20
+    if cast_on == "host" or dtype == "-":
+        assert stats["bytes_cast_on_device"] == 0
+    if cast_on == "device":
+        assert stats["bytes_cast_on_device"] > 0 and stats["bytes_cast_on_host"] == 0
+    if direct == "on":
+        assert stats["bytes_read_direct"] > 0 and stats["copies"] == 0, stats
+    else:
+        assert stats["bytes_read_direct"] == 0 and stats["direct_reason"]
 
 
 def test_load_to_cuda_takes_only_a_writable_byte_array(checkpoint_path):
