@@ -17,6 +17,7 @@ import sys
 from libsafetensors import _core
 
 _status = None
+_cufile_candidates_added = False
 
 
 def _wheel_library_dirs(component):
@@ -76,9 +77,13 @@ def _cufile_libraries():
 
 def cuda_status():
     """The library's view of CUDA: {available, reason, library, device_count, ...}."""
-    global _status
-    # Where GPUDirect Storage's library is, for loads with direct="auto" (nothing is loaded).
-    _core.add_cufile_candidates(_cufile_libraries())
+    global _status, _cufile_candidates_added
+    if not _cufile_candidates_added:
+        # Where GPUDirect Storage's library is, for loads with direct="auto" (nothing is
+        # loaded). Once: the search reads /proc/self/maps and globs sys.path, about a
+        # millisecond, and every load onto a CUDA device asks for the status.
+        _core.add_cufile_candidates(_cufile_libraries())
+        _cufile_candidates_added = True
     if _status is None or not _status["available"]:
         status = _core.cuda_status(_torch_runtimes())
         if status["available"]:
