@@ -74,8 +74,14 @@ def same_error(ours, ref):
 
 
 def outcome(call):
-    """("ok", value) or ("error", exception type) of call()."""
+    """("ok", value) or ("error", exception) of call(). A panic of the reference's Rust code
+    (pyo3's PanicException, a BaseException) counts as an error too; nothing else that is not
+    an Exception (KeyboardInterrupt, SystemExit) is caught."""
     try:
         return "ok", call()
     except Exception as error:  # noqa: BLE001 - the type is the point
+        return "error", error
+    except BaseException as error:
+        if type(error).__name__ != "PanicException":
+            raise
         return "error", error
