@@ -35,6 +35,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <fcntl.h>
@@ -65,15 +66,6 @@ struct Allocation {
   bool pinned = false;
 };
 
-// What each kernel reads and writes per element, by DeviceCastKind.
-struct KernelShape {
-  std::size_t in, out;
-  bool table;
-};
-constexpr KernelShape kernel_shapes[] = {{4, 2, false}, {4, 2, false}, {2, 4, false}, {2, 4, false},
-                                         {2, 2, false}, {2, 2, false}, {1, 4, true},  {1, 2, true}};
-static_assert(std::size(kernel_shapes) == std::size(safetensors::detail::device_cast_kernel_names));
-
 struct Event;
 struct Op {
   // A copy, a kernel (kernel >= 0) or an event's point in its stream (event != nullptr).
@@ -99,30 +91,39 @@ void run_cast(const Cast& cast, const std::byte* in, std::byte* out, std::size_t
   }
 }
 
-// What the kernel `op.kernel` of cast_kernels.cu computes, with the same element operations.
-void run_kernel(const Op& op) {
+// Calls `f` with the element operation of kernel `kernel` (a DeviceCastKind) of
+// cast_kernels.cu, the table kernels' over `table`; false for no such kernel.
+template <class F>
+bool with_cast(std::uintptr_t kernel, const std::uint32_t* table, F&& f) {
   namespace d = safetensors::detail;
   using Kind = d::DeviceCastKind;
-  switch (static_cast<Kind>(op.kernel)) {
+  switch (static_cast<Kind>(kernel)) {
     case Kind::f32_to_f16:
-      return run_cast(d::F32ToF16{}, op.src, op.dst, op.count);
+      return f(d::F32ToF16{}), true;
     case Kind::f32_to_bf16:
-      return run_cast(d::F32ToBf16{}, op.src, op.dst, op.count);
+      return f(d::F32ToBf16{}), true;
     case Kind::f16_to_f32:
-      return run_cast(d::F16ToF32{}, op.src, op.dst, op.count);
+      return f(d::F16ToF32{}), true;
     case Kind::bf16_to_f32:
-      return run_cast(d::Bf16ToF32{}, op.src, op.dst, op.count);
+      return f(d::Bf16ToF32{}), true;
     case Kind::f16_to_bf16:
-      return run_cast(d::F16ToBf16{}, op.src, op.dst, op.count);
+      return f(d::F16ToBf16{}), true;
     case Kind::bf16_to_f16:
-      return run_cast(d::Bf16ToF16{}, op.src, op.dst, op.count);
+      return f(d::Bf16ToF16{}), true;
     case Kind::f8_to_f32:
-      return run_cast(d::F8Lookup<std::uint32_t>{op.table.value}, op.src, op.dst, op.count);
+      return f(d::F8Lookup<std::uint32_t>{table}), true;
     case Kind::f8_to_16:
-      return run_cast(d::F8Lookup<std::uint16_t>{op.table.value}, op.src, op.dst, op.count);
+      return f(d::F8Lookup<std::uint16_t>{table}), true;
     case Kind::count:
       break;
   }
+  return false;
+}
+
+// What a kernel computes, with the kernels' own element operations.
+void run_kernel(const Op& op) {
+  (void)with_cast(static_cast<std::uintptr_t>(op.kernel), op.table.value,
+                  [&](const auto& cast) { run_cast(cast, op.src, op.dst, op.count); });
 }
 
 struct Stream {
@@ -640,8 +641,19 @@ FAKE_CUDA_API int cuLaunchKernel(void* function, unsigned grid_x, unsigned grid_
                                  unsigned shared_bytes, void* stream, void** params, void** extra) {
   Fake& f = fake();
   std::lock_guard lock(f.mutex_);
-  const auto k = reinterpret_cast<std::uintptr_t>(function);
-  if (k == 0 || k > std::size(kernel_shapes) || params == nullptr || extra != nullptr) {
+  // The function handle is the kernel's index + 1 (cuModuleGetFunction).
+  const std::uintptr_t kernel = reinterpret_cast<std::uintptr_t>(function) - 1;
+  std::size_t in_size = 0, out_size = 0;
+  bool has_table = false;
+  const bool known = with_cast(kernel, nullptr, [&](const auto& cast) {
+    using Cast = std::decay_t<decltype(cast)>;
+    in_size = sizeof(typename Cast::In);
+    out_size = sizeof(typename Cast::Out);
+    has_table = requires {
+      cast.table;
+    };
+  });
+  if (!known || params == nullptr || extra != nullptr) {
     f.violation("cuLaunchKernel with an unknown function or no parameters");
     return cu_invalid_value;
   }
@@ -657,22 +669,21 @@ FAKE_CUDA_API int cuLaunchKernel(void* function, unsigned grid_x, unsigned grid_
   }
   Stream* s = f.live_stream(stream, "cuLaunchKernel");
   if (s == nullptr) return invalid_resource_handle;
-  const KernelShape shape = kernel_shapes[k - 1];
   Op op;
-  op.kernel = static_cast<int>(k - 1);
+  op.kernel = static_cast<int>(kernel);
   op.src = *static_cast<const std::byte* const*>(params[0]);
   op.dst = *static_cast<std::byte* const*>(params[1]);
   op.count = static_cast<std::size_t>(*static_cast<const unsigned long long*>(params[2]));
-  if (shape.table) std::memcpy(&op.table, params[3], sizeof op.table);
-  op.src_bytes = op.count * shape.in;
-  op.dst_bytes = op.count * shape.out;
+  if (has_table) std::memcpy(&op.table, params[3], sizeof op.table);
+  op.src_bytes = op.count * in_size;
+  op.dst_bytes = op.count * out_size;
   const Allocation* from = f.find(op.src, op.src_bytes);
   const Allocation* to = f.find(op.dst, op.dst_bytes);
   if (from == nullptr || from->pinned || to == nullptr || to->pinned ||
-      reinterpret_cast<std::uintptr_t>(op.src) % shape.in != 0 ||
-      reinterpret_cast<std::uintptr_t>(op.dst) % shape.out != 0) {
+      reinterpret_cast<std::uintptr_t>(op.src) % in_size != 0 ||
+      reinterpret_cast<std::uintptr_t>(op.dst) % out_size != 0) {
     f.violation(std::string("cuLaunchKernel of ") +
-                safetensors::detail::device_cast_kernel_names[k - 1] + " over " +
+                safetensors::detail::device_cast_kernel_names[kernel] + " over " +
                 std::to_string(op.count) +
                 " elements not inside device allocations, or not aligned to its elements");
     return cu_invalid_value;
