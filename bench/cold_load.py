@@ -18,6 +18,8 @@ other where the API takes a file):
   read ("touch"): the mapped file faulted in;
 - ours `load_file(materialize=True)` + touch, where this build has that parameter;
 - ours `libsafetensors.torch.load_checkpoint` (the file, or the checkpoint directory) + touch;
+- ours `load_checkpoint(copy=True)` + touch: the tensors copied into new memory, as converting
+  loads are, against `torch.load`, which copies too;
 - the reference `safetensors.torch.load_file` + touch;
 - `torch.load` of the .pt, and `torch.load(mmap=True)` + touch (single file only).
 Every row runs in a fresh process (this script with --worker) that imports what it needs and
@@ -153,8 +155,10 @@ def _loader(impl):
                 return None
             return lambda path: load_file(path, materialize=True)
         return load_file
-    if impl == "ours_checkpoint":
+    if impl in ("ours_checkpoint", "ours_copy"):
         from libsafetensors.torch import load_checkpoint
+        if impl == "ours_copy":
+            return lambda path: load_checkpoint(path, copy=True)
         return load_checkpoint
     if impl == "reference":
         from safetensors.torch import load_file
@@ -187,7 +191,7 @@ def worker(task):
     if is_pt:
         targets = task["pt"]
     else:
-        targets = task["target"] if impl == "ours_checkpoint" else task["files"]
+        targets = task["target"] if impl in ("ours_checkpoint", "ours_copy") else task["files"]
     rss_before = status_kib("VmRSS")
     peak_reset = reset_peak()
     start = time.perf_counter()
@@ -293,11 +297,12 @@ ROWS = (("cat", "`cat` > /dev/null"),
         ("ours", "ours `load_file` + touch"),
         ("ours_materialize", "ours `load_file(materialize=True)` + touch"),
         ("ours_checkpoint", "ours `load_checkpoint` + touch"),
+        ("ours_copy", "ours `load_checkpoint(copy=True)` + touch"),
         ("reference", "reference `load_file` + touch"),
         ("torch", "`torch.load`"),
         ("torch_mmap", "`torch.load(mmap=True)` + touch"))
 LABELS = dict(ROWS)
-OURS = ("ours", "ours_materialize", "ours_checkpoint")
+OURS = ("ours", "ours_materialize", "ours_checkpoint", "ours_copy")
 
 
 def impls_for(input_name):

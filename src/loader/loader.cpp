@@ -102,9 +102,10 @@ const CheckpointTensor& source_of(const Checkpoint& checkpoint, const LoadedTens
 
 // Memory for load(): plain pages, faulted in ahead of the workers by run.cpp's prefaulter.
 // Transparent huge pages were tried and dropped: in fresh processes on the development VM,
-// which reports free memory to its host, a 498 MB copy=True load took 0.4-2.2 s with huge
-// pages against 0.14 s without (six alternating runs each, 2026-12-05): a 2 MiB page comes
-// from the free blocks the host has taken back, and faulting it in costs the host too.
+// which reports free memory to its host, a warm 498 MB copy=True load took 7.8x the time of
+// torch.load with them and 0.47x without (bench/cold_load.py, row load_checkpoint(copy=True),
+// 2026-12-05): a 2 MiB page comes from the free blocks the host has taken back, and faulting
+// it in costs the host too.
 std::shared_ptr<std::byte[]> allocate(std::uint64_t size) {
   constexpr std::align_val_t alignment{tensor_alignment};
   auto* raw = static_cast<std::byte*>(::operator new[](size, alignment));
