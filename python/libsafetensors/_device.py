@@ -80,8 +80,8 @@ def cuda_status():
     global _status, _cufile_candidates_added
     if not _cufile_candidates_added:
         # Where GPUDirect Storage's library is, for loads with direct="auto" (nothing is
-        # loaded). Once: the search reads /proc/self/maps and globs sys.path, about a
-        # millisecond, and every load onto a CUDA device asks for the status.
+        # loaded). Once: the search reads /proc/self/maps and globs sys.path, and every load
+        # onto a CUDA device asks for the status.
         _core.add_cufile_candidates(_cufile_libraries())
         _cufile_candidates_added = True
     if _status is None or not _status["available"]:
