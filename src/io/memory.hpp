@@ -43,10 +43,10 @@ class Mapping {
 /// is asked of the kernel (MADV_POPULATE_READ), which reads ahead sequentially at the speed
 /// of `cat`, and then read a byte per page, so that the first access of the CPU to the new
 /// pages (a hypervisor fault on a virtual machine) is paid here, as `cat` pays it; kernels
-/// before 5.14 get one read of a byte per page instead. The range is marked
-/// for huge pages first, so that pages read now come into the page cache as 2 MiB folios,
-/// which later mappings of the file (by anyone) map with one entry each. Throws io naming
-/// `name` when a page cannot be read (an I/O error, or the file shrank).
+/// before 5.14 get one read of a byte per page instead. The range is not marked for huge
+/// pages: that would make the kernel read a cold file 2 MiB per request instead of its
+/// readahead window (see memory.cpp). Throws io naming `name` when a page cannot be read (an
+/// I/O error, or the file shrank).
 void populate(std::span<const std::byte> mapped, unsigned threads, const std::string& name);
 
 /// populate() for several ranges of mappings at once, one pool of workers sharing them.
@@ -73,13 +73,12 @@ enum class PageAdvice {
   sequential,  // read ahead in larger steps on faults, and drop pages behind
   will_need,   // start reading into the page cache now
   dont_need,   // drop from this process (the page cache keeps file pages)
-  huge_pages,  // back with transparent huge pages where possible
 };
 
 /// Gives `advice` for the pages of `range`; only a hint, so failures are ignored. Advice that
-/// takes pages away (dont_need) or changes their size (huge_pages) covers only the whole pages
-/// inside the range, as a neighbour's bytes may share the pages at its edges; the others start
-/// at the page holding the first byte.
+/// takes pages away (dont_need) covers only the whole pages inside the range, as a
+/// neighbour's bytes may share the pages at its edges; the others start at the page holding
+/// the first byte.
 void advise(std::span<const std::byte> range, PageAdvice advice) noexcept;
 
 }  // namespace safetensors::detail

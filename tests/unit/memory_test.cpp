@@ -76,8 +76,7 @@ TEST(Advise, DontNeedKeepsTheBytesOfAFileMapping) {
   ScratchFile file("advise", bytes);
   const FileDescriptor fd = open_regular_file(file.path().string());
   const Mapping mapping = map_file(fd.get(), bytes.size(), MapKind::read_only, "f");
-  for (PageAdvice advice : {PageAdvice::sequential, PageAdvice::will_need, PageAdvice::dont_need,
-                            PageAdvice::huge_pages}) {
+  for (PageAdvice advice : {PageAdvice::sequential, PageAdvice::will_need, PageAdvice::dont_need}) {
     advise(mapping.bytes().subspan(10, 9000), advice);
     advise({}, advice);  // nothing to advise
   }
