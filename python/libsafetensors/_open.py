@@ -4,6 +4,7 @@ import numbers
 import operator
 
 from libsafetensors import _core
+from libsafetensors._collector import collector_paused_during
 from libsafetensors._convert import DTYPE_BITS, Converter, torch_tensors
 from libsafetensors._core import SafetensorError
 from libsafetensors._prefetch import (
@@ -173,6 +174,7 @@ class safe_open:  # noqa: N801 - the reference's name
             raise SafetensorError("tensor_stream() needs a file opened with prefetch=True")
         return self._loader.stream()
 
+    @collector_paused_during
     def get_tensors(self):
         """Every tensor, in file order."""
         file = self._open_file()

@@ -8,6 +8,7 @@ import numpy as np
 
 from libsafetensors import (TensorSpec, _as_stored, _load_mapped,  # noqa: F401 - TensorSpec: the reference's
                             _plan_load)
+from libsafetensors._collector import collector_paused_during
 from libsafetensors._convert import ML_DTYPES, NUMPY_DTYPES, numpy_dtype, representable
 from libsafetensors._core import (  # noqa: F401 - deserialize is part of this module's API
     SafetensorError, deserialize, serialize, serialize_file)
@@ -109,6 +110,7 @@ def _cast_target(dtype):
     return _CAST_TARGETS[name]
 
 
+@collector_paused_during
 def load_checkpoint(
     path,
     dtype=None,

@@ -13,6 +13,7 @@ import torch
 
 from libsafetensors import (TensorSpec, _as_stored, _core, _device,  # noqa: F401 - TensorSpec
                             _load_mapped, _plan_load)
+from libsafetensors._collector import collector_paused_during
 from libsafetensors._convert import (DTYPE_BITS, TORCH_DTYPES, Converter, representable,
                                      torch_dtype)
 from libsafetensors._core import deserialize, serialize, serialize_file  # noqa: F401 - API
@@ -270,6 +271,7 @@ def load_file(
         return f.get_tensors()
 
 
+@collector_paused_during
 def load_checkpoint(
     path: Union[str, os.PathLike, _core.Checkpoint],
     dtype: Optional[torch.dtype] = None,
