@@ -114,11 +114,11 @@ def torch_tensors(convert, file, data, entries, spans):
     a tensor from its own buffer. Per dtype, because torch.save refuses tensors of different
     dtypes that share a storage; writers group tensors by dtype, so the storages do not overlap
     and a torch.save of the result writes each byte once. Tensors a view cannot give (an empty
-    one, F4, a dtype this torch lacks, one misaligned for its dtype) are made one by one, as
-    get_tensor makes them."""
+    one, F4, a dtype this torch lacks, one misaligned for its dtype, a shape torch refuses as a
+    view) are made one by one, as get_tensor makes them."""
     torch = convert.torch
     address = data.address
-    views = {}  # dtype name -> (its storage as a 1-d tensor, its offset in the data)
+    views = {}  # dtype name -> (its storage as a 1-d tensor, its offset in the data, its width)
     for dtype, (first, end) in spans.items():
         attr = TORCH_DTYPES.get(dtype)
         t_dtype = getattr(torch, attr, None) if attr and dtype != "F4" else None
@@ -128,22 +128,25 @@ def torch_tensors(convert, file, data, entries, spans):
         first = -(-first // width) * width  # the first tensor a view can give starts here or later
         if end - first >= width:
             views[dtype] = (torch.frombuffer(data, dtype=t_dtype, count=(end - first) // width,
-                                             offset=first), first)
+                                             offset=first), first, width)
     out = {}
     for name, dtype, shape, offset in entries:
         view = views.get(dtype)
-        count = 1
-        for dim in shape:
-            count *= dim
-        width = DTYPE_BITS[dtype] // 8
-        if view is None or count == 0 or offset % width:
-            out[name] = convert.tensor(file.tensor(name), dtype, shape, name)
-            continue
-        strides = [1] * len(shape)
-        for i in range(len(shape) - 1, 0, -1):
-            strides[i - 1] = strides[i] * shape[i]
-        with representable("pt", name, shape):
-            out[name] = view[0].as_strided(shape, strides, (offset - view[1]) // width)
+        if view is not None and 0 not in shape:
+            storage, first, width = view
+            if not offset % width:
+                if len(shape) == 1:
+                    strides = (1,)
+                else:
+                    strides = [1] * len(shape)
+                    for i in range(len(shape) - 1, 0, -1):
+                        strides[i - 1] = strides[i] * shape[i]
+                try:
+                    out[name] = storage.as_strided(shape, strides, (offset - first) // width)
+                    continue
+                except (ValueError, TypeError, OverflowError, RuntimeError):
+                    pass  # a shape torch refuses: made below, which names the tensor in the error
+        out[name] = convert.tensor(file.tensor(name), dtype, shape, name)
     return out
 
 

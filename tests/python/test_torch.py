@@ -158,6 +158,23 @@ def test_get_tensors_equals_get_tensor_for_every_layout(path, pad_to):
         one_by_one["e.bf16"].view(torch.uint8).tolist()
 
 
+def test_get_tensors_makes_one_by_one_what_torch_refuses_as_a_view(path, monkeypatch):
+    """A strided view torch refuses is made the way get_tensor makes it, not lost to torch's
+    error."""
+    tensors = {"a": sample(torch.float32, (4, 3)), "b": sample(torch.bfloat16, (7,)),
+               "c": sample(torch.int64, (2, 2, 2))}
+    save_file(tensors, path)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("as_strided refused (test)")
+
+    monkeypatch.setattr(torch.Tensor, "as_strided", refuse)
+    loaded = load_file(path)
+    assert sorted(loaded) == sorted(tensors)
+    for name, want in tensors.items():
+        assert loaded[name].dtype == want.dtype and torch.equal(loaded[name], want), name
+
+
 def test_refusals_use_the_reference_exception_types(path):
     with pytest.raises(ValueError, match="sparse"):
         save_file({"s": torch.sparse_coo_tensor(size=(2, 3))}, path)
