@@ -179,7 +179,7 @@ def worker(task):
         # eviction as the loaders do. That matters on a VM that hands freed memory back to its
         # host about 2 s after it was freed: page cache filled from memory handed back costs a
         # host fault per page. On the development VM `cat` of the cold 498 MB file took
-        # 0.25-0.95 s started at once and 1.02-1.07 s started 3 s later (README).
+        # 0.26-0.95 s started at once and 1.02-1.07 s started 3 s later (README).
         import torch  # noqa: F401 (the loaders' start-up, not used)
         start = time.perf_counter()
         subprocess.run(["cat"] + task["files"], check=True, stdout=subprocess.DEVNULL)

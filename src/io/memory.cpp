@@ -26,17 +26,17 @@ namespace {
 // cost little cold.
 constexpr std::size_t populate_chunk = std::size_t{32} << 20;
 constexpr unsigned populate_default_threads = 4;
-//
+
 // The mapping is not marked MADV_HUGEPAGE. Marked, every fault of a cold file mapping reads
-// one 2 MiB folio (and 2 MiB ahead) instead of the readahead window, 8 MB here. A 1.7 GB
-// F16 file on the same VM, page cache dropped 3 s before (the guest has by then handed its
-// free memory back to the host, which makes each new page cost more), 4 workers: 0.98-1.76 s
-// marked, 0.78-0.83 s not (C probe, alternating); `load_file(materialize=True)` + touch in a
-// torch process, 1.23-1.43 s against 0.79-0.83 s, the reference 0.91-2.19 s, `cat` 3.1-3.5 s.
-// The cost is in later warm loads: unmarked, 420-650 of 1,640 MB of that page cache was in
-// 2 MiB folios instead of all of it, and a warm materialized load took 39 ms instead of
-// 19.5 ms (the reference's 52.5 ms instead of 25.2 ms, the same ratio). The first load is the
-// one users wait for.
+// one 2 MiB folio (and 2 MiB ahead) instead of the readahead window, 8 MB here, which is slow
+// on a VM that has handed its free memory back to the host (each new page then costs a host
+// fault, and small requests overlap less of them). On the development VM, cache dropped 3 s
+// before each run, both builds, the reference and `cat` alternating in one run: a 1.7 GB F16
+// file loaded with `load_file(materialize=True)` took 0.66x the reference's time marked and
+// 0.42x unmarked; the 498 MB GPT-2 file 1.63x and 0.81x (README, "Where the time of a cold
+// load goes"). Unmarked, less of the page cache is in 2 MiB folios, so later warm loads cost
+// about twice as much, for the reference as for us (the ratio 0.77x before, 0.75x after).
+// The first load is the one users wait for.
 
 // The kernel maps this much around a faulting address when the pages are cached (Linux's
 // fault_around_bytes default; a smaller setting leaves cached pages to minor faults later).
