@@ -25,9 +25,18 @@ other where the API takes a file):
 - `torch.load` of the .pt, and `torch.load(mmap=True)` + touch (single file only).
 Every row runs in a fresh process (this script with --worker) that imports what it needs and
 loads a tiny file once before the timer starts, so only the load and the touch are timed.
-Each row is run cold (the inputs evicted from the page cache just before the process starts)
-and warm (the inputs fully cached); the implementations alternate within each repetition,
-their order rotating from one repetition to the next; medians over --reps are reported.
+Each row is run three ways; the implementations alternate within each repetition, their order
+rotating from one repetition to the next; medians over --reps are reported:
+- cold: the inputs evicted from the page cache just before the process starts;
+- warm: the inputs evicted and then read with read(2), as `cat` reads them, just before: the
+  page cache as a file just written, downloaded or copied with `cat` has it;
+- again: right after the same row's cold run, nothing in between: the page cache as that
+  loader's own cold load left it, what a user who loads the same model twice meets.
+The two warm kinds differ in the page cache's folio sizes, which decide what mapping the file
+costs (one page-table entry per 2 MiB folio, or one per 4 KiB page): read(2) brings a file in
+mostly as 2 MiB folios, faults through a mapping mostly as small ones. Each warm row reports
+the share of the files' bytes held in 2 MiB folios when it started (mapped by this script,
+which reads /proc/self/smaps' FilePmdMapped; blank where the kernel cannot say).
 
 Eviction, as `safetensors bench` does it: os.sync(), posix_fadvise(POSIX_FADV_DONTNEED) on
 each file (no privileges needed), and if pages remain, /proc/sys/vm/drop_caches (root only);
@@ -63,6 +72,8 @@ from model_shapes import gpt2_shapes
 
 COLD_ENOUGH = 0.02  # the most of a file's pages that may stay cached in a "cold" row
 MB = 1e6
+HUGE_PAGE = 2 << 20  # the size of a folio that one page-table entry maps whole (x86-64)
+CACHES = (("cold", "cold"), ("warm", "warm"), ("again", "warm again"))
 
 
 # --------------------------------------------------------------------------- the page cache
@@ -129,6 +140,67 @@ def drop_cache(paths):
     if left <= COLD_ENOUGH:
         return "/proc/sys/vm/drop_caches", None
     return None, why + ", and %.0f%% after writing /proc/sys/vm/drop_caches" % (100 * left)
+
+
+def large_folio_fraction(paths):
+    """The fraction of the files' bytes that the page cache holds in 2 MiB folios, or None when
+    it cannot be told: files not wholly cached (reading them would change the answer), a
+    mapping not 2 MiB aligned, or a kernel without FilePmdMapped in /proc/self/smaps.
+
+    A fresh read-only mapping is read one byte per 2 MiB: the kernel maps a cached 2 MiB folio
+    at an aligned address with one page-table entry (whatever the transparent_hugepage setting,
+    as the folio is already there) and smaller folios page by page, so the PMD-mapped bytes of
+    the mapping are the bytes in such folios. Nothing is read from disk or changed in the page
+    cache."""
+    if cached_fraction(paths) < 1.0:
+        return None
+    mapped = total = 0
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                continue
+            addr = _libc.mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
+            if addr in (None, _MAP_FAILED):
+                raise OSError(ctypes.get_errno(), "mmap of %s failed" % path)
+            try:
+                if addr % HUGE_PAGE:
+                    return None
+                for offset in range(0, size, HUGE_PAGE):
+                    ctypes.c_char.from_address(addr + offset).value
+                pmd_kib = _smaps_field(addr, "FilePmdMapped")
+                if pmd_kib is None:
+                    return None
+                mapped += pmd_kib * 1024
+                total += size
+            finally:
+                _libc.munmap(addr, size)
+        finally:
+            os.close(fd)
+    return mapped / total if total else None
+
+
+def _smaps_field(addr, field):
+    """A field (in kB) of the mapping that starts at `addr` in /proc/self/smaps, or None."""
+    start = "%x-" % addr
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            name = line.split(" ", 1)[0]
+            if not name.endswith(":"):  # a mapping's first line: "start-end perms ..."
+                inside = line.startswith(start)
+            elif inside and line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def read_cache(paths):
+    """Evicts the files and reads them back with read(2), or where they cannot be evicted just
+    reads them: the page cache as read(2) leaves it. Returns why it could not evict, or None."""
+    how, why_not = drop_cache(paths)
+    warm_cache(paths)
+    return why_not if how is None else None
 
 
 def warm_cache(paths):
@@ -339,7 +411,7 @@ def main():
         print("SKIPPED [cold_load.py]: %s (%s)" % (why, sys.executable))
         for input_name in ("single", "checkpoint"):
             for impl in impls_for(input_name):
-                for cache in ("cold", "warm"):
+                for _, cache in CACHES:
                     print("| %s | %s | %s | skipped |" % (input_name, LABELS[impl], cache))
         return SKIP_STATUS
     if importlib.util.find_spec("libsafetensors") is None:
@@ -396,43 +468,59 @@ def main():
     def record(key, value):
         samples.setdefault(key, []).append(value)
 
+    def run_row(input_name, cache, impl):
+        """Runs one row's worker with the page cache as it is; records the result."""
+        key = (input_name, cache, impl)
+        try:
+            if impl == "cat":
+                r = python_worker(kind="cat", files=inputs[input_name]["files"])
+            else:
+                r = python_worker(kind="load", impl=impl, warmup=paths["warmup"],
+                                  warmup_pt=paths["warmup_pt"], **inputs[input_name])
+                if r.get("unavailable"):
+                    record(key, "not available in this build")
+                    return
+                first = checksums.setdefault(input_name, r["checksum"])
+                if r["checksum"] != first:
+                    raise RuntimeError("read other bytes than the other rows (checksum %d, "
+                                       "expected %d)" % (r["checksum"], first))
+            record(key, r)
+        except Exception as e:  # noqa: BLE001 - reported, and the exit status says
+            failures.append("%s, %s, %s: %s" % (input_name, cache, LABELS[impl], e))
+            record(key, "FAILED")
+
+    def with_folios(input_name, cache, impl):
+        """run_row, after noting the share of the row's files in 2 MiB folios."""
+        share = large_folio_fraction(inputs[input_name][
+            "pt" if impl in ("torch", "torch_mmap") else "files"])
+        run_row(input_name, cache, impl)
+        got = samples[(input_name, cache, impl)][-1]
+        if isinstance(got, dict):
+            got["large_folios"] = share
+
     for rep in range(reps):
         for input_name in ("single", "checkpoint"):
             files = all_files[input_name]
-            for cache in rotated(("cold", "warm"), rep):
-                for impl in rotated(impls_for(input_name), rep):
-                    key = (input_name, cache, impl)
-                    if impl == "ours_materialize" and not probe["materialize"]:
-                        continue
-                    if cache == "cold":
-                        if cold_why:
-                            record(key, "not measured: the page cache could not be dropped")
-                            continue
-                        how, why_not = drop_cache(files)
-                        if how is None:
-                            record(key, "not measured: " + why_not)
-                            continue
-                    else:
-                        warm_cache(files)
-                    try:
-                        if impl == "cat":
-                            r = python_worker(kind="cat", files=inputs[input_name]["files"])
-                        else:
-                            r = python_worker(kind="load", impl=impl, warmup=paths["warmup"],
-                                              warmup_pt=paths["warmup_pt"],
-                                              **inputs[input_name])
-                            if r.get("unavailable"):
-                                record(key, "not available in this build")
-                                continue
-                            first = checksums.setdefault(input_name, r["checksum"])
-                            if r["checksum"] != first:
-                                raise RuntimeError("read other bytes than the other rows "
-                                                   "(checksum %d, expected %d)"
-                                                   % (r["checksum"], first))
-                        record(key, r)
-                    except Exception as e:  # noqa: BLE001 - reported, and the exit status says
-                        failures.append("%s, %s, %s: %s" % (input_name, cache, LABELS[impl], e))
-                        record(key, "FAILED")
+            impls = [impl for impl in rotated(impls_for(input_name), rep)
+                     if impl != "ours_materialize" or probe["materialize"]]
+            # Each cold row, and the same again on the page cache it left.
+            for impl in impls:
+                if cold_why:
+                    for cache in ("cold", "again"):
+                        record((input_name, cache, impl),
+                               "not measured: the page cache could not be dropped")
+                    continue
+                how, why_not = drop_cache(files)
+                if how is None:
+                    for cache in ("cold", "again"):
+                        record((input_name, cache, impl), "not measured: " + why_not)
+                    continue
+                run_row(input_name, "cold", impl)
+                with_folios(input_name, "again", impl)
+            # Each warm row on the page cache a read(2) of the cold files leaves.
+            for impl in impls:
+                read_cache(files)
+                with_folios(input_name, "warm", impl)
         print("repetition %d/%d done (load average %s)" % (rep + 1, reps, load_text()),
               flush=True)
 
@@ -454,14 +542,15 @@ def main():
 
     results = []
     for input_name in ("single", "checkpoint"):
-        for cache in ("cold", "warm"):
+        for cache, _ in CACHES:
             cat_s = median((input_name, cache, "cat"))
             cat_rate = sizes[input_name]["st"] / cat_s if cat_s else None
             ref_s = median((input_name, cache, "reference"))
             ref_net = net_median((input_name, cache, "reference"))
             for impl in impls_for(input_name):
                 key = (input_name, cache, impl)
-                row = {"input": input_name, "cache": cache, "impl": impl, "label": LABELS[impl]}
+                row = {"input": input_name, "cache": cache, "impl": impl, "label": LABELS[impl],
+                       "cache_label": dict(CACHES)[cache]}
                 got = measured(key)
                 if not got:
                     notes = [s for s in samples.get(key, []) if isinstance(s, str)]
@@ -482,6 +571,9 @@ def main():
                     row["net_seconds"] = net
                     if ref_net and impl in OURS:
                         row["net_vs_reference"] = net / ref_net
+                shares = [g["large_folios"] for g in got if g.get("large_folios") is not None]
+                if shares:
+                    row["large_folios"] = statistics.median(shares)
                 if impl != "cat":
                     row["peak_delta"] = median(key, "peak_delta")
                     row["tensor_bytes"] = got[0]["tensor_bytes"]
@@ -493,20 +585,22 @@ def main():
 
     print()
     print("| input | row | cache | s | s, min–max | GB/s | × cat | ours/ref | net s "
-          "| net ours/ref | peak − before (MB) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| net ours/ref | peak − before (MB) | in 2 MiB folios |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in results:
-        head = "| %s | %s | %s |" % (row["input"], row["label"], row["cache"])
+        head = "| %s | %s | %s |" % (row["input"], row["label"], row["cache_label"])
         if "note" in row:
-            print(head + " %s | | | | | | | |" % row["note"])
+            print(head + " %s | | | | | | | | |" % row["note"])
             continue
-        print(head + " %.4f | %.4f–%.4f | %.2f | %s | %s | %s | %s | %s |" % (
+        print(head + " %.4f | %.4f–%.4f | %.2f | %s | %s | %s | %s | %s | %s |" % (
             row["seconds"], min(row["samples"]), max(row["samples"]), row["gb_per_s"],
             fmt(row.get("x_cat"), "%.2f"),
             fmt(row.get("vs_reference"), "%.2f"),
             fmt(row.get("net_seconds"), "%.4f"),
             fmt(row.get("net_vs_reference"), "%.2f"),
-            fmt(row.get("peak_delta") and row["peak_delta"] / MB, "%.0f")))
+            fmt(row.get("peak_delta") and row["peak_delta"] / MB, "%.0f"),
+            fmt(None if row.get("large_folios") is None else 100 * row["large_folios"],
+                "%.0f%%")))
     print()
     tensor_mb = {r["input"]: r["tensor_bytes"] / MB for r in results if "tensor_bytes" in r}
     print("Seconds: medians of %d, each in a fresh process (imports and a tiny warm-up load "
@@ -516,7 +610,12 @@ def main():
           "ours is faster). net s: the same less a second touch of the same tensors in the "
           "same process (every page present by then), which is torch's per-tensor work in "
           "the touch loop, the same for every row: what is left is the time to bring every "
-          "page in; net ours/ref compares those. "
+          "page in; net ours/ref compares those. Warm: the files evicted and read back with "
+          "read(2) just before (as a file just written or read by `cat` is cached); warm "
+          "again: right after the same row cold (as that loader's own cold load left the "
+          "cache). In 2 MiB folios: the share of the files' bytes the page cache held in "
+          "2 MiB folios as the row started (median), which decides how many page-table "
+          "entries mapping them takes. "
           "Tensors: single %s MB, checkpoint %s MB." % (
               reps, fmt(tensor_mb.get("single"), "%.0f"), fmt(tensor_mb.get("checkpoint"),
                                                               "%.0f")))
@@ -542,19 +641,21 @@ def main():
                     label, input_name, r["x_cat"], verdict))
             else:
                 print("- %s, cold, %s: %s" % (label, input_name, r.get("note", "not measured")))
-        r = find("single", "warm", impl)
-        if "vs_reference" in r:
-            verdict = "met" if r["vs_reference"] <= 0.5 else "NOT met"
-            print("- %s, warm, single: %.2f× the reference's time (target <= 0.5): %s" % (
-                label, r["vs_reference"], verdict))
-            if "net_vs_reference" in r:
-                verdict = "met" if r["net_vs_reference"] <= 0.5 else "NOT met"
-                print("- %s, warm, single, net of the second touch: %.2f× the reference's "
-                      "(target <= 0.5): %s" % (label, r["net_vs_reference"], verdict))
-        else:
-            print("- %s, warm, single: %s" % (label, r.get("note", "not measured")))
+        for cache in ("warm", "again"):
+            r = find("single", cache, impl)
+            what = "%s, %s, single" % (label, dict(CACHES)[cache])
+            if "vs_reference" in r:
+                verdict = "met" if r["vs_reference"] <= 0.5 else "NOT met"
+                print("- %s: %.2f× the reference's time (target <= 0.5): %s" % (
+                    what, r["vs_reference"], verdict))
+                if "net_vs_reference" in r:
+                    verdict = "met" if r["net_vs_reference"] <= 0.5 else "NOT met"
+                    print("- %s, net of the second touch: %.2f× the reference's "
+                          "(target <= 0.5): %s" % (what, r["net_vs_reference"], verdict))
+            else:
+                print("- %s: %s" % (what, r.get("note", "not measured")))
         for input_name in ("single", "checkpoint"):
-            peaks = [find(input_name, c, impl) for c in ("cold", "warm")]
+            peaks = [find(input_name, c, impl) for c, _ in CACHES]
             peaks = [p for p in peaks if "peak_delta" in p]
             if peaks:
                 worst = max(p["peak_delta"] for p in peaks)
@@ -563,7 +664,8 @@ def main():
                       "%s" % (label, input_name, worst / MB, peaks[0]["tensor_bytes"] / MB, over,
                               "met" if over <= 64 else "NOT met"))
     if cold_why:
-        print("Cold rows NOT measured: the page cache could not be dropped: " + cold_why)
+        print("Cold and warm-again rows NOT measured: the page cache could not be dropped: " +
+              cold_why + ". Warm rows ran on the files as they were cached.")
     print("Load average (1, 5, 15 min) at start: %s, at end: %s; %.0f s in all." %
           (load_at_start, load_text(), time.time() - started))
     for failure in failures:
