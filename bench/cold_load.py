@@ -2,13 +2,15 @@
 """Loading from a cold and a warm page cache, against `cat`, the reference `safetensors` and torch.
 
     PYTHONPATH=build/python .venv/bin/python bench/cold_load.py [--quick] [--reps N]
-        [--dir DIR] [--json FILE]
+        [--dir DIR] [--json FILE] [--single FILE.safetensors] [--checkpoint DIR|INDEX]
 
 Inputs (made once in --dir, reused when its manifest and file sizes match): a GPT-2-shaped F32
 state dict (148 tensors, about 500 MB) written by the reference `save_file`, the same tensors
 saved by `torch.save`, and a 4-shard checkpoint of about 2 GB (GPT-2 names at d=1024 with 36
 layers; a Hugging Face directory with `model.safetensors.index.json`). --quick makes a few MB
-of each, for the ctest smoke run.
+of each, for the ctest smoke run. --single and --checkpoint measure files of your own instead
+(a safetensors file; a checkpoint directory, index or file): only the inputs given are
+measured, without the torch rows, and nothing but a tiny warm-up file is made.
 
 Rows, for the single file and for the checkpoint (whose shards are loaded one after the
 other where the API takes a file):
@@ -246,6 +248,8 @@ def _loader(impl):
 def worker(task):
     if task["kind"] == "make":
         return make_inputs(task)
+    if task["kind"] == "make_warmup":
+        return make_warmup(task["paths"])
     if task["kind"] == "cat":
         # From a worker too, after the same imports, so that `cat` starts as long after the
         # eviction as the loaders do. That matters on a VM that hands freed memory back to its
@@ -335,8 +339,7 @@ def make_inputs(task):
     save_file(sd, paths["single"], metadata={"format": "pt"})
     torch.save(sd, paths["pt"])
     del sd
-    save_file({"x": torch.ones(16)}, paths["warmup"], metadata={"format": "pt"})
-    torch.save({"x": torch.ones(16)}, paths["warmup_pt"])
+    make_warmup(paths)
     # The checkpoint: names in order, cut into shards of about equal size.
     os.makedirs(paths["checkpoint"], exist_ok=True)
     shapes = spec["checkpoint"]
@@ -359,6 +362,15 @@ def make_inputs(task):
     with open(paths["manifest"], "w") as f:
         json.dump({"spec": spec_digest(spec),
                    "sizes": {p: os.path.getsize(p) for p in files}}, f, indent=2)
+    return {"made": True}
+
+
+def make_warmup(paths):
+    """The tiny files each worker loads before its timer starts."""
+    import torch
+    from safetensors.torch import save_file
+    save_file({"x": torch.ones(16)}, paths["warmup"], metadata={"format": "pt"})
+    torch.save({"x": torch.ones(16)}, paths["warmup_pt"])
     return {"made": True}
 
 
@@ -388,8 +400,31 @@ LABELS = dict(ROWS)
 OURS = ("ours", "ours_materialize", "ours_checkpoint", "ours_copy")
 
 
-def impls_for(input_name):
-    return [k for k, _ in ROWS if input_name == "single" or k not in ("torch", "torch_mmap")]
+def impls_for(input_name, has_pt=True):
+    """The rows of an input: torch's only for the single file, and only where it has a .pt."""
+    torch_rows = input_name == "single" and has_pt
+    return [k for k, _ in ROWS if torch_rows or k not in ("torch", "torch_mmap")]
+
+
+def checkpoint_shards(path):
+    """The safetensors files of a checkpoint given as a directory (its index, or its one
+    .safetensors file), an index file, or a single file; in index order."""
+    if os.path.isdir(path):
+        indexes = sorted(f for f in os.listdir(path) if f.endswith(".safetensors.index.json"))
+        if len(indexes) == 1:
+            path = os.path.join(path, indexes[0])
+        else:
+            files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+            if len(files) != 1:
+                raise SystemExit("cold_load.py: %s has %d index files and %d .safetensors "
+                                 "files; give the index" % (path, len(indexes), len(files)))
+            return [os.path.join(path, files[0])]
+    if not path.endswith(".json"):
+        return [path]
+    with open(path) as f:
+        weight_map = json.load(f)["weight_map"]
+    folder = os.path.dirname(os.path.abspath(path))
+    return [os.path.join(folder, shard) for shard in dict.fromkeys(weight_map.values())]
 
 
 def main():
@@ -399,6 +434,11 @@ def main():
                         help="where the inputs are made and kept (default: a temp dir, removed)")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="also write the results as JSON to FILE ('-': standard output)")
+    parser.add_argument("--single", default=None, metavar="FILE",
+                        help="measure this safetensors file instead of the made one")
+    parser.add_argument("--checkpoint", default=None, metavar="PATH",
+                        help="measure this checkpoint (directory, index or file) instead of "
+                             "the made one")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -435,27 +475,53 @@ def main():
     started, load_at_start = time.time(), load_text()
     spec = specs(args.quick)
     paths = input_paths(scratch, spec)
-    reused = inputs_ready(spec, paths)
-    if not reused:
-        python_worker(kind="make", spec=spec, paths=paths)
-    inputs = {"single": {"files": [paths["single"]], "target": [paths["single"]],
-                         "pt": [paths["pt"]]},
-              "checkpoint": {"files": paths["shards"], "target": [paths["checkpoint"]],
-                             "pt": []}}
+    own = args.single or args.checkpoint
+    if own:
+        python_worker(kind="make_warmup", paths=paths)
+        inputs = {}
+        if args.single:
+            single = os.path.abspath(args.single)
+            inputs["single"] = {"files": [single], "target": [single], "pt": []}
+        if args.checkpoint:
+            target = os.path.abspath(args.checkpoint)
+            inputs["checkpoint"] = {"files": checkpoint_shards(target), "target": [target],
+                                    "pt": []}
+        missing = [f for v in inputs.values() for f in v["files"] if not os.path.isfile(f)]
+        if missing:
+            raise SystemExit("cold_load.py: no such file: " + ", ".join(missing))
+    else:
+        reused = inputs_ready(spec, paths)
+        if not reused:
+            python_worker(kind="make", spec=spec, paths=paths)
+        inputs = {"single": {"files": [paths["single"]], "target": [paths["single"]],
+                             "pt": [paths["pt"]]},
+                  "checkpoint": {"files": paths["shards"], "target": [paths["checkpoint"]],
+                                 "pt": []}}
+    names = list(inputs)
+
+    def has_pt(input_name):
+        return bool(inputs[input_name]["pt"])
     all_files = {name: v["files"] + v["pt"] for name, v in inputs.items()}
     sizes = {name: {"st": sum(map(os.path.getsize, v["files"])),
                     "pt": sum(map(os.path.getsize, v["pt"]))} for name, v in inputs.items()}
     probe = python_worker(kind="probe")
     # Can the page cache be dropped here? Tried on cached files, as every cold row will.
-    warm_cache(all_files["single"] + all_files["checkpoint"])
-    method, cold_why = drop_cache(all_files["single"] + all_files["checkpoint"])
+    every_file = [f for name in names for f in all_files[name]]
+    warm_cache(every_file)
+    method, cold_why = drop_cache(every_file)
     print("libsafetensors %s vs safetensors %s and torch %s (%s); %d repetition(s), %d CPUs, "
           "Linux %s" % (probe["ours"], probe["reference"], probe["torch"], py, reps,
                         os.cpu_count(), os.uname().release), flush=True)
-    print("inputs in %s (%s): single file %.1f MB (.pt %.1f MB), checkpoint %d shards %.1f MB"
-          % (scratch, "reused" if reused else "made now", sizes["single"]["st"] / MB,
-             sizes["single"]["pt"] / MB, len(paths["shards"]), sizes["checkpoint"]["st"] / MB),
-          flush=True)
+    if own:
+        print("inputs given: " + "; ".join(
+            "%s %s (%d file(s), %.1f MB)" % (name, inputs[name]["target"][0],
+                                             len(inputs[name]["files"]), sizes[name]["st"] / MB)
+            for name in names), flush=True)
+    else:
+        print("inputs in %s (%s): single file %.1f MB (.pt %.1f MB), checkpoint %d shards "
+              "%.1f MB" % (scratch, "reused" if reused else "made now",
+                           sizes["single"]["st"] / MB, sizes["single"]["pt"] / MB,
+                           len(paths["shards"]), sizes["checkpoint"]["st"] / MB), flush=True)
     print("cold cache: " + ("evicted with %s, checked with mincore(2)" % method if method else
                             "NOT possible here: " + cold_why), flush=True)
     if not probe["materialize"]:
@@ -499,9 +565,9 @@ def main():
             got["large_folios"] = share
 
     for rep in range(reps):
-        for input_name in ("single", "checkpoint"):
+        for input_name in names:
             files = all_files[input_name]
-            impls = [impl for impl in rotated(impls_for(input_name), rep)
+            impls = [impl for impl in rotated(impls_for(input_name, has_pt(input_name)), rep)
                      if impl != "ours_materialize" or probe["materialize"]]
             # Each cold row, and the same again on the page cache it left.
             for impl in impls:
@@ -541,13 +607,13 @@ def main():
         return sizes[input_name]["pt" if impl in ("torch", "torch_mmap") else "st"]
 
     results = []
-    for input_name in ("single", "checkpoint"):
+    for input_name in names:
         for cache, _ in CACHES:
             cat_s = median((input_name, cache, "cat"))
             cat_rate = sizes[input_name]["st"] / cat_s if cat_s else None
             ref_s = median((input_name, cache, "reference"))
             ref_net = net_median((input_name, cache, "reference"))
-            for impl in impls_for(input_name):
+            for impl in impls_for(input_name, has_pt(input_name)):
                 key = (input_name, cache, impl)
                 row = {"input": input_name, "cache": cache, "impl": impl, "label": LABELS[impl],
                        "cache_label": dict(CACHES)[cache]}
@@ -615,10 +681,9 @@ def main():
           "again: right after the same row cold (as that loader's own cold load left the "
           "cache). In 2 MiB folios: the share of the files' bytes the page cache held in "
           "2 MiB folios as the row started (median), which decides how many page-table "
-          "entries mapping them takes. "
-          "Tensors: single %s MB, checkpoint %s MB." % (
-              reps, fmt(tensor_mb.get("single"), "%.0f"), fmt(tensor_mb.get("checkpoint"),
-                                                              "%.0f")))
+          "entries mapping them takes. Tensors: %s." % (
+              reps, ", ".join("%s %.0f MB" % (name, tensor_mb[name]) for name in names
+                              if name in tensor_mb)))
     if not all(r.get("peak_reset", True) for r in results):
         print("The peak could not be reset after the imports here: it includes them.")
 
@@ -633,7 +698,7 @@ def main():
     print("Targets (issue 12):")
     for impl in ("ours_materialize", "ours_checkpoint"):
         label = LABELS[impl]
-        for input_name in ("single", "checkpoint"):
+        for input_name in names:
             r = find(input_name, "cold", impl)
             if "x_cat" in r:
                 verdict = "met" if r["x_cat"] >= 0.9 else "NOT met"
@@ -641,9 +706,9 @@ def main():
                     label, input_name, r["x_cat"], verdict))
             else:
                 print("- %s, cold, %s: %s" % (label, input_name, r.get("note", "not measured")))
-        for cache in ("warm", "again"):
-            r = find("single", cache, impl)
-            what = "%s, %s, single" % (label, dict(CACHES)[cache])
+        for input_name, cache in ((i, c) for i in names for c in ("warm", "again")):
+            r = find(input_name, cache, impl)
+            what = "%s, %s, %s" % (label, dict(CACHES)[cache], input_name)
             if "vs_reference" in r:
                 verdict = "met" if r["vs_reference"] <= 0.5 else "NOT met"
                 print("- %s: %.2f× the reference's time (target <= 0.5): %s" % (
@@ -654,7 +719,7 @@ def main():
                           "(target <= 0.5): %s" % (what, r["net_vs_reference"], verdict))
             else:
                 print("- %s: %s" % (what, r.get("note", "not measured")))
-        for input_name in ("single", "checkpoint"):
+        for input_name in names:
             peaks = [find(input_name, c, impl) for c, _ in CACHES]
             peaks = [p for p in peaks if "peak_delta" in p]
             if peaks:
