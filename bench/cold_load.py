@@ -36,7 +36,8 @@ rotating from one repetition to the next; medians over --reps are reported:
   loader's own cold load left it, what a user who loads the same model twice meets.
 The two warm kinds differ in the page cache's folio sizes, which decide what mapping the file
 costs (one page-table entry per 2 MiB folio, or one per 4 KiB page): read(2) brings a file in
-mostly as 2 MiB folios, faults through a mapping mostly as small ones. Each warm row reports
+mostly as 2 MiB folios; faults through a mapping bring it in as small ones, unless they come in
+file order, which lets the kernel's readahead grow its folios. Each warm row reports
 the share of the files' bytes held in 2 MiB folios when it started (mapped by this script,
 which reads /proc/self/smaps' FilePmdMapped; blank where the kernel cannot say).
 
