@@ -56,6 +56,7 @@ script exits 77 (ctest's skip) when torch >= 2.1 or the reference package is mis
 only when a row failed to run.
 """
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -91,32 +92,42 @@ _PROT_READ, _MAP_SHARED = 1, 1
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
+@contextlib.contextmanager
+def _mapped(path):
+    """A fresh read-only shared mapping of the file, as (address, size); (None, 0) for an empty
+    file. Mapping a file reads nothing."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            yield None, 0
+            return
+        addr = _libc.mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
+        if addr in (None, _MAP_FAILED):
+            raise OSError(ctypes.get_errno(), "mmap of %s failed" % path)
+        try:
+            yield addr, size
+        finally:
+            _libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+
+
 def cached_fraction(paths):
-    """The fraction of the files' pages in the page cache, from mincore(2) on a fresh mapping
-    (mapping a file reads nothing)."""
+    """The fraction of the files' pages in the page cache, from mincore(2) on a fresh mapping."""
     page = os.sysconf("SC_PAGE_SIZE")
     resident = pages = 0
     for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            if size == 0:
+        with _mapped(path) as (addr, size):
+            if not size:
                 continue
-            addr = _libc.mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
-            if addr in (None, _MAP_FAILED):
-                raise OSError(ctypes.get_errno(), "mmap of %s failed" % path)
-            try:
-                n = (size + page - 1) // page
-                vec = (ctypes.c_ubyte * n)()
-                if _libc.mincore(addr, size, vec) != 0:
-                    raise OSError(ctypes.get_errno(), "mincore on %s failed" % path)
-                # Bit 0 of each byte says "resident"; the kernel sets no other bit.
-                resident += n - bytes(vec).count(0)
-                pages += n
-            finally:
-                _libc.munmap(addr, size)
-        finally:
-            os.close(fd)
+            n = (size + page - 1) // page
+            vec = (ctypes.c_ubyte * n)()
+            if _libc.mincore(addr, size, vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore on %s failed" % path)
+            # Bit 0 of each byte says "resident"; the kernel sets no other bit.
+            resident += n - bytes(vec).count(0)
+            pages += n
     return resident / pages if pages else 0.0
 
 
@@ -159,28 +170,18 @@ def large_folio_fraction(paths):
         return None
     mapped = total = 0
     for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            if size == 0:
+        with _mapped(path) as (addr, size):
+            if not size:
                 continue
-            addr = _libc.mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
-            if addr in (None, _MAP_FAILED):
-                raise OSError(ctypes.get_errno(), "mmap of %s failed" % path)
-            try:
-                if addr % HUGE_PAGE:
-                    return None
-                for offset in range(0, size, HUGE_PAGE):
-                    ctypes.c_char.from_address(addr + offset).value
-                pmd_kib = _smaps_field(addr, "FilePmdMapped")
-                if pmd_kib is None:
-                    return None
-                mapped += pmd_kib * 1024
-                total += size
-            finally:
-                _libc.munmap(addr, size)
-        finally:
-            os.close(fd)
+            if addr % HUGE_PAGE:
+                return None
+            for offset in range(0, size, HUGE_PAGE):
+                ctypes.c_char.from_address(addr + offset).value
+            pmd_kib = _smaps_field(addr, "FilePmdMapped")
+            if pmd_kib is None:
+                return None
+            mapped += pmd_kib * 1024
+            total += size
     return mapped / total if total else None
 
 
