@@ -201,10 +201,9 @@ def _smaps_field(addr, field):
 
 def read_cache(paths):
     """Evicts the files and reads them back with read(2), or where they cannot be evicted just
-    reads them: the page cache as read(2) leaves it. Returns why it could not evict, or None."""
-    how, why_not = drop_cache(paths)
+    reads them: the page cache as read(2) leaves it (the report says when eviction failed)."""
+    drop_cache(paths)
     warm_cache(paths)
-    return why_not if how is None else None
 
 
 def warm_cache(paths):
@@ -423,10 +422,17 @@ def checkpoint_shards(path):
             return [os.path.join(path, files[0])]
     if not path.endswith(".json"):
         return [path]
-    with open(path) as f:
-        weight_map = json.load(f)["weight_map"]
+    try:
+        with open(path) as f:
+            weight_map = json.load(f)["weight_map"]
+        shards = list(dict.fromkeys(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SystemExit("cold_load.py: %s is not a checkpoint index with a weight_map (%s: %s)"
+                         % (path, type(e).__name__, e))
+    if not shards or not all(isinstance(shard, str) for shard in shards):
+        raise SystemExit("cold_load.py: the weight_map of %s names no shard files" % path)
     folder = os.path.dirname(os.path.abspath(path))
-    return [os.path.join(folder, shard) for shard in dict.fromkeys(weight_map.values())]
+    return [os.path.join(folder, shard) for shard in shards]
 
 
 def main():
